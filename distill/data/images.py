@@ -52,6 +52,15 @@ def square_view(image: Tensor, resolution: int) -> Tensor:
     return resized[:, top : top + resolution, left : left + resolution].clamp_(0, 1)
 
 
+def resize(images: Tensor, side: int) -> Tensor:
+    """A [B, 3, H, W] batch in [0, 1] resized to a square side (antialiased bilinear; no-op if already so)."""
+    if images.shape[-1] == side and images.shape[-2] == side:
+        return images
+    return F.interpolate(
+        images, size=(side, side), mode="bilinear", align_corners=False, antialias=True
+    ).clamp(0, 1)
+
+
 @dataclass
 class SkipLog:
     """Unreadable inputs met while reading a source: each is warned about once, by name, and counted."""
@@ -61,8 +70,11 @@ class SkipLog:
     def skip(self, name: str, error: Exception) -> None:
         """Record and warn about an input that could not be decoded."""
         self.skipped.append(name)
-        warnings.warn(f"skipping unreadable image {name} ({type(error).__name__}: {error}); "
-                      f"{len(self.skipped)} skipped so far", stacklevel=3)
+        warnings.warn(
+            f"skipping unreadable image {name} ({type(error).__name__}: {error}); "
+            f"{len(self.skipped)} skipped so far",
+            stacklevel=3,
+        )
 
 
 @dataclass
@@ -74,7 +86,9 @@ class LabeledImage:
     name: str
 
 
-def stack_views(images: Iterable[LabeledImage], resolution: int, limit: int | None = None) -> tuple[Tensor, Tensor]:
+def stack_views(
+    images: Iterable[LabeledImage], resolution: int, limit: int | None = None
+) -> tuple[Tensor, Tensor]:
     """Square views [N, 3, R, R] and labels [N] of up to `limit` images from an image source."""
     views, labels = [], []
     for item in images:

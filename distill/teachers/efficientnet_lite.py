@@ -38,15 +38,20 @@ class SamePadConv2d(nn.Conv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         pads = []
-        for size, k, s in zip(x.shape[:-3:-1], self.kernel_size[::-1], self.stride[::-1]):
+        for size, k, s in zip(x.shape[:-3:-1], self.kernel_size[::-1], self.stride[::-1], strict=True):
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
             pads += [total // 2, total - total // 2]
         return super().forward(F.pad(x, pads))
 
 
-def conv_bn(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
+def conv_bn(
+    cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: bool = True
+) -> nn.Sequential:
     """SAME-padded conv (no bias) -> BatchNorm -> optional ReLU6."""
-    layers = [SamePadConv2d(cin, cout, kernel, stride, groups=groups, bias=False), nn.BatchNorm2d(cout, eps=BN_EPS)]
+    layers = [
+        SamePadConv2d(cin, cout, kernel, stride, groups=groups, bias=False),
+        nn.BatchNorm2d(cout, eps=BN_EPS),
+    ]
     return nn.Sequential(*layers, nn.ReLU6()) if act else nn.Sequential(*layers)
 
 
@@ -75,7 +80,9 @@ class EfficientNetLite0(nn.Module):
         blocks = []
         for repeats, kernel, stride, expansion, cin, cout in LITE0_STAGES:
             for i in range(repeats):
-                blocks.append(MBConv(cin if i == 0 else cout, cout, kernel, stride if i == 0 else 1, expansion))
+                blocks.append(
+                    MBConv(cin if i == 0 else cout, cout, kernel, stride if i == 0 else 1, expansion)
+                )
         self.blocks = nn.Sequential(*blocks)
         self.head = conv_bn(320, 1280)
         self.classifier = nn.Linear(1280, num_classes)

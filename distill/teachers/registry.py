@@ -30,5 +30,7 @@ def registered_teachers() -> list[str]:
 def teacher_factory(name: str) -> TeacherFactory:
     """The factory registered under `name`; a one-line KeyError naming the known ones otherwise."""
     if name not in _FACTORIES:
-        raise KeyError(f"unknown teacher '{name}'; known: {', '.join(registered_teachers())}, or timm:<model>")
+        raise KeyError(
+            f"unknown teacher '{name}'; known: {', '.join(registered_teachers())}, or timm:<model>"
+        )
     return _FACTORIES[name]

@@ -1,0 +1,108 @@
+"""Checkpoints in safetensors: model weights, optimizer state and metadata, written atomically.
+
+A checkpoint is a folder with `model.safetensors` (weights; loadable without this code), and
+`train_state.safetensors` (optimizer moments keyed `<param index>.<name>`; metadata in its header:
+step, optimizer param groups, scheduler state, anything else JSON-able).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+
+def contiguous_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Detached, contiguous CPU copies (safetensors refuses shared or strided storage)."""
+    return {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], list[dict[str, Any]]]:
+    """An optimizer's per-parameter state as flat tensors, and its param groups as JSON-able dicts."""
+    state = optimizer.state_dict()
+    tensors = {}
+    for index, values in state["state"].items():
+        for name, value in values.items():
+            tensors[f"{index}.{name}"] = value if isinstance(value, Tensor) else torch.tensor(value)
+    return tensors, state["param_groups"]
+
+
+def restore_optimizer(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], groups: list[dict]
+) -> None:
+    """Inverse of `optimizer_tensors`."""
+    per_param: dict[int, dict[str, Tensor]] = {}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        per_param.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": per_param, "param_groups": groups})
+
+
+def save_checkpoint(
+    folder: str | Path,
+    model_state: dict[str, Tensor],
+    optimizer: torch.optim.Optimizer | None,
+    meta: dict[str, Any],
+) -> Path:
+    """Write a checkpoint folder atomically (a temporary folder renamed over the old one)."""
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        save_file(
+            contiguous_state(model_state), str(tmp / "model.safetensors"), metadata={"meta": json.dumps(meta)}
+        )
+        if optimizer is not None:
+            tensors, groups = optimizer_tensors(optimizer)
+            header = {"meta": json.dumps(meta), "param_groups": json.dumps(groups)}
+            save_file(contiguous_state(tensors), str(tmp / "train_state.safetensors"), metadata=header)
+        old = folder.with_name(f".{folder.name}.{os.getpid()}.old")
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def read_meta(folder: str | Path) -> dict[str, Any]:
+    """The metadata saved with a checkpoint."""
+    with safe_open(str(Path(folder) / "model.safetensors"), "pt") as f:
+        return json.loads(f.metadata()["meta"])
+
+
+def load_model_state(folder: str | Path) -> dict[str, Tensor]:
+    """A checkpoint's model weights."""
+    path = Path(folder) / "model.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {folder} (missing model.safetensors)")
+    return load_file(str(path))
+
+
+def load_train_state(folder: str | Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore the optimizer from a checkpoint; returns the saved metadata."""
+    path = str(Path(folder) / "train_state.safetensors")
+    with safe_open(path, "pt") as f:
+        header = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    restore_optimizer(optimizer, tensors, json.loads(header["param_groups"]))
+    return json.loads(header["meta"])
+
+
+def load_into(model: nn.Module, folder: str | Path, strict: bool = True) -> None:
+    """Load a checkpoint's weights into a model (one-line error on a mismatch)."""
+    state = load_model_state(folder)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if strict and (missing or unexpected):
+        raise ValueError(
+            f"checkpoint {folder} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )

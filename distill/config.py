@@ -1,0 +1,264 @@
+"""Run configuration: dataclasses filled from YAML, with `key.sub=value` command-line overrides.
+
+An unknown key or a value of the wrong type is a one-line `ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad configuration key or value (the message names it)."""
+
+
+@dataclass
+class TeacherConfig:
+    """One teacher of a stage.
+
+    Attributes:
+        name: an expert (`semantic`, `text`, `edges`), `timm:<model>` or a short timm alias.
+        resolution: square side the teacher sees; None = the training view's size.
+        weights: for timm teachers: pretrained (hub), random, or file.
+        checkpoint: local weight file for weights=file.
+        patch_weight: the optional gamma on this teacher's patch terms (1 = the paper's default).
+    """
+
+    name: str
+    resolution: int | None = None
+    weights: str = "pretrained"
+    checkpoint: str | None = None
+    patch_weight: float = 1.0
+
+
+@dataclass
+class ModelConfig:
+    """A distilled backbone (proxy or student): any timm architecture plus adaptor heads.
+
+    Attributes:
+        arch: timm model name (without pretrained tag).
+        kwargs: extra `timm.create_model` arguments (e.g. embed_dim, depth, reg_tokens).
+        adaptor_hidden: hidden width of every adaptor MLP.
+    """
+
+    arch: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    adaptor_hidden: int = 1024
+
+
+@dataclass
+class DataConfig:
+    """Training images.
+
+    Attributes:
+        source: `scenes` (generated), `photos` (bundled), `mixed` (scenes plus the photos' random
+            crops), `folder:<path>` or `shards:<glob>`.
+        num_images: size of the fixed view set (what the feature cache holds).
+        seed: seed of the generator and of view sampling.
+    """
+
+    source: str = "mixed"
+    num_images: int = 2048
+    seed: int = 0
+
+
+@dataclass
+class StageConfig:
+    """Hyper-parameters of one stage.
+
+    Attributes:
+        steps: optimisation steps.
+        batch_size: global batch size (split over processes under DDP).
+        lr: peak learning rate.
+        warmup_steps: linear warm-up steps before the cosine decay.
+        resolutions: student input sides; more than one = a pyramid, drawn per step.
+        teacher_resolutions: teacher input sides, drawn independently per step (None = same as student's).
+        weight_decay: AdamW weight decay.
+    """
+
+    steps: int
+    batch_size: int
+    lr: float
+    warmup_steps: int = 0
+    resolutions: list[int] = field(default_factory=lambda: [128])
+    teacher_resolutions: list[int] | None = None
+    weight_decay: float = 0.05
+
+
+@dataclass
+class LossConfig:
+    """The paper's loss: cos(summary) + alpha cos(patches) + beta smoothL1(patches), per teacher."""
+
+    alpha: float = 0.9
+    beta: float = 0.1
+    smooth_l1_beta: float = 1.0
+
+
+@dataclass
+class NormConfig:
+    """Teacher target standardisation: `standard` (per coordinate) or `phi-s` (RADIOv2.5's PHI-S)."""
+
+    method: str = "standard"
+    warmup_batches: int = 20
+
+
+@dataclass
+class TrainConfig:
+    """Loop settings shared by every stage."""
+
+    device: str = "auto"
+    precision: str = "auto"  # auto (bf16 on CUDA), bf16, fp32
+    grad_clip: float = 1.0
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 100
+    feature_cache: bool = True
+    fsdp: bool = False  # shard the proxy with FSDP2 under torchrun (DDP otherwise)
+
+
+@dataclass
+class RunConfig:
+    """Everything a pipeline run needs."""
+
+    teachers: list[TeacherConfig]
+    proxy: ModelConfig
+    student: ModelConfig
+    stages: dict[str, StageConfig]
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    norm: NormConfig = field(default_factory=NormConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+STAGE_NAMES = ("proxy", "student", "multires", "direct")
+CHOICES = {"norm.method": ("standard", "phi-s"), "train.precision": ("auto", "bf16", "fp32")}
+
+
+def _build(cls: Any, value: Any, where: str) -> Any:
+    """Coerce a YAML value to the annotated type `cls`, naming `where` in errors."""
+    origin = typing.get_origin(cls)
+    if dataclasses.is_dataclass(cls):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where or 'config'}: expected a mapping, got {value!r}")
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - names)
+        if unknown:
+            raise ConfigError(
+                f"unknown config key '{_join(where, unknown[0])}' (known: {', '.join(sorted(names))})"
+            )
+        kwargs = {k: _build(hints[k], v, _join(where, k)) for k, v in value.items()}
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs and _required(f)]
+        if missing:
+            raise ConfigError(f"missing config key '{_join(where, missing[0])}'")
+        return cls(**kwargs)
+    if origin in (types.UnionType, typing.Union):
+        args = typing.get_args(cls)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _build(inner[0], value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{where}' must be a list, got {value!r}")
+        (item,) = typing.get_args(cls)
+        return [_build(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{where}' must be a mapping, got {value!r}")
+        _, item = typing.get_args(cls)
+        return {k: _build(item, v, _join(where, k)) for k, v in value.items()}
+    if cls is Any:
+        return value
+    if cls is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, cls) or (cls is int and isinstance(value, bool)):
+        raise ConfigError(f"config key '{where}' must be {cls.__name__}, got {value!r}")
+    return value
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _validate(config: RunConfig) -> RunConfig:
+    """Value checks that types cannot express."""
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value not in allowed:
+            raise ConfigError(f"config key '{key}' must be one of {', '.join(allowed)}, got '{value}'")
+    for name, stage in config.stages.items():
+        if name not in STAGE_NAMES:
+            raise ConfigError(f"unknown stage 'stages.{name}' (known: {', '.join(STAGE_NAMES)})")
+        for key in ("steps", "batch_size"):
+            if getattr(stage, key) <= 0:
+                raise ConfigError(
+                    f"config key 'stages.{name}.{key}' must be positive, got {getattr(stage, key)}"
+                )
+        if stage.lr <= 0:
+            raise ConfigError(f"config key 'stages.{name}.lr' must be positive, got {stage.lr}")
+        if not stage.resolutions or min(stage.resolutions) < 16:
+            raise ConfigError(
+                f"config key 'stages.{name}.resolutions' needs sides >= 16, got {stage.resolutions}"
+            )
+    if not config.teachers:
+        raise ConfigError("config key 'teachers' must list at least one teacher")
+    if config.data.num_images <= 0:
+        raise ConfigError(f"config key 'data.num_images' must be positive, got {config.data.num_images}")
+    return config
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b=value` -> (["a", "b"], YAML-parsed value); a one-line error if there is no '='."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override '{text}' must look like key.sub=value")
+    return key.split("."), yaml.safe_load(raw)
+
+
+def apply_override(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    """Set `value` at a dotted path in a raw config mapping, creating mappings along the way."""
+    node = tree
+    for key in path[:-1]:
+        if isinstance(node, list):
+            raise ConfigError(f"override '{'.'.join(path)}' cannot index into a list")
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{'.'.join(path)}': '{key}' is not a mapping")
+    node[path[-1]] = value
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a YAML run config, apply `key.sub=value` overrides, and validate it.
+
+    Raises:
+        ConfigError: unknown key, wrong type or bad value, with the key in the message.
+        FileNotFoundError: no such config file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    for text in overrides:
+        apply_override(tree, *parse_override(text))
+    return _validate(_build(RunConfig, tree, ""))
+
+
+def config_to_dict(config: RunConfig) -> dict[str, Any]:
+    """A plain mapping of the config (for saving with a run)."""
+    return dataclasses.asdict(config)

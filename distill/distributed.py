@@ -1,0 +1,81 @@
+"""The same training code on one process or under `torchrun` (DDP, or FSDP2 for the proxy).
+
+Backend: NCCL on CUDA, gloo on CPU. Each process handles `batch_size / world_size` of every global
+batch; gradients are averaged, so a step matches a single-process step on the whole batch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+
+@dataclass
+class Context:
+    """This process's place in the job."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def context() -> Context:
+    """Join the process group if launched by torchrun (WORLD_SIZE > 1), else a single-process context."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Context(0, 1, torch.device("cpu"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    return Context(dist.get_rank(), dist.get_world_size(), device)
+
+
+def wrap(model: nn.Module, ctx: Context, fsdp: bool = False) -> nn.Module:
+    """DDP (or FSDP2 when `fsdp`, sharding each backbone block and the root) across the job; as is alone."""
+    if ctx.world_size == 1:
+        return model
+    if fsdp:
+        from torch.distributed.fsdp import fully_shard
+
+        for block in getattr(model.backbone, "blocks", []):
+            fully_shard(block)
+        return fully_shard(model)
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+    )
+
+
+def full_state_dict(model: nn.Module, ctx: Context) -> dict[str, Tensor]:
+    """The unwrapped model's full state dict (gathered on every rank for FSDP)."""
+    if ctx.world_size > 1 and not isinstance(model, nn.parallel.DistributedDataParallel):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return getattr(model, "module", model).state_dict()
+
+
+def mean_logs(logs: dict[str, Tensor], ctx: Context) -> dict[str, Tensor]:
+    """Average logged scalars over processes."""
+    if ctx.world_size == 1:
+        return logs
+    names = sorted(logs)
+    stacked = torch.stack([logs[n].float() for n in names])
+    dist.all_reduce(stacked)
+    return dict(zip(names, stacked / ctx.world_size, strict=True))
+
+
+def barrier(ctx: Context) -> None:
+    if ctx.world_size > 1:
+        dist.barrier()

@@ -1,0 +1,51 @@
+"""Distilled encoders (proxy and student): a timm backbone plus adaptor heads, one pair per teacher."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from distill.adaptors import TeacherAdaptor
+from distill.config import ModelConfig
+from distill.teachers.base import TeacherOutput, check_images
+from distill.teachers.timm_teacher import create_timm_backbone, input_granularity, split_features
+
+
+class DistilledModel(nn.Module):
+    """A backbone that exposes a summary vector and a patch grid, with adaptor heads per teacher.
+
+    Args:
+        config: architecture (any timm model), its kwargs, and the adaptor hidden width.
+        teacher_dims: teacher name -> (summary_dim, patch_dim) of its targets.
+    """
+
+    def __init__(self, config: ModelConfig, teacher_dims: dict[str, tuple[int, int]]) -> None:
+        super().__init__()
+        self.backbone = create_timm_backbone(config.arch, "random", **config.kwargs)
+        self.dim = int(self.backbone.num_features)
+        self.stride = input_granularity(self.backbone)
+        cfg = self.backbone.pretrained_cfg
+        self.register_buffer("input_mean", Tensor(cfg["mean"]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("input_std", Tensor(cfg["std"]).view(1, 3, 1, 1), persistent=False)
+        self.adaptors = nn.ModuleDict(
+            {
+                name: TeacherAdaptor(self.dim, config.adaptor_hidden, s, p)
+                for name, (s, p) in teacher_dims.items()
+            }
+        )
+
+    def features(self, images: Tensor) -> TeacherOutput:
+        """Backbone summary [B, D] and patches [B, D, H/stride, W/stride] of images in [0, 1]."""
+        x = (images - self.input_mean) / self.input_std
+        grid = (x.shape[-2] // self.stride, x.shape[-1] // self.stride)
+        return split_features(self.backbone, self.backbone.forward_features(x), grid)
+
+    def forward(self, images: Tensor) -> dict[str, TeacherOutput]:
+        """Each teacher's adaptor output for images in [0, 1]."""
+        features = self.features(images)
+        return {name: adaptor(features) for name, adaptor in self.adaptors.items()}
+
+    def check(self, images: Tensor) -> None:
+        """One-line error for a bad image batch or a side that is not a multiple of the stride."""
+        check_images(images)
+        if images.shape[-1] % self.stride or images.shape[-2] % self.stride:
+            raise ValueError(f"image sides must be multiples of {self.stride}, got {list(images.shape[-2:])}")

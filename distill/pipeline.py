@@ -1,0 +1,60 @@
+"""Run stages in order into one run folder: proxy -> student -> multires, and the direct baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from torch import Tensor
+
+from distill.atomic import atomic_path
+from distill.config import RunConfig, config_to_dict
+from distill.data.views import build_views
+from distill.feature_cache import fingerprint
+from distill.trainer import StageResult, run_stage
+
+PIPELINE_ORDER = ("proxy", "student", "multires", "direct")
+
+
+def view_resolution(config: RunConfig, stages: list[str]) -> int:
+    """The side the fixed views are stored at: the largest any stage's student or teacher draws."""
+    sides = [
+        s
+        for name in stages
+        for s in config.stages[name].resolutions + (config.stages[name].teacher_resolutions or [])
+    ]
+    return max(sides)
+
+
+def prepare_views(config: RunConfig, stages: list[str]) -> tuple[Tensor, str]:
+    """The run's fixed training views and their fingerprint (which keys the feature cache)."""
+    data = config.data
+    views = build_views(data.source, data.num_images, view_resolution(config, stages), data.seed)
+    return views, fingerprint(data.source, data.num_images, data.seed, views)
+
+
+def save_run_config(config: RunConfig, run_dir: Path) -> None:
+    """Write config.yaml into the run folder; refuse to mix a different config into an existing run."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "config.yaml"
+    text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
+    if path.is_file() and yaml.safe_load(path.read_text()) != yaml.safe_load(text):
+        raise ValueError(
+            f"{run_dir} holds a run with a different config; resume with the same config or use a new --out"
+        )
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def run_stages(
+    config: RunConfig, run_dir: str | Path, stages: list[str] | tuple[str, ...]
+) -> dict[str, StageResult]:
+    """Run the named stages in the given order into `run_dir` (each resumes from its own checkpoint)."""
+    run_dir = Path(run_dir)
+    stages = list(stages)
+    missing = [s for s in stages if s not in config.stages]
+    if missing:
+        raise ValueError(f"stage '{missing[0]}' is not configured (configured: {', '.join(config.stages)})")
+    save_run_config(config, run_dir)
+    views, data_key = prepare_views(config, stages)
+    return {stage: run_stage(config, stage, run_dir, views, data_key) for stage in stages}

@@ -1,0 +1,120 @@
+"""The teachers of a stage, their frozen standardisation, and the targets they give."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from distill.atomic import atomic_path
+from distill.checkpoint import contiguous_state
+from distill.config import RunConfig
+from distill.data.images import resize
+from distill.distilled_teacher import DistilledTeacher
+from distill.standardize import TeacherStandardizer
+from distill.teachers import Teacher, build_teacher
+from distill.teachers.base import TeacherOutput
+from distill.teachers.registry import registered_teachers
+
+EXPERT_STAGES = ("proxy", "direct")  # stages taught by the experts; the others by the proxy
+
+
+@dataclass
+class StageTeachers:
+    """Frozen teachers of one stage with their frozen standardisers.
+
+    Attributes:
+        teachers: name -> teacher.
+        standardizers: name -> its summary/patch standardiser.
+        identity: name -> JSON-able description (keys the feature cache).
+        patch_weights: name -> gamma on its patch terms.
+        device: where the teachers run.
+    """
+
+    teachers: dict[str, Teacher]
+    standardizers: dict[str, TeacherStandardizer]
+    identity: dict[str, dict]
+    patch_weights: dict[str, float]
+    device: torch.device
+
+    def dims(self) -> dict[str, tuple[int, int]]:
+        """name -> (summary_dim, patch_dim)."""
+        return {n: (t.summary_dim, t.patch_dim) for n, t in self.teachers.items()}
+
+    @torch.no_grad()
+    def targets(self, name: str, images: Tensor) -> TeacherOutput:
+        """Standardised features of teacher `name` for images in [0, 1]."""
+        return self.standardizers[name](self.teachers[name](images))
+
+    def save_standardizers(self, path: Path) -> None:
+        """Write every standardiser's frozen statistics to one safetensors file (atomically)."""
+        state = {f"{n}.{k}": v for n, s in self.standardizers.items() for k, v in s.state_dict().items()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            save_file(contiguous_state(state), str(tmp))
+
+
+def expert_teacher(spec_name: str, resolution: int | None, weights: str, checkpoint: str | None) -> Teacher:
+    """An expert or timm teacher from its config fields."""
+    if spec_name in registered_teachers():
+        return build_teacher(spec_name, resolution=resolution)
+    return build_teacher(spec_name, weights=weights, checkpoint=checkpoint, resolution=resolution)
+
+
+def build_stage_teachers(
+    config: RunConfig, stage: str, run_dir: Path, device: torch.device, views: Tensor, sides: list[int]
+) -> StageTeachers:
+    """Build a stage's teachers and fit (or reload) their standardisation on warm-up batches.
+
+    Warm-up: `norm.warmup_batches` batches of the stage's batch size drawn from the views, at each
+    teacher side in turn. Statistics already saved for this stage are reloaded instead, so a resumed
+    run standardises exactly as before.
+    """
+    if stage in EXPERT_STAGES:
+        teachers, identity, gammas = {}, {}, {}
+        for spec in config.teachers:
+            teachers[spec.name] = expert_teacher(spec.name, spec.resolution, spec.weights, spec.checkpoint)
+            identity[spec.name] = {"name": spec.name, "resolution": spec.resolution, "weights": spec.weights,
+                                   "checkpoint": spec.checkpoint}  # fmt: skip
+            gammas[spec.name] = spec.patch_weight
+    else:
+        proxy = run_dir / "proxy" / "checkpoint"
+        if not proxy.exists():
+            raise FileNotFoundError(
+                f"stage '{stage}' needs the proxy checkpoint {proxy}: run the proxy stage first"
+            )
+        teachers = {"proxy": DistilledTeacher(proxy)}
+        stat = (proxy / "model.safetensors").stat()
+        identity = {
+            "proxy": {"checkpoint": str(proxy.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns}
+        }
+        gammas = {"proxy": 1.0}
+    teachers = {n: t.to(device) for n, t in teachers.items()}
+    standardizers = {
+        n: TeacherStandardizer(t.summary_dim, t.patch_dim, config.norm.method).to(device)
+        for n, t in teachers.items()
+    }
+    saved = run_dir / stage / "standardizers.safetensors"
+    if saved.is_file():
+        state = load_file(str(saved), device=str(device))
+        for name, standardizer in standardizers.items():
+            standardizer.load_state_dict(
+                {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith(f"{name}.")}
+            )
+    else:
+        batch = config.stages[stage].batch_size
+        generator = torch.Generator().manual_seed(config.train.seed + 17)
+        draws = [
+            torch.randint(views.shape[0], (batch,), generator=generator)
+            for _ in range(config.norm.warmup_batches)
+        ]
+        for name, teacher in teachers.items():
+            outputs = (
+                teacher(resize(views[index].to(device).float().div(255), sides[i % len(sides)]))
+                for i, index in enumerate(draws)
+            )
+            standardizers[name].fit(outputs)
+    return StageTeachers(teachers, standardizers, identity, gammas, device)

@@ -1,0 +1,219 @@
+"""One distillation stage, top to bottom: teachers, targets, model, optimiser, loop, checkpoints.
+
+Every random choice of step `s` (which views, which resolutions, dropout) is seeded by
+(seed, s), so a run resumed from its checkpoint at step s continues exactly as the uninterrupted
+run would have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from distill import distributed
+from distill.checkpoint import load_into, load_train_state, read_meta, save_checkpoint
+from distill.config import RunConfig, StageConfig
+from distill.data.images import resize
+from distill.feature_cache import CachedFeatures, FeatureCache, fingerprint
+from distill.losses import distillation_loss
+from distill.models import DistilledModel
+from distill.stage_teachers import StageTeachers, build_stage_teachers
+from distill.teachers.base import TeacherOutput
+
+MODEL_OF_STAGE = {"proxy": "proxy", "direct": "student", "student": "student", "multires": "student"}
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class StageResult:
+    """What a finished stage leaves: its folder, final step, last logged metrics, throughput."""
+
+    folder: Path
+    steps: int
+    metrics: dict[str, float]
+    images_per_second: float
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto` -> CUDA when available, else CPU."""
+    return torch.device(
+        "cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name)
+    )
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast where asked or (auto) where the device supports it; None = full fp32."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    return torch.bfloat16
+
+
+def learning_rate(step: int, stage: StageConfig) -> float:
+    """Linear warm-up to `lr`, then cosine decay to zero at the last step."""
+    if step < stage.warmup_steps:
+        return stage.lr * (step + 1) / stage.warmup_steps
+    progress = (step - stage.warmup_steps) / max(1, stage.steps - stage.warmup_steps)
+    return stage.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The random stream of one step (independent of everything before it)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def batch_indices(num_views: int, batch_size: int, step: int, seed: int) -> Tensor:
+    """View indices of a step: consecutive slices of a per-epoch permutation (a batch may wrap epochs)."""
+    position = step * batch_size
+    chunks = []
+    while len(chunks) == 0 or sum(len(c) for c in chunks) < batch_size:
+        epoch, offset = divmod(position, num_views)
+        order = torch.randperm(num_views, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+        take = order[offset : offset + batch_size - sum(len(c) for c in chunks)]
+        chunks.append(take)
+        position += len(take)
+    return torch.cat(chunks)
+
+
+def stage_folder(run_dir: Path, stage: str) -> Path:
+    return run_dir / stage
+
+
+def cached_targets(
+    teachers: StageTeachers, views: Tensor, sides: list[int], cache_root: Path, data_key: str
+) -> dict[tuple[str, int], CachedFeatures]:
+    """Standardised teacher features of every view at every teacher side, from (or into) the cache."""
+    cache = FeatureCache(cache_root)
+    out = {}
+    for name, teacher in teachers.teachers.items():
+        for side in sides:
+            key = fingerprint(
+                teachers.identity[name], side, data_key, teachers.standardizers[name].state_dict()
+            )
+
+            def compute(index: slice, name: str = name, side: int = side) -> TeacherOutput:
+                images = resize(views[index].to(teachers.device).float().div(255), side)
+                return teachers.targets(name, images)
+
+            description = {"teacher": teachers.identity[name], "side": side, "data": data_key}
+            out[(name, side)] = cache.get_or_build(key, description, views.shape[0], compute)
+    return out
+
+
+def run_stage(
+    config: RunConfig, stage: str, run_dir: str | Path, views: Tensor, data_key: str
+) -> StageResult:
+    """Train one stage of the pipeline into `run_dir/<stage>`, resuming from its checkpoint if present.
+
+    Args:
+        config: the run's configuration.
+        stage: `proxy`, `student`, `multires` or `direct`.
+        run_dir: the run folder (the `student` and `multires` stages read `proxy`/`student` from it).
+        views: uint8 [N, 3, R, R] fixed training views.
+        data_key: fingerprint of the view set (names the feature-cache entries).
+    """
+    if stage not in config.stages:
+        raise ValueError(f"stage '{stage}' is not configured (configured: {', '.join(config.stages)})")
+    cfg, train = config.stages[stage], config.train
+    run_dir = Path(run_dir)
+    folder = stage_folder(run_dir, stage)
+    checkpoint = folder / "checkpoint"
+    ctx = distributed.context()
+    device = ctx.device if ctx.world_size > 1 else pick_device(train.device)
+    torch.manual_seed(train.seed)
+
+    teacher_sides = cfg.teacher_resolutions or cfg.resolutions
+    teachers = build_stage_teachers(config, stage, run_dir, device, views, teacher_sides)
+    if ctx.is_main:
+        teachers.save_standardizers(folder / "standardizers.safetensors")
+    targets = None
+    if train.feature_cache:  # the main process fills the cache; the others then read it
+        cache_root = run_dir.parent / ".feature_cache"
+        if ctx.is_main:
+            cached_targets(teachers, views, teacher_sides, cache_root, data_key)
+        distributed.barrier(ctx)
+        targets = cached_targets(teachers, views, teacher_sides, cache_root, data_key)
+
+    model_config = getattr(config, MODEL_OF_STAGE[stage])
+    model = DistilledModel(model_config, teachers.dims()).to(device)
+    if stage == "multires" and not checkpoint.exists():
+        load_into(model, stage_folder(run_dir, "student") / "checkpoint")
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
+    start = 0
+    if checkpoint.exists():
+        load_into(model, checkpoint)
+        start = load_train_state(checkpoint, optimizer)["step"]
+    wrapped = distributed.wrap(model, ctx, fsdp=stage == "proxy" and train.fsdp)
+    amp = autocast_dtype(train.precision, device)
+    local_batch = cfg.batch_size // ctx.world_size
+    if local_batch * ctx.world_size != cfg.batch_size:
+        raise ValueError(f"batch size {cfg.batch_size} does not split over {ctx.world_size} processes")
+
+    log_path = folder / "metrics.jsonl"
+    folder.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=stage, disable=not ctx.is_main)
+    metrics: dict[str, float] = {}
+    timer, images_seen = time.perf_counter(), 0
+    for step in bar:
+        rng = step_generator(train.seed, step)
+        index = batch_indices(views.shape[0], cfg.batch_size, step, train.seed)
+        side = cfg.resolutions[int(torch.randint(len(cfg.resolutions), (), generator=rng))]
+        teacher_side = teacher_sides[int(torch.randint(len(teacher_sides), (), generator=rng))]
+        if cfg.teacher_resolutions is None:
+            teacher_side = side
+        index = index[ctx.rank * local_batch : (ctx.rank + 1) * local_batch]
+        torch.manual_seed(train.seed * 1_000_003 + step)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, cfg)
+
+        full = views[index].to(device).float().div(255)
+        if targets is not None:
+            step_targets = {n: targets[(n, teacher_side)].take(index, device) for n in teachers.teachers}
+        else:
+            step_targets = {n: teachers.targets(n, resize(full, teacher_side)) for n in teachers.teachers}
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            predictions = wrapped(resize(full, side))
+        loss, logs = distillation_loss(predictions, step_targets, config.loss.alpha, config.loss.beta,
+                                       teachers.patch_weights, config.loss.smooth_l1_beta)  # fmt: skip
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(
+                f"{stage}: loss is {loss.item()} at step {step}; stopped, last good checkpoint kept at {checkpoint}"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+        optimizer.step()
+        images_seen += cfg.batch_size
+
+        last = step + 1 == cfg.steps
+        if ctx.is_main and (step % train.log_every == 0 or last):
+            elapsed = time.perf_counter() - timer
+            metrics = {k: float(v) for k, v in distributed.mean_logs(logs, ctx).items()}
+            metrics.update(step=step, lr=optimizer.param_groups[0]["lr"], grad_norm=float(grad_norm),
+                           side=side, teacher_side=teacher_side, images_per_second=images_seen / max(elapsed, 1e-9))  # fmt: skip
+            with log_path.open("a") as f:
+                f.write(json.dumps(metrics) + "\n")
+            bar.set_postfix({k.split("/")[0]: f"{v:.3f}" for k, v in metrics.items() if k.endswith("/total")})
+        if (step + 1) % train.checkpoint_every == 0 or last:
+            state = distributed.full_state_dict(wrapped, ctx)
+            if ctx.is_main:
+                meta = {"step": step + 1, "stage": stage, "teachers": teachers.dims(),
+                        "model_config": dataclasses.asdict(model_config)}  # fmt: skip
+                save_checkpoint(checkpoint, state, optimizer, meta)
+            distributed.barrier(ctx)
+    throughput = images_seen / max(time.perf_counter() - timer, 1e-9)
+    final_step = read_meta(checkpoint)["step"] if checkpoint.exists() else start
+    return StageResult(folder, final_step, metrics, throughput)

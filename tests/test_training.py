@@ -1,0 +1,148 @@
+"""End-to-end stages on CPU: losses fall, resume is exact, 2-process DDP equals one process."""
+
+import json
+import os
+import socket
+import textwrap
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+from distill import trainer
+from distill.config import load_config
+from distill.pipeline import prepare_views, run_stages
+
+TINY = """
+teachers:
+  - {name: %s}
+proxy: {arch: vit_small_patch16_dinov3, kwargs: {embed_dim: 48, depth: 2, num_heads: 2}, adaptor_hidden: 48}
+student: {arch: vit_small_patch16_dinov3, kwargs: {embed_dim: 32, depth: 2, num_heads: 2}, adaptor_hidden: 32}
+data: {source: scenes, num_images: 32}
+stages:
+  proxy: {steps: %d, batch_size: 8, lr: 2.0e-3, warmup_steps: 2, resolutions: [64]}
+  student: {steps: %d, batch_size: 8, lr: 2.0e-3, warmup_steps: 2, resolutions: [64]}
+  multires: {steps: 6, batch_size: 8, lr: 1.0e-3, resolutions: [32, 64], teacher_resolutions: [48, 64]}
+  direct: {steps: %d, batch_size: 8, lr: 2.0e-3, warmup_steps: 2, resolutions: [64]}
+norm: {warmup_batches: 2}
+train: {log_every: 1, checkpoint_every: 3, seed: 3}
+"""
+RANDOM_TEACHER = "timm:convnext_atto, weights: random"
+
+
+def config_file(tmp_path, teacher=RANDOM_TEACHER, steps=12, name="c.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(TINY % (teacher, steps, steps, steps)))
+    return path
+
+
+def losses(stage_dir):
+    return [json.loads(line)["loss"] for line in (stage_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def mean(values):
+    return sum(values) / len(values)
+
+
+@pytest.mark.slow
+def test_pipeline_with_the_experts_lowers_every_stage_loss(tmp_path):
+    config = load_config(config_file(tmp_path, "semantic, resolution: 64}\n  - {name: text}\n  - {name: edges", 20))
+    results = run_stages(config, tmp_path / "runs" / "toy", ["proxy", "student", "multires", "direct"])
+    for stage in ("proxy", "student", "direct"):
+        curve = losses(results[stage].folder)
+        assert mean(curve[-4:]) < mean(curve[:4]), (stage, curve)
+    assert results["multires"].steps == 6
+    sides = {json.loads(line)["side"] for line in (results["multires"].folder / "metrics.jsonl").read_text().splitlines()}
+    assert sides == {32, 64}  # the pyramid was drawn
+    proxy_terms = json.loads((results["proxy"].folder / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"semantic/summary_cos", "text/patch_cos", "edges/patch_smooth_l1"} <= set(proxy_terms)
+    assert (tmp_path / "runs" / "toy" / "config.yaml").is_file()
+
+
+def final_weights(run_dir, stage):
+    return load_file(str(run_dir / stage / "checkpoint" / "model.safetensors"))
+
+
+def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
+    config = load_config(config_file(tmp_path, steps=8))
+    run_stages(config, tmp_path / "runs" / "whole", ["proxy"])
+
+    original = trainer.distillation_loss
+    calls = {"n": 0}
+
+    def dies_at_step_5(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt  # as if the process were killed during step 5
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "distillation_loss", dies_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        run_stages(config, tmp_path / "runs" / "cut", ["proxy"])
+    monkeypatch.setattr(trainer, "distillation_loss", original)
+    assert json.loads((tmp_path / "runs/cut/proxy/metrics.jsonl").read_text().splitlines()[-1])["step"] == 4
+    resumed = run_stages(config, tmp_path / "runs" / "cut", ["proxy"])["proxy"]
+    assert resumed.steps == 8
+    whole, cut = final_weights(tmp_path / "runs/whole", "proxy"), final_weights(tmp_path / "runs/cut", "proxy")
+    assert whole.keys() == cut.keys()
+    for key in whole:
+        torch.testing.assert_close(cut[key], whole[key], rtol=1e-5, atol=1e-6)
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    config = load_config(config_file(tmp_path, steps=8))
+    original = trainer.distillation_loss
+
+    def nan_at_step_4(*args, **kwargs):
+        total, logs = original(*args, **kwargs)
+        nan_at_step_4.n = getattr(nan_at_step_4, "n", 0) + 1
+        return (total * float("nan"), logs) if nan_at_step_4.n == 5 else (total, logs)
+
+    monkeypatch.setattr(trainer, "distillation_loss", nan_at_step_4)
+    with pytest.raises(trainer.NonFiniteLoss, match="proxy: loss is nan at step 4; stopped, last good checkpoint"):
+        run_stages(config, tmp_path / "runs" / "nan", ["proxy"])
+    from distill.checkpoint import read_meta
+
+    assert read_meta(tmp_path / "runs/nan/proxy/checkpoint")["step"] == 3
+
+
+def test_stage_order_errors(tmp_path):
+    config = load_config(config_file(tmp_path, steps=2))
+    with pytest.raises(FileNotFoundError, match="needs the proxy checkpoint"):
+        run_stages(config, tmp_path / "runs" / "x", ["student"])
+    other = load_config(config_file(tmp_path, steps=3, name="d.yaml"))
+    run_stages(config, tmp_path / "runs" / "y", ["proxy"])
+    with pytest.raises(ValueError, match="holds a run with a different config"):
+        run_stages(other, tmp_path / "runs" / "y", ["proxy"])
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ddp_worker(rank, world_size, port, config_path, run_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
+                      LOCAL_RANK=str(rank))  # fmt: skip
+    torch.set_num_threads(1)
+    config = load_config(config_path)
+    views, key = prepare_views(config, ["proxy"])
+    trainer.run_stage(config, "proxy", run_dir, views, key)
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_process_gloo_ddp_step_matches_one_process_on_the_global_batch(tmp_path):
+    path = config_file(tmp_path, steps=2)
+    config = load_config(path)
+    single = tmp_path / "runs" / "single"
+    run_stages(config, single, ["proxy"])
+    ddp = tmp_path / "runs" / "ddp"
+    ddp.mkdir(parents=True)
+    mp.spawn(ddp_worker, args=(2, free_port(), str(path), str(ddp)), nprocs=2, join=True)
+    a, b = final_weights(single, "proxy"), final_weights(ddp, "proxy")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
