@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from distill import distributed
+from distill.atomic import atomic_path
 from distill.checkpoint import load_into, load_train_state, read_meta, save_checkpoint
 from distill.config import RunConfig, StageConfig
 from distill.data.images import resize
@@ -83,6 +84,14 @@ def batch_indices(num_views: int, batch_size: int, step: int, seed: int) -> Tens
         chunks.append(take)
         position += len(take)
     return torch.cat(chunks)
+
+
+def drop_metrics_after(path: Path, step: int) -> None:
+    """On resume, forget metrics logged after the checkpoint (those steps are run again)."""
+    if path.is_file():
+        kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] < step]
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(line + "\n" for line in kept))
 
 
 def stage_folder(run_dir: Path, stage: str) -> Path:
@@ -156,6 +165,8 @@ def run_stage(
     if checkpoint.exists():
         load_into(model, checkpoint)
         start = load_train_state(checkpoint, optimizer)["step"]
+        if ctx.is_main:
+            drop_metrics_after(folder / "metrics.jsonl", start)
     wrapped = distributed.wrap(model, ctx, fsdp=stage == "proxy" and train.fsdp)
     amp = autocast_dtype(train.precision, device)
     local_batch = cfg.batch_size // ctx.world_size
@@ -199,14 +210,16 @@ def run_stage(
         images_seen += cfg.batch_size
 
         last = step + 1 == cfg.steps
-        if ctx.is_main and (step % train.log_every == 0 or last):
-            elapsed = time.perf_counter() - timer
-            metrics = {k: float(v) for k, v in distributed.mean_logs(logs, ctx).items()}
-            metrics.update(step=step, lr=optimizer.param_groups[0]["lr"], grad_norm=float(grad_norm),
-                           side=side, teacher_side=teacher_side, images_per_second=images_seen / max(elapsed, 1e-9))  # fmt: skip
-            with log_path.open("a") as f:
-                f.write(json.dumps(metrics) + "\n")
-            bar.set_postfix({k.split("/")[0]: f"{v:.3f}" for k, v in metrics.items() if k.endswith("/total")})
+        if step % train.log_every == 0 or last:
+            averaged = distributed.mean_logs(logs, ctx)  # a collective: every process takes part
+            if ctx.is_main:
+                metrics = {k: float(v) for k, v in averaged.items()}
+                metrics.update(step=step, lr=optimizer.param_groups[0]["lr"], grad_norm=float(grad_norm), side=side,
+                               teacher_side=teacher_side,
+                               images_per_second=images_seen / max(time.perf_counter() - timer, 1e-9))  # fmt: skip
+                with log_path.open("a") as f:
+                    f.write(json.dumps(metrics) + "\n")
+                bar.set_postfix({k.split("/")[0]: f"{v:.3f}" for k, v in metrics.items() if k.endswith("/total")})
         if (step + 1) % train.checkpoint_every == 0 or last:
             state = distributed.full_state_dict(wrapped, ctx)
             if ctx.is_main:

@@ -73,6 +73,14 @@ def test_sample_independent_of_batch_composition(gen: SceneGenerator, layered: S
             assert torch.equal(getattr(part, name), getattr(layered, name)[start : start + size]), name
 
 
+def test_chunked_rendering_matches(layered: SceneBatch) -> None:
+    gen = SceneGenerator(RES, seed=7)
+    gen.chunk_pixels = RES[0] * RES[1] * 5  # 12 samples -> chunks of 5, 5, 2
+    part = gen.batch(0, 12, return_layers=True)
+    for name in ("images", "segmentation", "depth", "edges", "text", "instances", "layer_depth"):
+        assert torch.equal(getattr(part, name), getattr(layered, name)[:12]), name
+
+
 def test_nearest_layer_owns_label_and_depth(gen: SceneGenerator, layered: SceneBatch) -> None:
     depths = layered.layer_depth
     assert depths.shape == (len(layered), gen.max_layers + 1, *RES)

@@ -17,13 +17,19 @@ low-saturation rectangles and frequent signs).
 
 Randomness: all random numbers come from a counter-based integer hash of (seed, sample index,
 stream id), evaluated with int64 tensor ops. Sample i of a seed is therefore identical whatever batch
-it is drawn in (`batch(0, 8)[3] == batch(3, 1)[0]`), on the same device; CPU and GPU draw identical
-scene parameters and agree on the pixels up to float rounding. The same scene parameters are drawn at
+it is drawn in (`batch(0, 8)[3] == batch(3, 1)[0]`), bit for bit on the same device; CPU and GPU draw
+identical scene parameters, and their images and depths agree up to float rounding (all labels
+matched exactly when checked on an H100). The same scene parameters are drawn at
 every resolution, so one index gives the same scene at 128 px and at 512 px.
 
+Speed: everything is batched tensor code with small fixed loops (layers, texture families, noise
+octaves) and a few host syncs per chunk. Measured at batch 256: about 170 images/s at 128 px and
+60 images/s at 224 px on a 2-core CPU; on one H100 about 9k/s at 128 px and 5.5k/s at 224 px (16k/s
+and 6.6k/s at batch 1024, 1.4k/s at 512 px; `compile=True` gives 9k/s at 224 px). See `benchmark`.
+
 Depth unit: scene units (think metres). Text signs lie at 0.5..1.6, other objects at 1.6..9.5 and the
-background at 10..20 (larger = farther). Signs are always nearer than other objects, so a sign that is
-in the scene is visible with its text.
+background at 10..20 (larger = farther). Signs are always nearer than other objects, so text can only
+be hidden by another sign.
 """
 
 from __future__ import annotations
@@ -424,6 +430,9 @@ class SceneGenerator:
         seed: the dataset seed; sample i of a seed is always the same scene.
         max_layers: object layers per image (signs included); scenes use up to this many.
         text_probability: probability that an image has text signs; None uses each theme's own.
+        compile: wrap the per-pixel stages in `torch.compile` (about 1.7x faster on a GPU after a
+            one-minute compile per chunk shape; floats may then differ from eager mode in the last
+            bits, labels measured identical).
     """
 
     def __init__(
@@ -433,6 +442,7 @@ class SceneGenerator:
         seed: int = 0,
         max_layers: int = 12,
         text_probability: float | None = None,
+        compile: bool = False,
     ) -> None:
         self.height, self.width = _parse_resolution(resolution)
         if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64:
@@ -452,6 +462,9 @@ class SceneGenerator:
         self.atlas: GlyphAtlas = glyph_atlas(device=self.device)
         self._build_tables()
         self._build_grids()
+        if compile:
+            for name in ("_composite", "_shade_objects", "_finish"):
+                setattr(self, name, torch.compile(getattr(self, name), dynamic=False))
 
     @property
     def resolution(self) -> tuple[int, int]:
@@ -937,10 +950,22 @@ class SceneGenerator:
 
 
 def benchmark(
-    batch_size: int = 256, resolution: int | tuple[int, int] = 224, device: str = "cpu", iters: int = 3
+    batch_size: int = 256,
+    resolution: int | tuple[int, int] = 224,
+    device: torch.device | str = "cpu",
+    iters: int = 3,
+    **generator_kwargs: object,
 ) -> float:
-    """Images per second of `SceneGenerator.batch` (after one warm-up batch)."""
-    gen = SceneGenerator(resolution, device=device)
+    """Images per second of `SceneGenerator.batch` after one warm-up batch.
+
+    Args:
+        batch_size: samples per call.
+        resolution: image size, as for `SceneGenerator`.
+        device: where to render.
+        iters: timed calls.
+        **generator_kwargs: further `SceneGenerator` arguments (e.g. compile=True).
+    """
+    gen = SceneGenerator(resolution, device=device, **generator_kwargs)
     gen.batch(0, batch_size)
     sync = torch.cuda.synchronize if gen.device.type == "cuda" else (lambda: None)
     sync()
