@@ -91,6 +91,15 @@ def distill_run(args: argparse.Namespace) -> None:
         )
 
 
+def bench_distill_run(args: argparse.Namespace) -> None:
+    """Print each stage's images/s with and without the feature cache, peak memory, FLOPs and MFU."""
+    from distill.bench import bench_distill, format_bench
+    from distill.config import load_config
+
+    config = load_config(args.config, args.overrides)
+    print(format_bench(bench_distill(config, args.steps, args.stages)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `eupe` and its subcommands."""
     from distill.config import STAGE_NAMES
@@ -138,6 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
             )
         sub.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
         sub.set_defaults(run=distill_run)
+
+    bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="target", required=True)
+    distill = bench.add_parser("distill", help="images/s of each stage with and without the feature cache")
+    distill.add_argument("--config", type=Path, default=Path("configs/toy.yaml"))
+    distill.add_argument("--steps", type=int, default=20, help="timed steps per stage")
+    distill.add_argument("--stages", nargs="+", choices=STAGE_NAMES)
+    distill.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
+    distill.set_defaults(run=bench_distill_run)
     return parser
 
 

@@ -37,13 +37,27 @@ def fingerprint(*parts: object) -> str:
 
 @dataclass
 class CachedFeatures:
-    """Memory-mapped float16 features of every view: summary [N, Ds], patches [N, Dp, h, w]."""
+    """Float16 features of every view: summary [N, Ds], patches [N, Dp, h, w].
 
-    summary: np.ndarray
-    patches: np.ndarray
+    Memory-mapped numpy arrays as loaded; `to(device)` moves them into (GPU) memory as tensors.
+    """
+
+    summary: np.ndarray | Tensor
+    patches: np.ndarray | Tensor
+
+    @property
+    def nbytes(self) -> int:
+        return self.summary.nbytes + self.patches.nbytes
+
+    def to(self, device: torch.device) -> CachedFeatures:
+        """A copy held as tensors on `device`."""
+        return CachedFeatures(*(torch.as_tensor(np.asarray(a)).to(device) for a in (self.summary, self.patches)))
 
     def take(self, index: Tensor, device: torch.device) -> TeacherOutput:
         """Rows `index` as float32 tensors on `device`."""
+        if isinstance(self.summary, Tensor):
+            index = index.to(self.summary.device)
+            return TeacherOutput(self.summary[index].to(device).float(), self.patches[index].to(device).float())
         rows = index.numpy()
         return TeacherOutput(
             summary=torch.from_numpy(self.summary[rows]).to(device).float(),

@@ -11,7 +11,7 @@ from distill.atomic import atomic_path
 from distill.config import RunConfig, config_to_dict
 from distill.data.views import build_views
 from distill.feature_cache import fingerprint
-from distill.trainer import StageResult, run_stage
+from distill.trainer import StageResult, pick_device, run_stage
 
 PIPELINE_ORDER = ("proxy", "student", "multires", "direct")
 
@@ -29,7 +29,8 @@ def view_resolution(config: RunConfig, stages: list[str]) -> int:
 def prepare_views(config: RunConfig, stages: list[str]) -> tuple[Tensor, str]:
     """The run's fixed training views and their fingerprint (which keys the feature cache)."""
     data = config.data
-    views = build_views(data.source, data.num_images, view_resolution(config, stages), data.seed)
+    device = pick_device(config.train.device)
+    views = build_views(data.source, data.num_images, view_resolution(config, stages), data.seed, device)
     return views, fingerprint(data.source, data.num_images, data.seed, views)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +39,14 @@ class NonFiniteLoss(RuntimeError):
 
 @dataclass
 class StageResult:
-    """What a finished stage leaves: its folder, final step, last logged metrics, throughput."""
+    """What a finished stage leaves: its folder, final step, last logged metrics, throughput, memory."""
 
     folder: Path
     steps: int
     metrics: dict[str, float]
     images_per_second: float
+    peak_memory_gib: float
+    teacher_dims: dict[str, tuple[int, int]]
 
 
 def pick_device(name: str) -> torch.device:
@@ -51,6 +54,13 @@ def pick_device(name: str) -> torch.device:
     return torch.device(
         "cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name)
     )
+
+
+def peak_memory_gib(device: torch.device) -> float:
+    """Peak GPU memory allocated since the last reset, or the process's peak resident memory on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -84,6 +94,12 @@ def batch_indices(num_views: int, batch_size: int, step: int, seed: int) -> Tens
         chunks.append(take)
         position += len(take)
     return torch.cat(chunks)
+
+
+def fits_on_device(views: Tensor, targets: dict, device: torch.device, share: float = 0.3) -> bool:
+    """Whether the views and cached targets take less than `share` of the device's free memory."""
+    size = views.numel() + sum(f.nbytes for f in targets.values())
+    return size < share * torch.cuda.mem_get_info(device)[0]
 
 
 def drop_metrics_after(path: Path, step: int) -> None:
@@ -145,6 +161,8 @@ def run_stage(
     teachers = build_stage_teachers(config, stage, run_dir, device, views, teacher_sides)
     if ctx.is_main:
         teachers.save_standardizers(folder / "standardizers.safetensors")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     targets = None
     if train.feature_cache:  # the main process fills the cache; the others then read it
         cache_root = run_dir.parent / ".feature_cache"
@@ -153,6 +171,9 @@ def run_stage(
         distributed.barrier(ctx)
         targets = cached_targets(teachers, views, teacher_sides, cache_root, data_key)
 
+    if device.type == "cuda" and targets is not None and fits_on_device(views, targets, device):
+        views = views.to(device)
+        targets = {key: features.to(device) for key, features in targets.items()}
     model_config = getattr(config, MODEL_OF_STAGE[stage])
     model = DistilledModel(model_config, teachers.dims()).to(device)
     if stage == "multires" and not checkpoint.exists():
@@ -178,6 +199,7 @@ def run_stage(
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=stage, disable=not ctx.is_main)
     metrics: dict[str, float] = {}
     timer, images_seen = time.perf_counter(), 0
+    first_bad = torch.tensor(-1, device=device)
     for step in bar:
         rng = step_generator(train.seed, step)
         index = batch_indices(views.shape[0], cfg.batch_size, step, train.seed)
@@ -190,7 +212,7 @@ def run_stage(
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, cfg)
 
-        full = views[index].to(device).float().div(255)
+        full = views[index.to(views.device)].to(device).float().div(255)
         if targets is not None:
             step_targets = {n: targets[(n, teacher_side)].take(index, device) for n in teachers.teachers}
         else:
@@ -199,10 +221,8 @@ def run_stage(
             predictions = wrapped(resize(full, side))
         loss, logs = distillation_loss(predictions, step_targets, config.loss.alpha, config.loss.beta,
                                        teachers.patch_weights, config.loss.smooth_l1_beta)  # fmt: skip
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(
-                f"{stage}: loss is {loss.item()} at step {step}; stopped, last good checkpoint kept at {checkpoint}"
-            )
+        # remember the first non-finite step on the device; it is read (a sync) only at log/checkpoint steps
+        first_bad = torch.where(torch.isfinite(loss) | (first_bad >= 0), first_bad, step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
@@ -210,6 +230,11 @@ def run_stage(
         images_seen += cfg.batch_size
 
         last = step + 1 == cfg.steps
+        if step % train.log_every == 0 or last or (step + 1) % train.checkpoint_every == 0:
+            bad_step = int(first_bad)
+            if bad_step >= 0:
+                raise NonFiniteLoss(f"{stage}: loss became nan/inf at step {bad_step}; stopped, "
+                                    f"last good checkpoint kept at {checkpoint}")  # fmt: skip
         if step % train.log_every == 0 or last:
             averaged = distributed.mean_logs(logs, ctx)  # a collective: every process takes part
             if ctx.is_main:
@@ -229,4 +254,4 @@ def run_stage(
             distributed.barrier(ctx)
     throughput = images_seen / max(time.perf_counter() - timer, 1e-9)
     final_step = read_meta(checkpoint)["step"] if checkpoint.exists() else start
-    return StageResult(folder, final_step, metrics, throughput)
+    return StageResult(folder, final_step, metrics, throughput, peak_memory_gib(device), teachers.dims())

@@ -43,7 +43,7 @@ def to_uint8(images: Tensor) -> Tensor:
     return images.clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
-def build_views(source: str, count: int, resolution: int, seed: int = 0) -> Tensor:
+def build_views(source: str, count: int, resolution: int, seed: int = 0, device: str | torch.device = "cpu") -> Tensor:
     """The fixed training views of a data source.
 
     Args:
@@ -51,15 +51,16 @@ def build_views(source: str, count: int, resolution: int, seed: int = 0) -> Tens
         count: number of views (for folders and shards: at most this many images, in order).
         resolution: square side.
         seed: seed of the generator and of crop sampling.
+        device: where generated scenes are rendered (a GPU renders thousands per second).
 
     Returns:
-        uint8 tensor [N, 3, R, R].
+        uint8 tensor [N, 3, R, R] on the CPU.
     """
     kind, _, argument = source.partition(":")
     if kind == "scenes":
-        generator = SceneGenerator(resolution, seed=seed)
+        generator = SceneGenerator(resolution, device=device, seed=seed)
         chunks = range(0, count, SCENE_CHUNK)
-        return torch.cat([to_uint8(generator.batch(s, min(SCENE_CHUNK, count - s)).images) for s in chunks])
+        return torch.cat([to_uint8(generator.batch(s, min(SCENE_CHUNK, count - s)).images).cpu() for s in chunks])
     if kind == "photos":
         return to_uint8(photo_crops(count, resolution, seed))
     if kind == "mixed":
