@@ -1,4 +1,5 @@
 # The two commands a newcomer needs: `make demo` and `make test` (each sets up .venv first if needed).
+# `make demo` runs the toy pipeline into runs/toy (resumed, not redone, when run again).
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
@@ -20,6 +21,7 @@ demo: setup
 	$(BIN)/eupe teachers list
 	$(BIN)/eupe teachers check
 	$(BIN)/eupe teachers show --out runs/teachers_show.png
+	$(BIN)/eupe pipeline --config configs/toy.yaml --out runs/toy
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -39,7 +39,7 @@ class TeacherAdaptor(nn.Module):
 
 @functools.lru_cache(maxsize=64)
 def bicubic_matrix(size_in: int, size_out: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """[size_out, size_in] matrix of 1-D bicubic interpolation (align_corners=False), as F.interpolate does it."""
+    """[size_out, size_in] matrix of 1-D bicubic interpolation (align_corners=False), as in F.interpolate."""
     eye = torch.eye(size_in, device=device, dtype=torch.float32)[None, None]
     return F.interpolate(eye, size=(size_out, size_in), mode="bicubic", align_corners=False)[0, 0].to(dtype)
 
@@ -56,7 +56,7 @@ def bicubic_resize(x: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def match_grids(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    """Bicubically resize two [B, C, h, w] grids up to the larger grid (per side); equal grids pass through."""
+    """Bicubically resize two [B, C, h, w] grids up to the larger grid (per side); equal grids pass."""
     size = (max(a.shape[-2], b.shape[-2]), max(a.shape[-1], b.shape[-1]))
 
     def up(x: Tensor) -> Tensor:

@@ -31,7 +31,9 @@ class StageBench:
     mfu: float | None
 
 
-def training_flops_per_image(config: RunConfig, stage: str, dims: dict[str, tuple[int, int]], side: int) -> float:
+def training_flops_per_image(
+    config: RunConfig, stage: str, dims: dict[str, tuple[int, int]], side: int
+) -> float:
     """FLOPs of one forward + backward pass of the stage's model (backbone and adaptors) on one image."""
     model = DistilledModel(getattr(config, MODEL_OF_STAGE[stage]), dims)
     images = torch.rand(1, 3, side, side)
@@ -65,12 +67,16 @@ def bench_distill(config: RunConfig, steps: int, stages: list[str] | None = None
             for stage in stages:
                 cfg.stages[stage].steps = steps
                 cfg.stages[stage].warmup_steps = min(cfg.stages[stage].warmup_steps, steps // 2)
-            for stage, result in run_stages(cfg, Path(scratch) / ("cache" if cache else "live"), stages).items():
+            for stage, result in run_stages(
+                cfg, Path(scratch) / ("cache" if cache else "live"), stages
+            ).items():
                 side = max(cfg.stages[stage].resolutions)
                 flops = training_flops_per_image(cfg, stage, result.teacher_dims, side)
                 peak = peak_bf16(device)
                 mfu = flops * result.images_per_second / peak if peak else None
-                results.append(StageBench(stage, cache, result.images_per_second, result.peak_memory_gib, flops, mfu))
+                results.append(
+                    StageBench(stage, cache, result.images_per_second, result.peak_memory_gib, flops, mfu)
+                )
     return results
 
 
@@ -80,7 +86,8 @@ def format_bench(results: list[StageBench]) -> str:
     for r in results:
         mfu = f"{100 * r.mfu:5.1f}%" if r.mfu is not None else "   n/a"
         lines.append(
-            f"{r.stage:9s} {'yes' if r.cache else 'no':5s} {r.images_per_second:9.1f} {r.peak_memory_gib:9.2f} "
+            f"{r.stage:9s} {'yes' if r.cache else 'no':5s} {r.images_per_second:9.1f} "
+            f"{r.peak_memory_gib:9.2f} "
             f"{r.train_flops_per_image / 1e9:16.2f} {mfu}"
         )
     return "\n".join(lines)

@@ -93,7 +93,7 @@ def load_train_state(folder: str | Path, optimizer: torch.optim.Optimizer) -> di
     path = str(Path(folder) / "train_state.safetensors")
     with safe_open(path, "pt") as f:
         header = f.metadata()
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     restore_optimizer(optimizer, tensors, json.loads(header["param_groups"]))
     return json.loads(header["meta"])
 

@@ -32,7 +32,8 @@ def teachers_list(args: argparse.Namespace) -> None:
         what, package, licence = EXPERT_SOURCES[name]
         patches = f"{teacher.patch_dim}@/{teacher.patch_stride}"
         print(
-            f"{name:9s} {params:6.2f}M {teacher.summary_dim:7d} {patches:>12s}  {what} / {package} / {licence}"
+            f"{name:9s} {params:6.2f}M {teacher.summary_dim:7d} {patches:>12s}  "
+            f"{what} / {package} / {licence}"
         )
 
 
@@ -87,7 +88,8 @@ def distill_run(args: argparse.Namespace) -> None:
     for stage, result in run_stages(config, args.out, stages).items():
         loss = result.metrics.get("loss", float("nan"))
         print(
-            f"{stage:9s} {result.steps} steps  loss {loss:.4f}  {result.images_per_second:.1f} img/s  -> {result.folder}"
+            f"{stage:9s} {result.steps} steps  loss {loss:.4f}  {result.images_per_second:.1f} img/s  "
+            f"-> {result.folder}"
         )
 
 

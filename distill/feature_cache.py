@@ -51,13 +51,17 @@ class CachedFeatures:
 
     def to(self, device: torch.device) -> CachedFeatures:
         """A copy held as tensors on `device`."""
-        return CachedFeatures(*(torch.as_tensor(np.asarray(a)).to(device) for a in (self.summary, self.patches)))
+        return CachedFeatures(
+            *(torch.as_tensor(np.asarray(a)).to(device) for a in (self.summary, self.patches))
+        )
 
     def take(self, index: Tensor, device: torch.device) -> TeacherOutput:
         """Rows `index` as float32 tensors on `device`."""
         if isinstance(self.summary, Tensor):
             index = index.to(self.summary.device)
-            return TeacherOutput(self.summary[index].to(device).float(), self.patches[index].to(device).float())
+            return TeacherOutput(
+                self.summary[index].to(device).float(), self.patches[index].to(device).float()
+            )
         rows = index.numpy()
         return TeacherOutput(
             summary=torch.from_numpy(self.summary[rows]).to(device).float(),

@@ -54,7 +54,7 @@ def distillation_loss(
     patch_weights: dict[str, float] | None = None,
     smooth_l1_beta: float = 1.0,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Sum of `teacher_loss` over teachers, and every term, detached, keyed `teacher/term` (no device sync)."""
+    """Sum of `teacher_loss` over teachers, and every term detached (no device sync), keyed `teacher/term`."""
     total = torch.zeros((), device=next(iter(predictions.values())).summary.device)
     logs: dict[str, Tensor] = {}
     for name, target in targets.items():

@@ -8,7 +8,6 @@ run would have.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import resource
 import time
@@ -20,12 +19,12 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from distill import distributed
-from distill.atomic import atomic_path
 from distill.checkpoint import load_into, load_train_state, read_meta, save_checkpoint
 from distill.config import RunConfig, StageConfig
 from distill.data.images import resize
 from distill.feature_cache import CachedFeatures, FeatureCache, fingerprint
 from distill.losses import distillation_loss
+from distill.metrics_log import MetricsLog
 from distill.models import DistilledModel
 from distill.stage_teachers import StageTeachers, build_stage_teachers
 from distill.teachers.base import TeacherOutput
@@ -102,14 +101,6 @@ def fits_on_device(views: Tensor, targets: dict, device: torch.device, share: fl
     return size < share * torch.cuda.mem_get_info(device)[0]
 
 
-def drop_metrics_after(path: Path, step: int) -> None:
-    """On resume, forget metrics logged after the checkpoint (those steps are run again)."""
-    if path.is_file():
-        kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] < step]
-        with atomic_path(path) as tmp:
-            tmp.write_text("".join(line + "\n" for line in kept))
-
-
 def stage_folder(run_dir: Path, stage: str) -> Path:
     return run_dir / stage
 
@@ -120,7 +111,7 @@ def cached_targets(
     """Standardised teacher features of every view at every teacher side, from (or into) the cache."""
     cache = FeatureCache(cache_root)
     out = {}
-    for name, teacher in teachers.teachers.items():
+    for name in teachers.teachers:
         for side in sides:
             key = fingerprint(
                 teachers.identity[name], side, data_key, teachers.standardizers[name].state_dict()
@@ -186,16 +177,14 @@ def run_stage(
     if checkpoint.exists():
         load_into(model, checkpoint)
         start = load_train_state(checkpoint, optimizer)["step"]
-        if ctx.is_main:
-            drop_metrics_after(folder / "metrics.jsonl", start)
     wrapped = distributed.wrap(model, ctx, fsdp=stage == "proxy" and train.fsdp)
     amp = autocast_dtype(train.precision, device)
     local_batch = cfg.batch_size // ctx.world_size
     if local_batch * ctx.world_size != cfg.batch_size:
         raise ValueError(f"batch size {cfg.batch_size} does not split over {ctx.world_size} processes")
 
-    log_path = folder / "metrics.jsonl"
     folder.mkdir(parents=True, exist_ok=True)
+    log = MetricsLog(folder, resume_step=start) if ctx.is_main else None
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=stage, disable=not ctx.is_main)
     metrics: dict[str, float] = {}
     timer, images_seen = time.perf_counter(), 0
@@ -239,12 +228,13 @@ def run_stage(
             averaged = distributed.mean_logs(logs, ctx)  # a collective: every process takes part
             if ctx.is_main:
                 metrics = {k: float(v) for k, v in averaged.items()}
-                metrics.update(step=step, lr=optimizer.param_groups[0]["lr"], grad_norm=float(grad_norm), side=side,
-                               teacher_side=teacher_side,
-                               images_per_second=images_seen / max(time.perf_counter() - timer, 1e-9))  # fmt: skip
-                with log_path.open("a") as f:
-                    f.write(json.dumps(metrics) + "\n")
-                bar.set_postfix({k.split("/")[0]: f"{v:.3f}" for k, v in metrics.items() if k.endswith("/total")})
+                rate = images_seen / max(time.perf_counter() - timer, 1e-9)
+                metrics.update(step=step, lr=optimizer.param_groups[0]["lr"], grad_norm=float(grad_norm),
+                               side=side, teacher_side=teacher_side, images_per_second=rate)  # fmt: skip
+                log.write(metrics)
+                bar.set_postfix(
+                    {k.split("/")[0]: f"{v:.3f}" for k, v in metrics.items() if k.endswith("/total")}
+                )
         if (step + 1) % train.checkpoint_every == 0 or last:
             state = distributed.full_state_dict(wrapped, ctx)
             if ctx.is_main:

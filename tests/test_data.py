@@ -59,7 +59,7 @@ def test_flat_folder_is_unlabeled(tmp_path):
 def test_empty_and_missing_folders_give_one_line_errors(tmp_path):
     with pytest.raises(ValueError, match="no JPEG/PNG/WebP images in"):
         ImageFolder(tmp_path)
-    with pytest.raises(FileNotFoundError, match="image folder not found: .*nope"):
+    with pytest.raises(FileNotFoundError, match=r"image folder not found: .*nope"):
         ImageFolder(tmp_path / "nope")
 
 

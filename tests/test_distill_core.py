@@ -23,7 +23,9 @@ def test_loss_terms_equal_a_hand_computation():
     y_pat = torch.tensor([[[[2.0, -3.0]], [[0.0, 0.0]]]])
     pred = TeacherOutput(z_sum[:1].repeat(1, 1), z_pat)
     target = TeacherOutput(y_sum[:1], y_pat)
-    terms = teacher_loss(TeacherOutput(z_sum, z_pat.repeat(2, 1, 1, 1)), TeacherOutput(y_sum, y_pat.repeat(2, 1, 1, 1)))
+    terms = teacher_loss(
+        TeacherOutput(z_sum, z_pat.repeat(2, 1, 1, 1)), TeacherOutput(y_sum, y_pat.repeat(2, 1, 1, 1))
+    )
     assert terms["summary_cos"].item() == pytest.approx(0.5)
     assert terms["patch_cos"].item() == pytest.approx(1.0)
     # smooth L1 (beta 1) over elements: |1-2|=1 -> 0.5, |1+3|=4 -> 3.5, zeros -> 0; mean over 4 = 1.0
@@ -78,7 +80,9 @@ def test_standardised_targets_have_zero_mean_unit_variance_on_estimation_data(me
     torch.manual_seed(0)
     mixing = torch.randn(16, 16)
     batches = [
-        TeacherOutput(torch.randn(32, 12) * 5 + 3, (torch.randn(4, 5, 5, 16) @ mixing).permute(0, 3, 1, 2) + 7)
+        TeacherOutput(
+            torch.randn(32, 12) * 5 + 3, (torch.randn(4, 5, 5, 16) @ mixing).permute(0, 3, 1, 2) + 7
+        )
         for _ in range(4)
     ]
     std = TeacherStandardizer(12, 16, method)

@@ -47,13 +47,18 @@ def mean(values):
 
 @pytest.mark.slow
 def test_pipeline_with_the_experts_lowers_every_stage_loss(tmp_path):
-    config = load_config(config_file(tmp_path, "semantic, resolution: 64}\n  - {name: text}\n  - {name: edges", 20))
+    config = load_config(
+        config_file(tmp_path, "semantic, resolution: 64}\n  - {name: text}\n  - {name: edges", 20)
+    )
     results = run_stages(config, tmp_path / "runs" / "toy", ["proxy", "student", "multires", "direct"])
     for stage in ("proxy", "student", "direct"):
         curve = losses(results[stage].folder)
         assert mean(curve[-4:]) < mean(curve[:4]), (stage, curve)
     assert results["multires"].steps == 6
-    sides = {json.loads(line)["side"] for line in (results["multires"].folder / "metrics.jsonl").read_text().splitlines()}
+    sides = {
+        json.loads(line)["side"]
+        for line in (results["multires"].folder / "metrics.jsonl").read_text().splitlines()
+    }
     assert sides == {32, 64}  # the pyramid was drawn
     proxy_terms = json.loads((results["proxy"].folder / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"semantic/summary_cos", "text/patch_cos", "edges/patch_smooth_l1"} <= set(proxy_terms)
@@ -84,9 +89,14 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path, mo
     assert json.loads((tmp_path / "runs/cut/proxy/metrics.jsonl").read_text().splitlines()[-1])["step"] == 4
     resumed = run_stages(config, tmp_path / "runs" / "cut", ["proxy"])["proxy"]
     assert resumed.steps == 8
-    logged = [json.loads(line)["step"] for line in (resumed.folder / "metrics.jsonl").read_text().splitlines()]
+    logged = [
+        json.loads(line)["step"] for line in (resumed.folder / "metrics.jsonl").read_text().splitlines()
+    ]
     assert logged == list(range(8))  # steps 3-4 were run again after the resume, and logged once
-    whole, cut = final_weights(tmp_path / "runs/whole", "proxy"), final_weights(tmp_path / "runs/cut", "proxy")
+    whole, cut = (
+        final_weights(tmp_path / "runs/whole", "proxy"),
+        final_weights(tmp_path / "runs/cut", "proxy"),
+    )
     assert whole.keys() == cut.keys()
     for key in whole:
         torch.testing.assert_close(cut[key], whole[key], rtol=1e-5, atol=1e-6)
@@ -102,7 +112,9 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
         return (total * float("nan"), logs) if nan_at_step_4.n == 5 else (total, logs)
 
     monkeypatch.setattr(trainer, "distillation_loss", nan_at_step_4)
-    with pytest.raises(trainer.NonFiniteLoss, match="proxy: loss became nan/inf at step 4; stopped, last good checkpoint"):
+    with pytest.raises(
+        trainer.NonFiniteLoss, match="proxy: loss became nan/inf at step 4; stopped, last good checkpoint"
+    ):
         run_stages(config, tmp_path / "runs" / "nan", ["proxy"])
     from distill.checkpoint import read_meta
 
@@ -125,9 +137,22 @@ def test_two_process_gloo_ddp_step_matches_one_process_on_the_global_batch(tmp_p
     single = tmp_path / "runs" / "single"
     run_stages(load_config(path), single, ["proxy"])
     ddp = tmp_path / "runs" / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "distill.cli", "distill", "--config", str(path), "--stage", "proxy", "--out", str(ddp)]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command = [
+        *launcher,
+        "-m",
+        "distill.cli",
+        "distill",
+        "--config",
+        str(path),
+        "--stage",
+        "proxy",
+        "--out",
+        str(ddp),
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     a, b = final_weights(single, "proxy"), final_weights(ddp, "proxy")
     assert a.keys() == b.keys()

@@ -43,7 +43,7 @@ def find_files(split: str, folder: Path) -> tuple[Path, Path] | None:
 
 
 def fashion_mnist_folders() -> list[Path]:
-    """Where Fashion-MNIST is looked for: $FASHION_MNIST_DIR, Debian's package, torchvision's download cache."""
+    """Where Fashion-MNIST is looked for: $FASHION_MNIST_DIR, Debian's package, torchvision's download."""
     folders = [DEBIAN_DIR, cache_dir() / "FashionMNIST" / "raw"]
     if "FASHION_MNIST_DIR" in os.environ:
         folders.insert(0, Path(os.environ["FASHION_MNIST_DIR"]))

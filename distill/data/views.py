@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from distill.data.folder import ImageFolder
-from distill.data.images import stack_views
+from distill.data.images import square_view, stack_views
 from distill.data.photos import load_photo, photo_names
 from distill.data.scenes import SceneGenerator
 from distill.data.shards import TarShards
@@ -33,8 +33,7 @@ def photo_crops(count: int, resolution: int, seed: int) -> Tensor:
         crop = photo[:, top : top + side, left : left + side]
         if torch.rand((), generator=generator) < 0.5:
             crop = crop.flip(-1)
-        crops.append(torch.nn.functional.interpolate(crop[None], size=(resolution, resolution), mode="bilinear",
-                                                     align_corners=False, antialias=True)[0])  # fmt: skip
+        crops.append(square_view(crop, resolution))
     return torch.stack(crops)
 
 
@@ -43,7 +42,9 @@ def to_uint8(images: Tensor) -> Tensor:
     return images.clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
-def build_views(source: str, count: int, resolution: int, seed: int = 0, device: str | torch.device = "cpu") -> Tensor:
+def build_views(
+    source: str, count: int, resolution: int, seed: int = 0, device: str | torch.device = "cpu"
+) -> Tensor:
     """The fixed training views of a data source.
 
     Args:
@@ -60,7 +61,9 @@ def build_views(source: str, count: int, resolution: int, seed: int = 0, device:
     if kind == "scenes":
         generator = SceneGenerator(resolution, device=device, seed=seed)
         chunks = range(0, count, SCENE_CHUNK)
-        return torch.cat([to_uint8(generator.batch(s, min(SCENE_CHUNK, count - s)).images).cpu() for s in chunks])
+        return torch.cat(
+            [to_uint8(generator.batch(s, min(SCENE_CHUNK, count - s)).images).cpu() for s in chunks]
+        )
     if kind == "photos":
         return to_uint8(photo_crops(count, resolution, seed))
     if kind == "mixed":

