@@ -16,8 +16,19 @@ def test_bad_input_gives_one_line_errors(tmp_path, capsys):
         main(["pipeline", "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "r")])
     assert str(info.value) == f"eupe: error: config file not found: {tmp_path / 'missing.yaml'}"
     with pytest.raises(SystemExit) as info:
-        main(["distill", "--config", "configs/toy.yaml", "--stage", "proxy", "--out", str(tmp_path), "loss.gama=2"])
-    assert str(info.value).startswith("eupe: error: unknown config key 'loss.gama'")
+        main(
+            [
+                "distill",
+                "--config",
+                "configs/toy.yaml",
+                "--stage",
+                "proxy",
+                "--out",
+                str(tmp_path),
+                "loss.gama=2",
+            ]
+        )
+    assert str(info.value).startswith("eupe: error: unknown config key 'loss.x'")
     with pytest.raises(SystemExit) as info:
         main(["teachers", "show", "--teachers", "nope", "--out", str(tmp_path / "x.png")])
     assert "unknown teacher 'nope'" in str(info.value)
