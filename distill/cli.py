@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -85,7 +86,10 @@ def distill_run(args: argparse.Namespace) -> None:
         if getattr(args, "stage", None)
         else (args.stages or [s for s in PIPELINE_ORDER if s in config.stages])
     )
-    for stage, result in run_stages(config, args.out, stages).items():
+    results = run_stages(config, args.out, stages)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only the first process reports
+        return
+    for stage, result in results.items():
         loss = result.metrics.get("loss", float("nan"))
         print(
             f"{stage:9s} {result.steps} steps  loss {loss:.4f}  {result.images_per_second:.1f} img/s  "

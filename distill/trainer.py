@@ -11,6 +11,7 @@ import dataclasses
 import math
 import resource
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,15 +170,21 @@ def run_stage(
     model = DistilledModel(model_config, teachers.dims()).to(device)
     if stage == "multires" and not checkpoint.exists():
         load_into(model, stage_folder(run_dir, "student") / "checkpoint")
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    resuming = checkpoint.exists()
+    if resuming:
+        load_into(model, checkpoint)
+    sharded = ctx.world_size > 1 and stage == "proxy" and train.fsdp
+    wrapped = distributed.wrap(model, ctx, fsdp=sharded)  # before the optimizer: FSDP2 swaps the parameters
+    decay = [p for p in wrapped.parameters() if p.ndim >= 2]
+    no_decay = [p for p in wrapped.parameters() if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
-    start = 0
-    if checkpoint.exists():
-        load_into(model, checkpoint)
-        start = load_train_state(checkpoint, optimizer)["step"]
-    wrapped = distributed.wrap(model, ctx, fsdp=stage == "proxy" and train.fsdp)
+    start = read_meta(checkpoint)["step"] if resuming else 0
+    if resuming and not sharded:
+        load_train_state(checkpoint, optimizer)
+    elif resuming:
+        warnings.warn(f"{stage}: FSDP checkpoints hold no optimizer state; resuming at step {start} "
+                      "with fresh AdamW moments (not an exact resume)", stacklevel=2)  # fmt: skip
     amp = autocast_dtype(train.precision, device)
     local_batch = cfg.batch_size // ctx.world_size
     if local_batch * ctx.world_size != cfg.batch_size:
@@ -240,7 +247,7 @@ def run_stage(
             if ctx.is_main:
                 meta = {"step": step + 1, "stage": stage, "teachers": teachers.dims(),
                         "model_config": dataclasses.asdict(model_config)}  # fmt: skip
-                save_checkpoint(checkpoint, state, optimizer, meta)
+                save_checkpoint(checkpoint, state, None if sharded else optimizer, meta)
             distributed.barrier(ctx)
     throughput = images_seen / max(time.perf_counter() - timer, 1e-9)
     final_step = read_meta(checkpoint)["step"] if checkpoint.exists() else start

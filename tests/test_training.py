@@ -132,27 +132,17 @@ def test_stage_order_errors(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_process_gloo_ddp_step_matches_one_process_on_the_global_batch(tmp_path):
+@pytest.mark.parametrize("sharding", [[], ["train.fsdp=true"]], ids=["ddp", "fsdp2"])
+def test_two_process_gloo_step_matches_one_process_on_the_global_batch(tmp_path, sharding):
     path = config_file(tmp_path, steps=2)
     single = tmp_path / "runs" / "single"
     run_stages(load_config(path), single, ["proxy"])
     ddp = tmp_path / "runs" / "ddp"
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    command = [
-        *launcher,
-        "-m",
-        "distill.cli",
-        "distill",
-        "--config",
-        str(path),
-        "--stage",
-        "proxy",
-        "--out",
-        str(ddp),
-    ]
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
-    )
+    arguments = ["--config", str(path), "--stage", "proxy", "--out", str(ddp), *sharding]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [*launcher, "-m", "distill.cli", "distill", *arguments]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     a, b = final_weights(single, "proxy"), final_weights(ddp, "proxy")
     assert a.keys() == b.keys()
