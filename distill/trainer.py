@@ -200,9 +200,10 @@ def run_stage(
         rng = step_generator(train.seed, step)
         index = batch_indices(views.shape[0], cfg.batch_size, step, train.seed)
         side = cfg.resolutions[int(torch.randint(len(cfg.resolutions), (), generator=rng))]
-        teacher_side = teacher_sides[int(torch.randint(len(teacher_sides), (), generator=rng))]
         if cfg.teacher_resolutions is None:
             teacher_side = side
+        else:  # drawn independently of the student's side
+            teacher_side = teacher_sides[int(torch.randint(len(teacher_sides), (), generator=rng))]
         index = index[ctx.rank * local_batch : (ctx.rank + 1) * local_batch]
         torch.manual_seed(train.seed * 1_000_003 + step)
         for group in optimizer.param_groups:
@@ -221,7 +222,7 @@ def run_stage(
         first_bad = torch.where(torch.isfinite(loss) | (first_bad >= 0), first_bad, step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+        grad_norm = nn.utils.clip_grad_norm_(wrapped.parameters(), train.grad_clip)
         optimizer.step()
         images_seen += cfg.batch_size
 
