@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from distill.adaptors import TeacherAdaptor
 from distill.config import ModelConfig
-from distill.teachers.base import TeacherOutput, check_images
+from distill.teachers.base import TeacherOutput
 from distill.teachers.timm_teacher import create_timm_backbone, input_granularity, split_features
 
 
@@ -43,9 +43,3 @@ class DistilledModel(nn.Module):
         """Each teacher's adaptor output for images in [0, 1]."""
         features = self.features(images)
         return {name: adaptor(features) for name, adaptor in self.adaptors.items()}
-
-    def check(self, images: Tensor) -> None:
-        """One-line error for a bad image batch or a side that is not a multiple of the stride."""
-        check_images(images)
-        if images.shape[-1] % self.stride or images.shape[-2] % self.stride:
-            raise ValueError(f"image sides must be multiples of {self.stride}, got {list(images.shape[-2:])}")

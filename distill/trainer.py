@@ -168,6 +168,10 @@ def run_stage(
         targets = {key: features.to(device) for key, features in targets.items()}
     model_config = getattr(config, MODEL_OF_STAGE[stage])
     model = DistilledModel(model_config, teachers.dims()).to(device)
+    off_grid = [side for side in cfg.resolutions if side % model.stride]
+    if off_grid:
+        raise ValueError(f"stages.{stage}.resolutions {off_grid} are not multiples of {model_config.arch}'s "
+                         f"stride {model.stride}")  # fmt: skip
     if stage == "multires" and not checkpoint.exists():
         load_into(model, stage_folder(run_dir, "student") / "checkpoint")
     resuming = checkpoint.exists()

@@ -148,3 +148,18 @@ def test_two_process_gloo_step_matches_one_process_on_the_global_batch(tmp_path,
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
+
+
+def test_convnext_student_and_a_checkpoint_as_teacher(tmp_path):
+    from distill.teachers import build_teacher
+
+    path = config_file(tmp_path, steps=3)
+    config = load_config(path, ["student.arch=convnext_atto", "student.kwargs={}"])
+    results = run_stages(config, tmp_path / "runs" / "cnx", ["proxy", "student"])
+    teacher = build_teacher(str(results["student"].folder / "checkpoint"))
+    out = teacher(torch.rand(2, 3, 64, 64))
+    assert out.summary.shape == (2, 320) and out.patches.shape == (2, 320, 2, 2)  # ConvNeXt-atto, stride 32
+    assert not any(p.requires_grad for p in teacher.parameters())
+    overrides = ["student.arch=convnext_atto", "student.kwargs={}", "stages.multires.resolutions=[32, 48]"]
+    with pytest.raises(ValueError, match=r"stages.multires.resolutions \[48\] .* stride 32"):
+        run_stages(load_config(path, overrides), tmp_path / "runs" / "cnx2", ["proxy", "multires"])
