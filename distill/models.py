@@ -10,6 +10,11 @@ from distill.teachers.base import TeacherOutput
 from distill.teachers.timm_teacher import create_timm_backbone, input_granularity, split_features
 
 
+def adaptor_key(teacher: str) -> str:
+    """A module name for a teacher's adaptor (module names cannot hold dots, timm tags do)."""
+    return teacher.replace(".", "__")
+
+
 class DistilledModel(nn.Module):
     """A backbone that exposes a summary vector and a patch grid, with adaptor heads per teacher.
 
@@ -26,11 +31,10 @@ class DistilledModel(nn.Module):
         cfg = self.backbone.pretrained_cfg
         self.register_buffer("input_mean", Tensor(cfg["mean"]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("input_std", Tensor(cfg["std"]).view(1, 3, 1, 1), persistent=False)
+        self.teacher_names = list(teacher_dims)
+        hidden = config.adaptor_hidden
         self.adaptors = nn.ModuleDict(
-            {
-                name: TeacherAdaptor(self.dim, config.adaptor_hidden, s, p)
-                for name, (s, p) in teacher_dims.items()
-            }
+            {adaptor_key(n): TeacherAdaptor(self.dim, hidden, s, p) for n, (s, p) in teacher_dims.items()}
         )
 
     def features(self, images: Tensor) -> TeacherOutput:
@@ -42,4 +46,4 @@ class DistilledModel(nn.Module):
     def forward(self, images: Tensor) -> dict[str, TeacherOutput]:
         """Each teacher's adaptor output for images in [0, 1]."""
         features = self.features(images)
-        return {name: adaptor(features) for name, adaptor in self.adaptors.items()}
+        return {name: self.adaptors[adaptor_key(name)](features) for name in self.teacher_names}

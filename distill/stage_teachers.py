@@ -102,7 +102,9 @@ def build_stage_teachers(
         state = load_file(str(saved), device=str(device))
         for name, standardizer in standardizers.items():
             standardizer.load_state_dict(
-                {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith(f"{name}.")}
+                {
+                    k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(f"{name}.")
+                }  # names may hold dots
             )
     else:
         batch = config.stages[stage].batch_size

@@ -28,7 +28,7 @@ stages:
 norm: {warmup_batches: 2}
 train: {log_every: 1, checkpoint_every: 3, seed: 3}
 """
-RANDOM_TEACHER = "timm:convnext_atto, weights: random"
+RANDOM_TEACHER = "timm:convnext_atto.d2_in1k, weights: random"  # a dotted name (tag), random weights
 
 
 def config_file(tmp_path, teacher=RANDOM_TEACHER, steps=12, name="c.yaml"):
