@@ -50,10 +50,10 @@ class StageResult:
 
 
 def pick_device(name: str) -> torch.device:
-    """`auto` -> CUDA when available, else CPU."""
-    return torch.device(
-        "cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name)
-    )
+    """`auto` -> CUDA when available, else CPU; any other name as given."""
+    if name != "auto":
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def peak_memory_gib(device: torch.device) -> float:
@@ -159,9 +159,10 @@ def run_stage(
     if train.feature_cache:  # the main process fills the cache; the others then read it
         cache_root = run_dir.parent / ".feature_cache"
         if ctx.is_main:
-            cached_targets(teachers, views, teacher_sides, cache_root, data_key)
+            targets = cached_targets(teachers, views, teacher_sides, cache_root, data_key)
         distributed.barrier(ctx)
-        targets = cached_targets(teachers, views, teacher_sides, cache_root, data_key)
+        if not ctx.is_main:
+            targets = cached_targets(teachers, views, teacher_sides, cache_root, data_key)
 
     if device.type == "cuda" and targets is not None and fits_on_device(views, targets, device):
         views = views.to(device)
