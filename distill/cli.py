@@ -106,6 +106,62 @@ def bench_distill_run(args: argparse.Namespace) -> None:
     print(format_bench(bench_distill(config, args.steps, args.stages)))
 
 
+def eval_settings(args: argparse.Namespace) -> object:
+    """`EvalSettings` from the command line (resolution default: the first run's student resolution)."""
+    from dataclasses import fields
+
+    from workbench.scoreboard import EvalSettings, run_resolution
+
+    values = {
+        f.name: getattr(args, f.name) for f in fields(EvalSettings) if getattr(args, f.name) is not None
+    }
+    if "resolution" not in values and getattr(args, "runs", None):
+        values["resolution"] = run_resolution(args.runs[0])
+    return EvalSettings(**values)
+
+
+def eval_run(args: argparse.Namespace) -> None:
+    """Score every encoder of the runs (with the experts and a random floor) and write the scoreboard."""
+    from workbench.scoreboard import evaluate
+    from workbench.scoreboard_report import markdown_table, write_scoreboard
+
+    settings = eval_settings(args)
+    rows = evaluate(args.runs, args.out, settings, args.experts, args.extra)
+    command = "eupe " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("eupe") else "eupe eval"
+    paths = write_scoreboard(rows, settings, args.out, command)
+    print(markdown_table(rows))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def probe_run(args: argparse.Namespace) -> None:
+    """Run one probe on each named encoder and print its scores."""
+    from distill.teachers import EXPERTS
+    from workbench.encoders import build_encoder
+    from workbench.scoreboard import ExpertReferences, eval_data, score_encoder
+
+    settings = eval_settings(args)
+    data = eval_data(settings)
+    references = ExpertReferences(list(EXPERTS), data.photos)
+    for spec in args.encoders:
+        encoder = build_encoder(spec, None if spec in EXPERTS else settings.resolution)
+        scores = score_encoder(encoder, data, settings, references, [args.probe])
+        text = "  ".join(f"{k}={v:.4f}" for k, v in scores.items()) or "(does not apply)"
+        print(f"{encoder.name:24s} {args.probe:12s} {text}")
+
+
+def add_eval_settings(parser: argparse.ArgumentParser) -> None:
+    """One option per `EvalSettings` field (default: the dataclass's)."""
+    from dataclasses import fields
+
+    from workbench.scoreboard import EvalSettings
+
+    for f in fields(EvalSettings):
+        default = "the first run's student resolution, else 128" if f.name == "resolution" else f.default
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}", dest=f.name, type=int, help=f"default: {default}"
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `eupe` and its subcommands."""
     from distill.config import STAGE_NAMES
@@ -153,6 +209,30 @@ def build_parser() -> argparse.ArgumentParser:
             )
         sub.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
         sub.set_defaults(run=distill_run)
+
+    evaluation = commands.add_parser(
+        "eval", help="scoreboard: every probe on the experts, each run's encoders and a random floor"
+    )
+    evaluation.add_argument("--runs", nargs="+", type=Path, required=True, help="run folders")
+    evaluation.add_argument(
+        "--out", type=Path, required=True, help="scoreboard folder (resumed if it exists)"
+    )
+    evaluation.add_argument("--experts", nargs="*", default=list(EXPERTS), choices=EXPERTS)
+    evaluation.add_argument(
+        "--extra", nargs="*", default=[], help="more encoders: timm:<model>, aliases, checkpoint folders"
+    )
+    add_eval_settings(evaluation)
+    evaluation.set_defaults(run=eval_run)
+
+    from workbench.scoreboard import PROBES
+
+    probe = commands.add_parser("probe", help="run one probe on some encoders")
+    probe.add_argument("probe", choices=list(PROBES))
+    probe.add_argument(
+        "--encoders", nargs="+", required=True, help="experts, timm:<model>, run stage or checkpoint folders"
+    )
+    add_eval_settings(probe)
+    probe.set_defaults(run=probe_run)
 
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="target", required=True)
     distill = bench.add_parser("distill", help="images/s of each stage with and without the feature cache")

@@ -26,12 +26,13 @@ class DistilledTeacher(Teacher):
     """A frozen proxy or student checkpoint as a teacher (its backbone features, not its adaptors).
 
     Args:
-        folder: the checkpoint folder (`runs/NAME/proxy/checkpoint`).
+        model: the checkpoint folder (`runs/NAME/proxy/checkpoint`) or a loaded `DistilledModel`.
         resolution: square input side; None keeps the input size rounded to the patch size.
     """
 
-    def __init__(self, folder: str | Path, resolution: int | None = None) -> None:
-        model = load_distilled(folder)
+    def __init__(self, model: str | Path | DistilledModel, resolution: int | None = None) -> None:
+        if not isinstance(model, DistilledModel):
+            model = load_distilled(model)
         # the model normalises its own input: the teacher's prepare() only resizes
         super().__init__((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), resolution, size_multiple=model.stride)
         self.model = model

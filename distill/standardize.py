@@ -9,7 +9,7 @@ root of the mean eigenvalue, so every coordinate ends with unit variance.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -111,6 +111,15 @@ class Standardizer(nn.Module):
         centred = rows.float() - self.mean
         return centred * self.scale if self.method == "standard" else centred @ self.scale.T
 
+    def inverse(self, rows: Tensor) -> Tensor:
+        """Map standardised [..., D] rows back to the teacher's feature space."""
+        if self.method == "standard":
+            return rows.float() / self.scale + self.mean
+        return (
+            torch.linalg.solve(self.scale, rows.float().reshape(-1, rows.shape[-1]).T).T.reshape(rows.shape)
+            + self.mean
+        )
+
 
 def patch_rows(patches: Tensor) -> Tensor:
     """[B, D, h, w] -> [B*h*w, D]."""
@@ -137,6 +146,17 @@ class TeacherStandardizer(nn.Module):
         self.patches.fit(patches)
 
     def forward(self, out: TeacherOutput) -> TeacherOutput:
+        return self.map_features(out, self.summary.forward, self.patches.forward)
+
+    def inverse(self, out: TeacherOutput) -> TeacherOutput:
+        """Standardised features (e.g. an adaptor's output) back in the teacher's own space."""
+        return self.map_features(out, self.summary.inverse, self.patches.inverse)
+
+    @staticmethod
+    def map_features(
+        out: TeacherOutput, on_summary: Callable[[Tensor], Tensor], on_rows: Callable[[Tensor], Tensor]
+    ) -> TeacherOutput:
+        """Map the summary and every patch row of `out`."""
         b, _, h, w = out.patches.shape
-        patches = self.patches(patch_rows(out.patches)).reshape(b, h, w, -1).permute(0, 3, 1, 2)
-        return TeacherOutput(summary=self.summary(out.summary), patches=patches)
+        patches = on_rows(patch_rows(out.patches)).reshape(b, h, w, -1).permute(0, 3, 1, 2)
+        return TeacherOutput(summary=on_summary(out.summary), patches=patches)

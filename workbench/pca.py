@@ -15,6 +15,15 @@ def flatten_patches(patches: Tensor) -> Tensor:
     return patches.permute(0, 2, 3, 1).reshape(-1, patches.shape[1]).float()
 
 
+def check_mask(mask: Tensor, patches: Tensor) -> None:
+    """Raise a one-line ValueError unless `mask` is a bool [B, h, w] matching the [B, D, h, w] `patches`."""
+    expected = (patches.shape[0], *patches.shape[2:])
+    if mask.dtype != torch.bool or tuple(mask.shape) != expected:
+        raise ValueError(
+            f"mask must be a bool tensor of shape {list(expected)}, got {mask.dtype} {list(mask.shape)}"
+        )
+
+
 @dataclass
 class PCABasis:
     """A PCA projection to three components with a robust colour range per component.
@@ -23,16 +32,22 @@ class PCABasis:
         mean: [D] feature mean.
         components: [3, D] principal directions.
         low, high: [3] colour range per component: median -/+ `mad_scale` median absolute deviations.
+        skipped_first: whether the first principal component was dropped (components start at the second).
     """
 
     mean: Tensor
     components: Tensor
     low: Tensor
     high: Tensor
+    skipped_first: bool = False
 
     @classmethod
     def fit(
-        cls, patches: Tensor | list[Tensor], skip_first: bool = False, mad_scale: float = 2.0
+        cls,
+        patches: Tensor | list[Tensor],
+        skip_first: bool = False,
+        mad_scale: float = 2.0,
+        mask: Tensor | list[Tensor] | None = None,
     ) -> PCABasis:
         """Fit on one or more patch grids (joint basis when several share a feature space).
 
@@ -40,9 +55,19 @@ class PCABasis:
             patches: [B, D, h, w] grid(s) of the same dimension D.
             skip_first: drop the first component (often foreground/background or a global offset).
             mad_scale: half-width of the colour range in median absolute deviations.
+            mask: bool [B, h, w] per grid (a list parallel to `patches`); only True patches are fitted,
+                e.g. the output of `foreground_mask`.
         """
         grids = patches if isinstance(patches, list) else [patches]
-        rows = torch.cat([flatten_patches(g) for g in grids])
+        if mask is None:
+            rows = torch.cat([flatten_patches(g) for g in grids])
+        else:
+            masks = mask if isinstance(mask, list) else [mask]
+            if len(masks) != len(grids):
+                raise ValueError(f"got {len(masks)} masks for {len(grids)} patch grids")
+            for g, m in zip(grids, masks, strict=True):
+                check_mask(m, g)
+            rows = torch.cat([flatten_patches(g)[m.reshape(-1)] for g, m in zip(grids, masks, strict=True)])
         if rows.shape[0] < 4:
             raise ValueError(f"PCA needs at least 4 patches, got {rows.shape[0]}")
         mean = rows.mean(0)
@@ -54,7 +79,7 @@ class PCABasis:
         projected = (rows - mean) @ components.T
         median = projected.median(0).values
         mad = (projected - median).abs().median(0).values.clamp_min(1e-6)
-        return cls(mean, components, median - mad_scale * mad, median + mad_scale * mad)
+        return cls(mean, components, median - mad_scale * mad, median + mad_scale * mad, skip_first)
 
     def project(self, patches: Tensor) -> Tensor:
         """[B, D, h, w] -> [B, 3, h, w] component scores (not yet scaled to colours)."""
@@ -62,13 +87,60 @@ class PCABasis:
         scores = (flatten_patches(patches) - self.mean) @ self.components.T
         return scores.reshape(b, h, w, 3).permute(0, 3, 1, 2)
 
-    def to_rgb(self, patches: Tensor) -> Tensor:
-        """[B, D, h, w] -> [B, 3, h, w] colours in [0, 1], clipped to the fitted robust range."""
+    def to_rgb(self, patches: Tensor, mask: Tensor | None = None) -> Tensor:
+        """[B, D, h, w] -> [B, 3, h, w] colours in [0, 1], clipped to the fitted robust range.
+
+        Args:
+            patches: [B, D, h, w] features in this basis' feature space.
+            mask: optional bool [B, h, w]; False patches (background) are painted black.
+        """
         scores = self.project(patches)
         low, high = self.low.view(1, 3, 1, 1), self.high.view(1, 3, 1, 1)
-        return ((scores - low) / (high - low)).clamp(0, 1)
+        rgb = ((scores - low) / (high - low)).clamp(0, 1)
+        if mask is None:
+            return rgb
+        check_mask(mask, patches)
+        return rgb * mask[:, None]
 
 
 def pca_rgb(patches: Tensor, skip_first: bool = False) -> Tensor:
     """PCA colours of a grid with a basis fitted on that grid alone: [B, D, h, w] -> [B, 3, h, w]."""
     return PCABasis.fit(patches, skip_first=skip_first).to_rgb(patches)
+
+
+def border_share(selected: Tensor) -> float:
+    """Fraction of the selected patches of bool [B, h, w] that lie on the grid's outer ring (1 if none)."""
+    ring = torch.ones(selected.shape[-2:], dtype=torch.bool, device=selected.device)
+    ring[1:-1, 1:-1] = False
+    count = int(selected.sum())
+    return float((selected & ring).sum()) / count if count else 1.0
+
+
+def foreground_mask(patches: Tensor, threshold: float = 0.0, basis: PCABasis | None = None) -> Tensor:
+    """Foreground patches from the sign of the first principal component: [B, D, h, w] -> bool [B, h, w].
+
+    The score of each patch is its projection on the first component, centred on the basis mean and
+    divided by the scores' standard deviation over `patches`; foreground is `score > threshold` for
+    the orientation of the component chosen by this rule, once for the whole batch:
+
+    1. centre-heavy side: the candidate with the smaller share of its patches on the grid's outer ring
+       (objects are framed, background surrounds them), when the two shares differ by more than 0.05;
+    2. otherwise (no spatial signal, e.g. grids with no inner patches) the minority side.
+
+    Args:
+        patches: [B, D, h, w] features.
+        threshold: cut in standard deviations of the first-component score; higher is stricter.
+        basis: a basis fitted with `skip_first=False` (e.g. on several images); fitted on `patches` if None.
+    """
+    if patches.ndim != 4:
+        raise ValueError(f"patches must have shape [B, D, h, w], got {list(patches.shape)}")
+    basis = PCABasis.fit(patches) if basis is None else basis
+    if basis.skipped_first:
+        raise ValueError("foreground_mask needs a basis fitted with skip_first=False")
+    score = basis.project(patches)[:, 0]
+    score = score / score.std(correction=0).clamp_min(1e-12)
+    positive, negative = score > threshold, -score > threshold
+    share_pos, share_neg = border_share(positive), border_share(negative)
+    if abs(share_pos - share_neg) > 0.05:
+        return positive if share_pos < share_neg else negative
+    return positive if positive.sum() <= negative.sum() else negative

@@ -1,0 +1,216 @@
+"""One encoder API over experts, distilled checkpoints (proxy, students) and timm models.
+
+An `Encoder` turns images in [0, 1] into a summary vector and a patch grid at its resolution; a
+distilled encoder also maps its features into each expert's own feature space: through its adaptor
+heads, un-standardised with the statistics its stage was trained with. A student, whose adaptor
+targets the proxy, is chained through the proxy's expert adaptors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from distill.checkpoint import read_meta
+from distill.config import ModelConfig
+from distill.distilled_teacher import DistilledTeacher
+from distill.models import DistilledModel, adaptor_key
+from distill.standardize import TeacherStandardizer
+from distill.teachers import EXPERTS, Teacher, TeacherOutput, build_teacher
+
+
+@dataclass
+class EncoderFeatures:
+    """Features of one image batch.
+
+    Attributes:
+        summary: [B, D] summary vector.
+        patches: [B, D, h, w] patch grid.
+        experts: expert name -> the encoder's estimate of that expert's features (distilled
+            encoders only; at the encoder's own patch grid).
+    """
+
+    summary: Tensor
+    patches: Tensor
+    experts: dict[str, TeacherOutput] = field(default_factory=dict)
+
+
+def load_standardizers(path: Path) -> dict[str, TeacherStandardizer]:
+    """A stage's saved standardisers by teacher name (the method is read from the saved scale's shape)."""
+    state = load_file(str(path))
+    names = sorted({key.rsplit(".", 3)[0] for key in state})
+    standardizers = {}
+    for name in names:
+        part = {key[len(name) + 1 :]: value for key, value in state.items() if key.startswith(f"{name}.")}
+        method = "phi-s" if part["summary.scale"].ndim == 2 else "standard"
+        standardizer = TeacherStandardizer(part["summary.mean"].numel(), part["patches.mean"].numel(), method)
+        standardizer.load_state_dict(part)
+        standardizers[name] = standardizer.eval()
+    return standardizers
+
+
+class ExpertMap(nn.Module):
+    """Maps a distilled backbone's features into its teachers' spaces (and on, through a proxy, to experts).
+
+    Args:
+        model: the distilled model whose adaptors are used.
+        standardizers: its stage's standardisers, by teacher name.
+        proxy: the map of the proxy, for a stage whose teacher is the proxy.
+    """
+
+    def __init__(
+        self,
+        model: DistilledModel,
+        standardizers: dict[str, TeacherStandardizer],
+        proxy: ExpertMap | None = None,
+    ) -> None:
+        super().__init__()
+        self.adaptors = model.adaptors
+        self.teacher_names = list(model.teacher_names)
+        self.standardizers = nn.ModuleDict({adaptor_key(n): standardizers[n] for n in self.teacher_names})
+        self.proxy = proxy
+
+    def experts(self) -> list[str]:
+        """The expert names this map reaches."""
+        return self.proxy.experts() if self.proxy is not None else list(self.teacher_names)
+
+    def forward(self, features: TeacherOutput) -> dict[str, TeacherOutput]:
+        outputs = {}
+        for name in self.teacher_names:
+            key = adaptor_key(name)
+            outputs[name] = self.standardizers[key].inverse(self.adaptors[key](features))
+        if self.proxy is not None:
+            return self.proxy(outputs["proxy"])
+        return outputs
+
+
+def stage_expert_map(stage_folder: Path, model: DistilledModel) -> ExpertMap | None:
+    """The expert map of a run stage (`runs/NAME/STAGE`), or None when its statistics are missing."""
+    saved = stage_folder / "standardizers.safetensors"
+    if not saved.is_file():
+        return None
+    standardizers = load_standardizers(saved)
+    proxy = None
+    if "proxy" in model.teacher_names:
+        proxy_folder = stage_folder.parent / "proxy"
+        proxy_model = DistilledTeacher(proxy_folder / "checkpoint").model
+        proxy = stage_expert_map(proxy_folder, proxy_model)
+        if proxy is None:
+            return None
+    return ExpertMap(model, standardizers, proxy)
+
+
+class Encoder(nn.Module):
+    """A frozen encoder: summary vector, patch grid and (for distilled models) expert-space features.
+
+    Args:
+        name: display name.
+        kind: "expert", "proxy", "student", "timm" or "random".
+        backbone: a `Teacher` (owns resizing and normalisation).
+        expert_map: maps backbone features into the experts' spaces, for distilled encoders.
+    """
+
+    def __init__(self, name: str, kind: str, backbone: Teacher, expert_map: ExpertMap | None = None) -> None:
+        super().__init__()
+        self.name = name
+        self.kind = kind
+        self.backbone = backbone
+        self.expert_map = expert_map
+        self.requires_grad_(False)
+        self.eval()
+
+    @property
+    def resolution(self) -> int | None:
+        """The square side images are resized to (None: each image's own size, rounded)."""
+        return self.backbone.resolution
+
+    @resolution.setter
+    def resolution(self, side: int | None) -> None:
+        if side is not None and side < self.backbone.size_multiple:
+            minimum = self.backbone.size_multiple
+            raise ValueError(f"resolution {side} is below {self.name}'s minimum of {minimum} px")
+        self.backbone.resolution = side
+
+    @property
+    def patch_stride(self) -> int:
+        return self.backbone.patch_stride
+
+    @property
+    def summary_dim(self) -> int:
+        return self.backbone.summary_dim
+
+    @property
+    def patch_dim(self) -> int:
+        return self.backbone.patch_dim
+
+    def experts(self) -> list[str]:
+        """Experts whose feature space this encoder can reach (empty for non-distilled encoders)."""
+        return self.expert_map.experts() if self.expert_map is not None else []
+
+    def num_parameters(self, with_adaptors: bool = False) -> int:
+        """Parameters of the backbone (plus the adaptor chain when asked)."""
+        distilled = isinstance(self.backbone, DistilledTeacher)
+        network = self.backbone.model.backbone if distilled else self.backbone
+        modules = [network] + ([self.expert_map] if with_adaptors and self.expert_map else [])
+        return sum(p.numel() for m in modules for p in m.parameters())
+
+    @torch.no_grad()
+    def forward(self, images: Tensor, with_experts: bool = False) -> EncoderFeatures:
+        """Features of images [B, 3, H, W] in [0, 1]; `with_experts` adds the expert-space estimates."""
+        out = self.backbone(images)
+        experts = self.expert_map(out) if with_experts and self.expert_map is not None else {}
+        return EncoderFeatures(out.summary.float(), out.patches.float(), experts)
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    """Whether `path` is a distilled checkpoint folder or a run stage folder holding one."""
+    path = Path(path)
+    return (path / "model.safetensors").is_file() or (path / "checkpoint" / "model.safetensors").is_file()
+
+
+def distilled_encoder(path: str | Path, resolution: int | None = None, name: str | None = None) -> Encoder:
+    """An encoder from a run stage folder (`runs/NAME/student`) or its checkpoint folder."""
+    path = Path(path)
+    folder = path if (path / "model.safetensors").is_file() else path / "checkpoint"
+    if not (folder / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{path} holds no distilled checkpoint (model.safetensors)")
+    try:
+        backbone = DistilledTeacher(folder, resolution)
+    except (KeyError, RuntimeError, OSError, SafetensorError) as error:
+        raise ValueError(f"{folder} is not a readable distilled checkpoint: {error}") from error
+    stage_folder = folder.parent
+    kind = "proxy" if stage_folder.name == "proxy" else "student"
+    default_name = f"{stage_folder.parent.name}/{stage_folder.name}"
+    return Encoder(name or default_name, kind, backbone, stage_expert_map(stage_folder, backbone.model))
+
+
+def random_encoder(like: str | Path, resolution: int | None = None, seed: int = 0) -> Encoder:
+    """A randomly initialised backbone with the architecture of a checkpoint (a floor for the scoreboard)."""
+    path = Path(like)
+    folder = path if (path / "model.safetensors").is_file() else path / "checkpoint"
+    meta = read_meta(folder)
+    torch.manual_seed(seed)
+    model = DistilledModel(ModelConfig(**meta["model_config"]), {})
+    backbone = DistilledTeacher(model, resolution)
+    return Encoder(f"random {meta['model_config']['arch']}", "random", backbone)
+
+
+def build_encoder(spec: str, resolution: int | None = None, **kwargs: object) -> Encoder:
+    """An encoder by spec: an expert name, `timm:<model>` or a timm alias, or a run stage/checkpoint folder.
+
+    Args:
+        spec: what to load.
+        resolution: square input side (None: the encoder's default, e.g. 224 for `semantic`).
+        kwargs: passed to the timm teacher (weights="pretrained"|"random"|"file", checkpoint=path).
+    """
+    if is_checkpoint(spec):
+        return distilled_encoder(spec, resolution)
+    if spec in EXPERTS:
+        teacher = build_teacher(spec) if resolution is None else build_teacher(spec, resolution=resolution)
+        return Encoder(spec, "expert", teacher)
+    return Encoder(spec, "timm", build_teacher(spec, resolution=resolution, **kwargs))

@@ -1,0 +1,78 @@
+"""The held-out evaluation sets: generated scenes with exact labels, Fashion-MNIST, and photo crops."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from distill.data.fashion_mnist import load_fashion_mnist
+from distill.data.images import resize
+from distill.data.scenes import SceneBatch, SceneGenerator
+from distill.data.views import photo_crops
+
+EVAL_SEED_OFFSET = 7919  # evaluation scenes and crops use seeds no training run uses by default
+
+
+@dataclass
+class LabeledSplit:
+    """Images [N, 3, R, R] in [0, 1] with class labels [N]."""
+
+    images: Tensor
+    labels: Tensor
+
+
+@dataclass
+class EvalData:
+    """Everything the probes read.
+
+    Attributes:
+        scenes_train, scenes_test: generated scenes (class, segmentation, depth, edges, text labels).
+        fashion_train, fashion_test: Fashion-MNIST subsets (None when the dataset is not installed).
+        photos: crops of the bundled real photos, for agreement with the experts' own outputs.
+    """
+
+    scenes_train: SceneBatch
+    scenes_test: SceneBatch
+    fashion_train: LabeledSplit | None
+    fashion_test: LabeledSplit | None
+    photos: Tensor
+
+
+def fashion_subset(split: str, count: int, resolution: int, seed: int) -> LabeledSplit:
+    """A seeded random subset of a Fashion-MNIST split as RGB images at `resolution`."""
+    images, labels = load_fashion_mnist(split, download=False)
+    index = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:count]
+    rgb = images[index].float().div(255).expand(-1, 3, -1, -1)
+    return LabeledSplit(resize(rgb, resolution), labels[index])
+
+
+def build_eval_data(
+    resolution: int,
+    scene_train: int = 512,
+    scene_test: int = 256,
+    fashion_train: int = 1000,
+    fashion_test: int = 500,
+    photos: int = 64,
+    seed: int = 0,
+) -> EvalData:
+    """Build the evaluation sets (deterministic for a seed).
+
+    Scenes come from a generator seed offset from training's, so no evaluation scene is a training
+    view; the photo crops are new crops of the same bundled photos (there are only 18).
+    """
+    generator = SceneGenerator(resolution, seed=seed + EVAL_SEED_OFFSET)
+    scenes_train = generator.batch(0, scene_train)
+    scenes_test = generator.batch(scene_train, scene_test)
+    try:
+        fashion = (
+            fashion_subset("train", fashion_train, resolution, seed),
+            fashion_subset("test", fashion_test, resolution, seed),
+        )
+    except FileNotFoundError as error:
+        warnings.warn(f"Fashion-MNIST probes skipped: {error}", stacklevel=2)
+        fashion = (None, None)
+    crops = photo_crops(photos, resolution, seed + EVAL_SEED_OFFSET)
+    return EvalData(scenes_train, scenes_test, *fashion, crops)

@@ -1,0 +1,403 @@
+"""The scoreboard: every encoder of one or more runs (and the experts, and a random floor) through every
+probe, with efficiency figures; written as JSON, a Markdown table and a bar chart.
+
+Each encoder's row is saved as soon as it is scored, keyed by the encoder's files and the settings, so
+an interrupted evaluation resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from distill.atomic import atomic_path
+from distill.checkpoint import contiguous_state
+from distill.data.scenes import SEGMENT_CLASSES
+from distill.teachers import EXPERTS, Teacher, TeacherOutput, build_teacher
+from workbench.efficiency import count_gflops, measure_latency
+from workbench.encoders import Encoder, EncoderFeatures, build_encoder, random_encoder
+from workbench.eval_data import EvalData, build_eval_data
+from workbench.expert_heads import expert_reading
+from workbench.metrics import binary_f_score
+from workbench.probes import (
+    DenseProbe,
+    evaluate_dense_probe,
+    knn_classify,
+    linear_classify,
+    train_dense_probe,
+)
+
+ROLES = {  # run stage -> role in the paper's terms
+    "proxy": "proxy (stage 1)",
+    "student": "EUPE student (stages 1-2)",
+    "multires": "EUPE student (stages 1-2-3)",
+    "direct": "direct student (baseline)",
+}
+
+
+@dataclass
+class EvalSettings:
+    """What the evaluation reads and how long the probes train (all seeded)."""
+
+    resolution: int = 128
+    scene_train: int = 512
+    scene_test: int = 256
+    fashion_train: int = 1000
+    fashion_test: int = 500
+    photos: int = 64
+    probe_steps: int = 300
+    batch_size: int = 32
+    latency_repeats: int = 5
+    seed: int = 0
+
+
+@dataclass
+class Column:
+    """A scoreboard column: result key, table title, and whether higher is better."""
+
+    key: str
+    title: str
+    higher_is_better: bool = True
+
+
+COLUMNS = (
+    Column("fashion_knn20", "F-MNIST kNN-20"),
+    Column("fashion_linear", "F-MNIST linear"),
+    Column("scene_knn20", "Scenes kNN-20"),
+    Column("scene_linear", "Scenes linear"),
+    Column("seg_miou", "Seg mIoU"),
+    Column("depth_rmse", "Depth RMSE", higher_is_better=False),
+    Column("depth_delta1", "Depth δ<1.25"),
+    Column("edges_f", "Edges F"),
+    Column("text_f", "Text F"),
+    Column("semantic_top1", "Sem. agree top-1"),
+    Column("semantic_top5", "Sem. agree top-5"),
+    Column("edges_agree_f", "Edges agree F"),
+    Column("text_agree_f", "Text agree F"),
+)
+EFFICIENCY = (("params_m", "Params (M)"), ("gflops", "GFLOPs"), ("cpu_ms", "CPU ms"))
+
+
+def eval_data(settings: EvalSettings) -> EvalData:
+    """The evaluation sets the settings describe."""
+    return build_eval_data(
+        settings.resolution, settings.scene_train, settings.scene_test, settings.fashion_train,
+        settings.fashion_test, settings.photos, settings.seed,
+    )  # fmt: skip
+
+
+def run_resolution(run: str | Path, default: int = 128) -> int:
+    """The resolution a run's student trained at (its first student-stage side), else `default`."""
+    path = Path(run) / "config.yaml"
+    if not path.is_file():
+        return default
+    stages = yaml.safe_load(path.read_text()).get("stages", {})
+    for stage in ("student", "direct", "multires"):
+        if stage in stages:
+            return int(stages[stage]["resolutions"][0])
+    return default
+
+
+def slug(name: str) -> str:
+    """A file-name-safe form of an encoder name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
+
+
+def run_encoder_specs(runs: list[Path]) -> list[tuple[str, str]]:
+    """(spec, role) of every distilled encoder in the runs, in pipeline order, then a random floor.
+
+    Raises:
+        FileNotFoundError: a run folder holds no checkpoints.
+    """
+    specs = []
+    for run in runs:
+        found = [
+            (str(run / stage), role) for stage, role in ROLES.items() if (run / stage / "checkpoint").is_dir()
+        ]
+        if not found:
+            raise FileNotFoundError(
+                f"{run} holds no stage checkpoints ({', '.join(ROLES)}): is it a run folder?"
+            )
+        specs += found
+    return specs
+
+
+def extract(encoder: Encoder, images: Tensor, batch_size: int, with_experts: bool = False) -> EncoderFeatures:
+    """Features of many images, in batches (patches kept as float16 on the CPU to bound memory)."""
+    parts = [encoder(images[i : i + batch_size], with_experts) for i in range(0, len(images), batch_size)]
+    experts = {
+        name: TeacherOutput(
+            torch.cat([p.experts[name].summary for p in parts]),
+            torch.cat([p.experts[name].patches for p in parts]),
+        )
+        for name in parts[0].experts
+    }
+    return EncoderFeatures(
+        torch.cat([p.summary for p in parts]), torch.cat([p.patches.half() for p in parts]), experts
+    )
+
+
+class ProbeInputs:
+    """One encoder's features on the evaluation sets, extracted on first use and then reused.
+
+    Args:
+        encoder: the encoder.
+        data: the evaluation sets.
+        batch_size: images per forward pass.
+    """
+
+    def __init__(self, encoder: Encoder, data: EvalData, batch_size: int) -> None:
+        self.encoder, self.data, self.batch_size = encoder, data, batch_size
+        self.cache: dict[str, EncoderFeatures] = {}
+
+    def features(self, split: str) -> EncoderFeatures:
+        """Features of `scenes_train`, `scenes_test`, `fashion_train`, `fashion_test` or `photos`."""
+        if split not in self.cache:
+            images = getattr(self.data, split)
+            images = images if isinstance(images, Tensor) else images.images
+            self.cache[split] = extract(self.encoder, images, self.batch_size, with_experts=split == "photos")
+        return self.cache[split]
+
+
+class ExpertReferences:
+    """The experts, and their own readings of the photo crops (built on first use, once per evaluation)."""
+
+    def __init__(self, names: list[str], photos: Tensor) -> None:
+        self.names, self.photos = [n for n in names if n in EXPERTS], photos
+        self.experts: dict[str, Teacher] = {}
+        self.readings: dict[str, Tensor] = {}
+
+    def ready(self) -> ExpertReferences:
+        """Build the experts and read the photos, if not yet done."""
+        if not self.experts:
+            size = tuple(self.photos.shape[-2:])
+            self.experts = {name: build_teacher(name) for name in self.names}
+            self.readings = {n: expert_reading(n, e, e(self.photos), size) for n, e in self.experts.items()}
+        return self
+
+    def read(self, features: dict[str, TeacherOutput]) -> dict[str, Tensor]:
+        """Each expert's head applied to an encoder's estimate of that expert's features."""
+        size = tuple(self.photos.shape[-2:])
+        return {
+            n: expert_reading(n, e, features[n], size)
+            for n, e in self.ready().experts.items()
+            if n in features
+        }
+
+
+@dataclass
+class ProbeResult:
+    """Scores of one probe, and the dense probe it trained (None for the others)."""
+
+    scores: dict[str, float]
+    probe: DenseProbe | None = None
+
+
+def classification_probe(prefix: str) -> Callable[..., ProbeResult]:
+    """kNN (k = 10, 20; T = 0.07) and linear-probe accuracy on summary vectors of `scene` or `fashion`."""
+
+    dataset = "scenes" if prefix == "scene" else "fashion"
+
+    def run(inputs: ProbeInputs, settings: EvalSettings, references: ExpertReferences) -> ProbeResult:
+        splits = [getattr(inputs.data, f"{dataset}_{part}") for part in ("train", "test")]
+        if splits[0] is None:  # Fashion-MNIST not installed
+            return ProbeResult({})
+        labels = [s.scene_class if dataset == "scenes" else s.labels for s in splits]
+        train, test = (inputs.features(f"{dataset}_{part}").summary for part in ("train", "test"))
+        knn = knn_classify(train, labels[0], test, labels[1], ks=(10, 20), temperature=0.07)
+        scores = {f"{prefix}_knn{k}": accuracy for k, accuracy in knn.items()}
+        scores[f"{prefix}_linear"] = linear_classify(train, labels[0], test, labels[1], seed=settings.seed)
+        return ProbeResult(scores)
+
+    return run
+
+
+# probe -> (probe task, scene label field, F-score tolerance, {probe result key: scoreboard key})
+DENSE_TASKS = {
+    "segmentation": (
+        "segmentation",
+        "segmentation",
+        0,
+        {"miou": "seg_miou", "pixel_accuracy": "seg_pixel_accuracy"},
+    ),
+    "depth": (
+        "depth",
+        "depth",
+        0,
+        {"rmse": "depth_rmse", "absrel": "depth_absrel", "delta1": "depth_delta1"},
+    ),
+    "edges": ("binary", "edges", 1, {"f": "edges_f"}),
+    "text": ("binary", "text", 0, {"f": "text_f"}),
+}
+
+
+def dense_probe(name: str) -> Callable[..., ProbeResult]:
+    """A linear probe on patch grids (BatchNorm + 1x1 conv), trained and scored on generated scenes."""
+    task, field_name, tolerance, keys = DENSE_TASKS[name]
+
+    def run(inputs: ProbeInputs, settings: EvalSettings, references: ExpertReferences) -> ProbeResult:
+        train_labels = getattr(inputs.data.scenes_train, field_name)
+        test_labels = getattr(inputs.data.scenes_test, field_name)
+        probe = train_dense_probe(
+            task,
+            inputs.features("scenes_train").patches,
+            train_labels,
+            len(SEGMENT_CLASSES) if task == "segmentation" else None,
+            steps=settings.probe_steps,
+            seed=settings.seed,
+        )
+        scores = evaluate_dense_probe(probe, inputs.features("scenes_test").patches, test_labels, tolerance)
+        return ProbeResult({key: scores[k] for k, key in keys.items()}, probe)
+
+    return run
+
+
+def agreement_probe(inputs: ProbeInputs, settings: EvalSettings, references: ExpertReferences) -> ProbeResult:
+    """How well an encoder's expert-space outputs, read by each expert's head, agree with the expert.
+
+    On the photo crops. Semantic: top-1 agreement (same ImageNet class) and top-5 agreement (the
+    expert's class among the encoder's top 5). Edges and text: F-score of the encoder's map against
+    the expert's own map thresholded at 0.5 (best threshold over the set for the encoder's map).
+    """
+    if not inputs.encoder.experts():
+        return ProbeResult({})
+    readings = references.read(inputs.features("photos").experts)
+    expected = references.readings
+    scores = {}
+    if "semantic" in readings:
+        expert_class = expected["semantic"].argmax(-1)
+        top5 = readings["semantic"].topk(5, dim=-1).indices
+        scores["semantic_top1"] = (top5[:, 0] == expert_class).float().mean().item()
+        scores["semantic_top5"] = (top5 == expert_class[:, None]).any(-1).float().mean().item()
+    for name in ("edges", "text"):
+        if name in readings and (expected[name] > 0.5).any():  # F is undefined where the expert fires nowhere
+            scores[f"{name}_agree_f"] = binary_f_score(readings[name], expected[name] > 0.5)["f"]
+    return ProbeResult(scores)
+
+
+PROBES: dict[str, Callable[[ProbeInputs, EvalSettings, ExpertReferences], ProbeResult]] = {
+    "fashion": classification_probe("fashion"),
+    "scenes": classification_probe("scene"),
+    **{name: dense_probe(name) for name in DENSE_TASKS},
+    "agreement": agreement_probe,
+}
+
+
+def efficiency(encoder: Encoder, resolution: int, repeats: int) -> dict[str, float]:
+    """Backbone parameters, GFLOPs per image and CPU latency (batch 1) at `resolution`."""
+    image = torch.rand(1, 3, resolution, resolution)
+    return {
+        "params_m": encoder.num_parameters() / 1e6,
+        "gflops": count_gflops(encoder, image),
+        "cpu_ms": measure_latency(encoder, image, repeats=repeats)["median_ms"],
+    }
+
+
+def save_probe(probe: DenseProbe, path: Path) -> None:
+    """Save a trained dense probe (weights and constructor arguments) atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file(
+            contiguous_state(probe.state_dict()), str(tmp), metadata={"config": json.dumps(probe.config)}
+        )
+
+
+def load_probe(path: str | Path) -> DenseProbe:
+    """A dense probe saved by `save_probe`, in eval mode."""
+    with safe_open(str(path), "pt") as f:
+        config = json.loads(f.metadata()["config"])
+    probe = DenseProbe(**config)
+    probe.load_state_dict(load_file(str(path)))
+    return probe.eval()
+
+
+def score_encoder(
+    encoder: Encoder,
+    data: EvalData,
+    settings: EvalSettings,
+    references: ExpertReferences,
+    probes: list[str] | None = None,
+    probe_dir: Path | None = None,
+) -> dict[str, float]:
+    """Run the named probes (default: all) on one encoder; trained dense probes go to `probe_dir`."""
+    inputs = ProbeInputs(encoder, data, settings.batch_size)
+    scores = {}
+    for name in probes or list(PROBES):
+        result = PROBES[name](inputs, settings, references)
+        scores |= result.scores
+        if result.probe is not None and probe_dir is not None:
+            save_probe(result.probe, probe_dir / f"{name}.safetensors")
+    return scores
+
+
+def encoder_identity(spec: str) -> dict:
+    """What keys a saved row: the spec, and the size and time of the checkpoint files it reads."""
+    files = sorted(Path(spec).glob("**/*.safetensors")) if Path(spec).is_dir() else []
+    return {"spec": spec, "files": [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]}
+
+
+def row_key(identity: dict, settings: EvalSettings) -> str:
+    """A hash of an encoder's identity and the evaluation settings."""
+    text = json.dumps({"encoder": identity, "settings": asdict(settings)}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def write_json(path: Path, value: object) -> None:
+    """Write JSON atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(value, indent=2))
+
+
+def evaluate(
+    runs: list[Path],
+    out: Path,
+    settings: EvalSettings,
+    experts: list[str] | None = None,
+    extra: list[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """Score the experts, every encoder of the runs, extra encoders (timm names, folders) and a random floor.
+
+    Returns:
+        One row per encoder: name, role, kind, spec, scores and efficiency figures.
+    """
+    runs = [Path(r) for r in runs]
+    specs = [(name, "expert") for name in (experts if experts is not None else list(EXPERTS))]
+    specs += run_encoder_specs(runs) + [(spec, "other") for spec in extra or []]
+    floor_of = next((s for s, role in specs if role.startswith(("EUPE", "direct"))), None)
+    if floor_of is not None:
+        specs.append((f"random:{floor_of}", "random init (floor)"))
+    data = eval_data(settings)
+    references = ExpertReferences(list(EXPERTS), data.photos)
+    rows = []
+    for spec, role in specs:
+        is_floor = spec.startswith("random:")
+        identity = encoder_identity(spec.removeprefix("random:")) | {"random": is_floor}
+        path = out / "rows" / f"{slug(spec)}.json"
+        key = row_key(identity, settings)
+        if path.is_file() and json.loads(path.read_text()).get("key") == key:
+            rows.append(json.loads(path.read_text()))
+            log(f"{spec}: reused {path}")
+            continue
+        if is_floor:
+            encoder = random_encoder(spec.removeprefix("random:"), settings.resolution, settings.seed)
+        else:
+            encoder = build_encoder(spec, None if role == "expert" else settings.resolution)
+        log(f"{spec}: scoring {encoder.name} ({role})")
+        row = {"name": encoder.name, "role": role, "kind": encoder.kind, "spec": spec, "key": key}
+        row |= efficiency(encoder, settings.resolution, settings.latency_repeats)
+        row |= score_encoder(encoder, data, settings, references, probe_dir=out / "probes" / slug(spec))
+        write_json(path, row)
+        rows.append(row)
+    return rows
