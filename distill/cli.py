@@ -106,6 +106,60 @@ def bench_distill_run(args: argparse.Namespace) -> None:
     print(format_bench(bench_distill(config, args.steps, args.stages)))
 
 
+def encoder_specs(args: argparse.Namespace) -> list[str]:
+    """The encoders named on the command line plus every stage checkpoint of the named runs."""
+    from workbench.scoreboard import run_encoder_specs
+
+    return list(args.encoders) + [spec for spec, _ in run_encoder_specs(args.runs or [])]
+
+
+def bench_encoders_run(args: argparse.Namespace) -> None:
+    """Print params, GFLOPs, CPU (and GPU) latency and throughput, and ONNX latency for students."""
+    import tempfile
+
+    from distill.teachers import EXPERTS
+    from workbench.efficiency import benchmark_encoder, format_efficiency_table, rows_to_markdown
+    from workbench.encoders import build_encoder
+    from workbench.export import export_onnx
+
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for spec in encoder_specs(args):
+            encoder = build_encoder(spec, None if spec in EXPERTS else args.resolution)
+            onnx_path = None
+            if args.onnx and encoder.kind in ("proxy", "student"):
+                onnx_path = export_onnx(encoder.backbone.model, Path(scratch) / "m.onnx", args.resolution)
+            row = benchmark_encoder(
+                encoder.name, encoder, args.resolution, repeats=args.repeats, threads=args.threads,
+                throughput_batch=args.batch, onnx_path=onnx_path,
+            )  # fmt: skip
+            row.params_m = encoder.num_parameters() / 1e6  # the backbone, without adaptor heads
+            row.resolution = encoder.resolution or args.resolution  # experts may run at their own side
+            rows.append(row)
+            print(f"measured {encoder.name}", file=sys.stderr)
+    print(format_efficiency_table(rows))
+    if args.markdown:
+        print()
+        print(rows_to_markdown(rows))
+
+
+def export_run(args: argparse.Namespace) -> None:
+    """Export a distilled checkpoint to ONNX and check it against PyTorch on a generated scene batch."""
+    from distill.data.scenes import SceneGenerator
+    from workbench.encoders import distilled_encoder
+    from workbench.export import check_onnx, export_onnx
+
+    encoder = distilled_encoder(args.checkpoint)
+    model = encoder.backbone.model
+    args.onnx.parent.mkdir(parents=True, exist_ok=True)
+    path = export_onnx(model, args.onnx, args.resolution, with_adaptors=args.adaptors)
+    images = SceneGenerator(args.resolution, seed=1).batch(0, 3).images
+    differences = check_onnx(path, model, images, with_adaptors=args.adaptors)
+    worst = max(differences, key=differences.get)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, outputs: {', '.join(differences)})")
+    print(f"onnxruntime vs PyTorch on 3 scenes: max |difference| {differences[worst]:.2e} ({worst})")
+
+
 def eval_settings(args: argparse.Namespace) -> object:
     """`EvalSettings` from the command line (resolution default: the first run's student resolution)."""
     from dataclasses import fields
@@ -234,7 +288,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_settings(probe)
     probe.set_defaults(run=probe_run)
 
+    export = commands.add_parser("export", help="export a proxy or student checkpoint to ONNX (checked)")
+    export.add_argument("--checkpoint", type=Path, required=True, help="run stage or checkpoint folder")
+    export.add_argument("--onnx", type=Path, required=True, help="output .onnx file")
+    export.add_argument("--resolution", type=int, default=224)
+    export.add_argument("--adaptors", action="store_true", help="also output every adaptor head")
+    export.set_defaults(run=export_run)
+
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="target", required=True)
+    encoders = bench.add_parser("encoders", help="params, GFLOPs, latency and throughput of encoders")
+    encoders.add_argument("--encoders", nargs="*", default=list(EXPERTS), help="specs (default: the experts)")
+    encoders.add_argument("--runs", nargs="*", type=Path, default=[], help="add every stage of these runs")
+    encoders.add_argument("--resolution", type=int, default=224)
+    encoders.add_argument("--batch", type=int, default=8, help="throughput batch size")
+    encoders.add_argument("--repeats", type=int, default=5)
+    encoders.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    encoders.add_argument(
+        "--onnx", action="store_true", help="add onnxruntime latency for distilled encoders"
+    )
+    encoders.add_argument("--markdown", action="store_true", help="also print a Markdown table")
+    encoders.set_defaults(run=bench_encoders_run)
     distill = bench.add_parser("distill", help="images/s of each stage with and without the feature cache")
     distill.add_argument("--config", type=Path, default=Path("configs/toy.yaml"))
     distill.add_argument("--steps", type=int, default=20, help="timed steps per stage")

@@ -21,3 +21,20 @@ def test_bad_input_gives_one_line_errors(tmp_path):
     with pytest.raises(SystemExit) as info:
         main(["teachers", "show", "--teachers", "nope", "--out", str(tmp_path / "x.png")])
     assert "unknown teacher 'nope'" in str(info.value)
+
+
+def test_export_and_bench_encoders_on_a_run(tiny_run, tmp_path, capsys):
+    from distill.cli import main
+
+    target = tmp_path / "onnx" / "student.onnx"
+    main(["export", "--checkpoint", str(tiny_run / "multires"), "--onnx", str(target), "--resolution", "64"])
+    out = capsys.readouterr().out
+    assert target.is_file() and "max |difference|" in out
+    difference = float(out.split("max |difference| ")[1].split()[0])
+    assert difference < 1e-3
+    main(["bench", "encoders", "--encoders", str(tiny_run / "multires"), "--resolution", "64",
+          "--repeats", "1", "--batch", "2", "--threads", "1", "--onnx"])  # fmt: skip
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:2] == ["encoder", "params"]
+    row = table[1].split()
+    assert row[0] == "run/multires" and float(row[1]) > 0 and row[-1] != "-"  # ONNX latency measured

@@ -1,0 +1,267 @@
+"""Encoder efficiency: parameters, GFLOPs, latency and throughput on CPU, GPU and onnxruntime.
+
+Every function takes any callable `fn(images)` with images [B, 3, H, W] in [0, 1]; encoders are
+usually `nn.Module`s returning a `TeacherOutput`, but the output is never inspected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+DEVICES = ("cpu", "cuda")
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of parameter elements (trainable or frozen; shared tensors counted once)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of PyTorch's fused CPU attention kernel, which FlopCounterMode does not know."""
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def count_gflops(fn: Callable[[Tensor], object], images: Tensor) -> float:
+    """Forward GFLOPs per image, as counted by `torch.utils.flop_counter.FlopCounterMode`.
+
+    A multiply-add counts as 2 FLOPs. Only matrix products, convolutions and attention are
+    counted (elementwise ops, norms and activations are not), as is usual for encoder GFLOPs.
+
+    Args:
+        fn: the encoder, called once as `fn(images)` under `torch.no_grad()`.
+        images: [B, 3, H, W] input batch.
+    """
+    _check_batch(images)
+    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter, torch.no_grad():
+        fn(images)
+    return counter.get_total_flops() / images.shape[0] / 1e9
+
+
+@contextlib.contextmanager
+def num_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with `torch.set_num_threads(threads)` (None: unchanged), then restore the setting."""
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads}")
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def timing_summary(seconds: Sequence[float], batch: int) -> dict[str, float]:
+    """Median and p90 milliseconds per batch, and images/s at the median, of per-call wall times."""
+    ms = sorted(s * 1e3 for s in seconds)
+    median = statistics.median(ms)
+    p90 = ms[min(len(ms) - 1, math.ceil(0.9 * len(ms)) - 1)]
+    return {"median_ms": median, "p90_ms": p90, "throughput": batch * 1e3 / median}
+
+
+def measure_latency(
+    fn: Callable[[Tensor], object],
+    images: Tensor,
+    warmup: int = 2,
+    repeats: int = 5,
+    device: str | torch.device = "cpu",
+    threads: int | None = None,
+) -> dict[str, float]:
+    """Wall time of `fn(images)` under `torch.inference_mode()`.
+
+    The images are moved to `device`; `fn` must already run there (see `benchmark_encoder` for
+    modules). On CUDA every call is synchronised before the clock stops.
+
+    Args:
+        fn: the encoder.
+        images: [B, 3, H, W] batch; B sets what "per batch" and the throughput mean.
+        warmup: untimed calls first.
+        repeats: timed calls.
+        device: where to run.
+        threads: torch CPU threads for the measurement (None: as set); restored afterwards.
+
+    Returns:
+        {"median_ms", "p90_ms"} per batch and "throughput" in images/s at the median.
+    """
+    _check_batch(images)
+    if warmup < 0 or repeats < 1:
+        raise ValueError(f"need warmup >= 0 and repeats >= 1, got warmup={warmup}, repeats={repeats}")
+    device = torch.device(device)
+    images = images.to(device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    seconds = []
+    with num_threads(threads), torch.inference_mode():
+        for i in range(warmup + repeats):
+            sync()
+            start = time.perf_counter()
+            fn(images)
+            sync()
+            if i >= warmup:
+                seconds.append(time.perf_counter() - start)
+    return timing_summary(seconds, images.shape[0])
+
+
+@dataclass
+class EfficiencyRow:
+    """One encoder's efficiency at one resolution (None: not measured).
+
+    Attributes:
+        name: encoder name.
+        params_m: parameters in millions (None for a plain callable).
+        gflops: forward GFLOPs per image (multiply-add = 2 FLOPs).
+        resolution: square input side.
+        cpu_latency_ms, gpu_latency_ms, onnx_latency_ms: median ms at batch 1 (onnx: onnxruntime, CPU).
+        cpu_throughput, gpu_throughput: images/s at the throughput batch.
+    """
+
+    name: str
+    params_m: float | None
+    gflops: float
+    resolution: int
+    cpu_latency_ms: float | None
+    cpu_throughput: float | None
+    gpu_latency_ms: float | None = None
+    gpu_throughput: float | None = None
+    onnx_latency_ms: float | None = None
+
+
+COLUMNS = (  # header, attribute, format
+    ("encoder", "name", "{}"),
+    ("params (M)", "params_m", "{:.2f}"),
+    ("GFLOPs", "gflops", "{:.3g}"),
+    ("res", "resolution", "{}"),
+    ("CPU ms", "cpu_latency_ms", "{:.1f}"),
+    ("CPU img/s", "cpu_throughput", "{:.1f}"),
+    ("GPU ms", "gpu_latency_ms", "{:.2f}"),
+    ("GPU img/s", "gpu_throughput", "{:.0f}"),
+    ("ONNX ms", "onnx_latency_ms", "{:.1f}"),
+)
+
+
+def default_devices() -> list[str]:
+    """CPU, plus CUDA when available."""
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+@contextlib.contextmanager
+def evaluating(fn: Callable[[Tensor], object], device: str | torch.device | None = None) -> Iterator[None]:
+    """For a module: eval mode (and on `device` if given) during the block, then mode and device restored.
+
+    A plain callable passes through untouched.
+    """
+    if not isinstance(fn, nn.Module):
+        yield
+        return
+    tensors = [*fn.parameters(), *fn.buffers()]
+    home = tensors[0].device if tensors else torch.device("cpu")
+    training = fn.training
+    fn.to(device or home).eval()
+    try:
+        yield
+    finally:
+        fn.to(home).train(training)
+
+
+def benchmark_encoder(
+    name: str,
+    module_or_fn: Callable[[Tensor], object],
+    resolution: int,
+    devices: Sequence[str] | None = None,
+    throughput_batch: int = 8,
+    warmup: int = 2,
+    repeats: int = 5,
+    threads: int | None = None,
+    onnx_path: str | Path | None = None,
+    seed: int = 0,
+) -> EfficiencyRow:
+    """Measure one encoder on random images at `resolution`.
+
+    Latency is at batch 1, throughput at `throughput_batch`; GFLOPs are counted at batch 1 on the
+    last device listed. A module is moved to each device and put in eval mode while measured, then
+    restored; a plain callable must handle devices itself.
+
+    Args:
+        name: row label.
+        module_or_fn: the encoder (an `nn.Module` also gets a parameter count).
+        resolution: square input side.
+        devices: among "cpu", "cuda" (None: `default_devices()`).
+        throughput_batch: batch size of the throughput measurement.
+        warmup, repeats: calls per measurement (see `measure_latency`).
+        threads: torch CPU threads during CPU measurements (None: as set).
+        onnx_path: an exported model of this encoder (`workbench.export.export_onnx`), also timed.
+        seed: seed of the random images.
+    """
+    devices = list(default_devices() if devices is None else devices)
+    unknown = [d for d in devices if d not in DEVICES]
+    if unknown or not devices:
+        raise ValueError(f"devices must be a non-empty list among {', '.join(DEVICES)}, got {devices}")
+    if "cuda" in devices and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but torch.cuda.is_available() is False")
+    if resolution < 1 or throughput_batch < 1:
+        raise ValueError(
+            f"resolution and throughput_batch must be positive, got {resolution} and {throughput_batch}"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.rand(throughput_batch, 3, resolution, resolution, generator=generator)
+    timings = {}
+    for device in devices:
+        with evaluating(module_or_fn, device):
+            cpu_threads = threads if device == "cpu" else None
+            single = measure_latency(module_or_fn, images[:1], warmup, repeats, device, cpu_threads)
+            batched = measure_latency(module_or_fn, images, warmup, repeats, device, cpu_threads)
+            timings[device] = (single["median_ms"], batched["throughput"])
+    with evaluating(module_or_fn, devices[-1]):
+        gflops = count_gflops(module_or_fn, images[:1].to(devices[-1]))
+    onnx_ms = None
+    if onnx_path is not None:
+        from workbench.export import onnx_latency  # export.py imports this module
+
+        onnx_ms = onnx_latency(onnx_path, images[:1], warmup, repeats, threads)["median_ms"]
+    params = count_parameters(module_or_fn) / 1e6 if isinstance(module_or_fn, nn.Module) else None
+    cpu, gpu = timings.get("cpu", (None, None)), timings.get("cuda", (None, None))
+    return EfficiencyRow(name, params, gflops, resolution, *cpu, *gpu, onnx_ms)
+
+
+def _cells(row: EfficiencyRow) -> list[str]:
+    return ["-" if (v := getattr(row, attr)) is None else fmt.format(v) for _, attr, fmt in COLUMNS]
+
+
+def format_efficiency_table(rows: Sequence[EfficiencyRow]) -> str:
+    """An aligned plain-text table: names left-aligned, numbers right-aligned, '-' where not measured."""
+    table = [[header for header, _, _ in COLUMNS], *(_cells(r) for r in rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
+
+    def render(line: list[str]) -> str:
+        first = line[0].ljust(widths[0])
+        return "  ".join([first, *(cell.rjust(w) for cell, w in zip(line[1:], widths[1:], strict=True))])
+
+    return "\n".join(render(line) for line in table)
+
+
+def rows_to_markdown(rows: Sequence[EfficiencyRow]) -> str:
+    """A GitHub-flavoured markdown table of the rows (numbers right-aligned)."""
+    headers = [header for header, _, _ in COLUMNS]
+    lines = ["| " + " | ".join(headers) + " |", "|---" + "|---:" * (len(headers) - 1) + "|"]
+    lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _check_batch(images: Tensor) -> None:
+    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[0] < 1:
+        shape = list(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must be a non-empty [B, 3, H, W] tensor, got {shape}")
