@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -176,12 +177,14 @@ def eval_settings(args: argparse.Namespace) -> object:
 
 def eval_run(args: argparse.Namespace) -> None:
     """Score every encoder of the runs (with the experts and a random floor) and write the scoreboard."""
+    from distill.trainer import pick_device
     from workbench.scoreboard import evaluate
     from workbench.scoreboard_report import markdown_table, write_scoreboard
 
     settings = eval_settings(args)
-    rows = evaluate(args.runs, args.out, settings, args.experts, args.extra)
-    command = "eupe " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("eupe") else "eupe eval"
+    device = pick_device(args.device)
+    rows = evaluate(args.runs, args.out, settings, args.experts, args.extra, device=device)
+    command = "eupe " + shlex.join(args.argv)
     paths = write_scoreboard(rows, settings, args.out, command)
     print(markdown_table(rows))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
@@ -275,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument(
         "--extra", nargs="*", default=[], help="more encoders: timm:<model>, aliases, checkpoint folders"
     )
+    evaluation.add_argument("--device", default="auto", help="where features are extracted: auto, cpu, cuda")
     add_eval_settings(evaluation)
     evaluation.set_defaults(run=eval_run)
 
@@ -320,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: parse, run, and turn expected errors into one-line messages."""
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args.run(args)
     except (ValueError, KeyError, FileNotFoundError) as error:

@@ -133,17 +133,21 @@ def run_encoder_specs(runs: list[Path]) -> list[tuple[str, str]]:
 
 
 def extract(encoder: Encoder, images: Tensor, batch_size: int, with_experts: bool = False) -> EncoderFeatures:
-    """Features of many images, in batches (patches kept as float16 on the CPU to bound memory)."""
-    parts = [encoder(images[i : i + batch_size], with_experts) for i in range(0, len(images), batch_size)]
+    """Features of many images, in batches on the encoder's device, gathered on the CPU (patches as
+    float16, to bound memory)."""
+    parts = []
+    for start in range(0, len(images), batch_size):
+        out = encoder(images[start : start + batch_size], with_experts)
+        experts = {n: TeacherOutput(e.summary.cpu(), e.patches.cpu()) for n, e in out.experts.items()}
+        parts.append(EncoderFeatures(out.summary.cpu(), out.patches.half().cpu(), experts))
     experts = {
         name: TeacherOutput(
-            torch.cat([p.experts[name].summary for p in parts]),
-            torch.cat([p.experts[name].patches for p in parts]),
+            *(torch.cat([getattr(p.experts[name], f) for p in parts]) for f in ("summary", "patches"))
         )
         for name in parts[0].experts
     }
     return EncoderFeatures(
-        torch.cat([p.summary for p in parts]), torch.cat([p.patches.half() for p in parts]), experts
+        torch.cat([p.summary for p in parts]), torch.cat([p.patches for p in parts]), experts
     )
 
 
@@ -366,8 +370,11 @@ def evaluate(
     experts: list[str] | None = None,
     extra: list[str] | None = None,
     log: Callable[[str], None] = print,
+    device: str | torch.device = "cpu",
 ) -> list[dict]:
     """Score the experts, every encoder of the runs, extra encoders (timm names, folders) and a random floor.
+
+    Features are extracted on `device`; probes train, and efficiency is measured, on the CPU.
 
     Returns:
         One row per encoder: name, role, kind, spec, scores and efficiency figures.
@@ -383,7 +390,10 @@ def evaluate(
     rows = []
     for spec, role in specs:
         is_floor = spec.startswith("random:")
-        identity = encoder_identity(spec.removeprefix("random:")) | {"random": is_floor}
+        identity = encoder_identity(spec.removeprefix("random:")) | {
+            "random": is_floor,
+            "fashion": data.fashion_train is not None,  # a row scored without Fashion-MNIST is redone with it
+        }
         path = out / "rows" / f"{slug(spec)}.json"
         key = row_key(identity, settings)
         if path.is_file() and json.loads(path.read_text()).get("key") == key:
@@ -397,6 +407,7 @@ def evaluate(
         log(f"{spec}: scoring {encoder.name} ({role})")
         row = {"name": encoder.name, "role": role, "kind": encoder.kind, "spec": spec, "key": key}
         row |= efficiency(encoder, settings.resolution, settings.latency_repeats)
+        encoder.to(device)
         row |= score_encoder(encoder, data, settings, references, probe_dir=out / "probes" / slug(spec))
         write_json(path, row)
         rows.append(row)
