@@ -1,11 +1,12 @@
 # The two commands a newcomer needs: `make demo` and `make test` (each sets up .venv first if needed).
-# `make demo` runs the toy pipeline into runs/toy (resumed, not redone, when run again).
+# `make demo` runs the toy pipeline into runs/toy and scores it into runs/toy/eval (both resumed, not
+# redone, when run again).
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint notebooks app dashboard
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,9 +23,19 @@ demo: setup
 	$(BIN)/eupe teachers check
 	$(BIN)/eupe teachers show --out runs/teachers_show.png
 	$(BIN)/eupe pipeline --config configs/toy.yaml --out runs/toy
+	$(BIN)/eupe eval --runs runs/toy --out runs/toy/eval
 
 test: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+notebooks: setup
+	$(BIN)/jupyter lab notebooks/
+
+app: setup
+	$(BIN)/eupe app
+
+dashboard: setup
+	$(BIN)/eupe dashboard
