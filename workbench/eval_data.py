@@ -51,25 +51,27 @@ def fashion_subset(split: str, count: int, resolution: int, seed: int) -> Labele
 
 def build_eval_data(
     resolution: int,
-    scene_train: int = 512,
-    scene_test: int = 256,
-    fashion_train: int = 1000,
-    fashion_test: int = 500,
-    photos: int = 64,
-    seed: int = 0,
+    scene_train: int,
+    scene_test: int,
+    fashion_train: int,
+    fashion_test: int,
+    photos: int,
+    seed: int,
+    fashion_resolution: int,
 ) -> EvalData:
     """Build the evaluation sets (deterministic for a seed).
 
-    Scenes come from a generator seed offset from training's, so no evaluation scene is a training
-    view; the photo crops are new crops of the same bundled photos (there are only 18).
+    Scenes and photo crops are at `resolution`; Fashion-MNIST's 28 px images are upsampled to
+    `fashion_resolution`. Scenes come from a generator seed offset from training's, so no evaluation
+    scene is a training view; the photo crops are new crops of the same bundled photos (there are only 18).
     """
     generator = SceneGenerator(resolution, seed=seed + EVAL_SEED_OFFSET)
     scenes_train = generator.batch(0, scene_train)
     scenes_test = generator.batch(scene_train, scene_test)
     try:
         fashion = (
-            fashion_subset("train", fashion_train, resolution, seed),
-            fashion_subset("test", fashion_test, resolution, seed),
+            fashion_subset("train", fashion_train, fashion_resolution, seed),
+            fashion_subset("test", fashion_test, fashion_resolution, seed),
         )
     except FileNotFoundError as error:
         warnings.warn(f"Fashion-MNIST probes skipped: {error}", stacklevel=2)
