@@ -6,7 +6,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint notebooks app dashboard
+.PHONY: setup demo test lint notebooks app dashboard browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,12 @@ demo: setup
 	$(BIN)/eupe pipeline --config configs/toy.yaml --out runs/toy
 	$(BIN)/eupe eval --runs runs/toy --out runs/toy/eval
 
-test: setup
+# the apps' browser test drives Debian's chromium through Playwright (skipped, with a reason, without it)
+browser:
+	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium) >/dev/null 2>&1 \
+	  || echo "warning: could not install chromium; the browser tests will be skipped"
+
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 lint: setup

@@ -161,6 +161,20 @@ def export_run(args: argparse.Namespace) -> None:
     print(f"onnxruntime vs PyTorch on 3 scenes: max |difference| {differences[worst]:.2e} ({worst})")
 
 
+def app_run(args: argparse.Namespace) -> None:
+    """Serve the live demo (Gradio) on localhost."""
+    from apps.launch import start_app
+
+    start_app(args.runs, args.host, args.port, args.timm_weights)
+
+
+def dashboard_run(args: argparse.Namespace) -> None:
+    """Serve the run dashboard (Streamlit) on localhost."""
+    from apps.launch import launch_dashboard
+
+    sys.exit(launch_dashboard(args.runs, args.host, args.port))
+
+
 def eval_settings(args: argparse.Namespace) -> object:
     """`EvalSettings` from the command line (resolution default: the first run's student resolution)."""
     from dataclasses import fields
@@ -298,6 +312,21 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--resolution", type=int, default=224)
     export.add_argument("--adaptors", action="store_true", help="also output every adaptor head")
     export.set_defaults(run=export_run)
+
+    app = commands.add_parser("app", help="live demo: what the experts, proxy and students see (Gradio)")
+    app.add_argument("--runs", type=Path, default=Path("runs"), help="folder of runs (or one run) to offer")
+    app.add_argument("--host", default="127.0.0.1")
+    app.add_argument("--port", type=int, default=7860)
+    app.add_argument(
+        "--timm-weights", choices=["random", "pretrained"], default="random",
+        help="weights of timm: encoders (pretrained downloads from the hub)",
+    )  # fmt: skip
+    app.set_defaults(run=app_run)
+    dashboard = commands.add_parser("dashboard", help="training runs, curves and scoreboards (Streamlit)")
+    dashboard.add_argument("--runs", type=Path, default=Path("runs"))
+    dashboard.add_argument("--host", default="127.0.0.1")
+    dashboard.add_argument("--port", type=int, default=8501)
+    dashboard.set_defaults(run=dashboard_run)
 
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="target", required=True)
     encoders = bench.add_parser("encoders", help="params, GFLOPs, latency and throughput of encoders")

@@ -1,0 +1,322 @@
+"""`eupe app`: the live demo. Drop in an image and see what each expert, the proxy and the students see.
+
+A thin Gradio layer over `workbench.explorer.Explorer`: the callbacks below are plain functions of the
+widgets' values (testable without a browser); features are computed once per image, encoder and
+resolution, so moving a display control, clicking a point or switching tabs recomputes nothing.
+Every error reaches the page as a one-line message (`gr.Error`), never as a stack trace.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no phoning home
+
+import gradio as gr
+
+from distill.data.photos import photo_names
+from distill.teachers import EXPERTS
+from workbench.encoders import is_checkpoint
+from workbench.explorer import OWN_SPACE, Explorer, Panel, View
+
+log = logging.getLogger(__name__)
+RESOLUTION = {"minimum": 64, "maximum": 512, "step": 32, "value": 224}
+CENTRE = (0.5, 0.5)
+EXPECTED = (ValueError, KeyError, FileNotFoundError)  # bad input: logged in one line
+FIRST_PHOTO = "astronaut"
+NO_RUNS = (
+    "No proxy or student yet: make a run with `eupe pipeline --config configs/toy.yaml --out runs/toy` "
+    "(minutes on a CPU), then press *Rescan runs*."
+)
+
+
+def readable_errors(fn: Callable) -> Callable:
+    """Turn any exception of a callback (or generator callback) into a one-line `gr.Error` in the page."""
+
+    def shown(error: Exception) -> gr.Error:
+        if isinstance(error, gr.Error):
+            return error
+        if isinstance(error, EXPECTED):
+            log.info("%s: %s", fn.__name__, error)
+        else:  # a bug: the whole story goes to the server log, one line to the page
+            log.exception("callback %s failed", fn.__name__)
+        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+        return gr.Error(message.splitlines()[0] if message else type(error).__name__)
+
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def generator(*args: object, **kwargs: object) -> Iterator:
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as error:
+                raise shown(error) from error
+
+        return generator
+
+    @functools.wraps(fn)
+    def plain(*args: object, **kwargs: object) -> object:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as error:
+            raise shown(error) from error
+
+    return plain
+
+
+def gallery(panels: list[Panel]) -> list[tuple]:
+    """Panels as Gradio gallery items."""
+    return [(panel.image, panel.caption) for panel in panels]
+
+
+def notes(view: View, *extra: str) -> str:
+    """A view's notes (and extra lines) as Markdown lines."""
+    return "  \n".join([*extra, *view.notes])
+
+
+def require_image(key: str | None) -> str:
+    """The image key, or a message asking for an image."""
+    if not key:
+        raise gr.Error("load an image first: upload one, take a webcam picture, or pick a photo or a scene")
+    return key
+
+
+class Callbacks:
+    """The demo's event handlers, bound to one `Explorer`."""
+
+    def __init__(self, explorer: Explorer) -> None:
+        self.explorer = explorer
+
+    # image in: each returns (image key, picture for the Similarity tab, query point)
+    @readable_errors
+    def load_upload(self, path: str | None) -> tuple:
+        if not path:  # the image was cleared
+            return gr.skip(), gr.skip(), gr.skip()
+        key = self.explorer.load_file(path)
+        return key, self.explorer.picture(key, CENTRE), CENTRE
+
+    @readable_errors
+    def load_photo(self, name: str) -> tuple:
+        key = self.explorer.load_photo(name)
+        return key, self.explorer.picture(key, CENTRE), CENTRE
+
+    @readable_errors
+    def load_scene(self, seed: float) -> tuple:
+        key = self.explorer.load_scene(int(seed))
+        return key, self.explorer.picture(key, CENTRE), CENTRE
+
+    # encoders
+    def encoder_updates(self, selected: list[str], extra: list[str]) -> tuple:
+        """Updates of the encoder checkboxes and the two single-encoder pickers, and a note."""
+        choices = self.explorer.encoder_choices(extra)
+        distilled = [choice for choice in choices if is_checkpoint(choice[1])]
+        picked = [spec for spec in selected if is_checkpoint(spec)] or [spec for _, spec in distilled]
+        student = picked[-1] if picked else None
+        return (
+            gr.update(choices=choices, value=selected),
+            gr.update(choices=distilled, value=student),
+            gr.update(choices=choices, value=student or (selected[0] if selected else None)),
+            "" if distilled else NO_RUNS,
+        )
+
+    @readable_errors
+    def add_encoders(self, text: str, selected: list[str], extra: list[str]) -> tuple:
+        """Add typed specs (timm names, run stage or checkpoint folders), each checked by loading it."""
+        specs = [s.strip() for s in text.replace("\n", ",").split(",") if s.strip()]
+        if not specs:
+            raise gr.Error(
+                "type a timm name (e.g. timm:resnet18) or a run stage folder (e.g. runs/toy/student)"
+            )
+        for spec in specs:
+            self.explorer.store.encoder(spec)  # a broken checkpoint or unknown name raises a one-line error
+        extra = extra + [s for s in specs if s not in extra]
+        selected = selected + [s for s in specs if s not in selected]
+        return (*self.encoder_updates(selected, extra), extra, "")
+
+    @readable_errors
+    def rescan(self, selected: list[str], extra: list[str]) -> tuple:
+        return self.encoder_updates(selected, extra)
+
+    # views
+    @readable_errors
+    def feature_maps(
+        self,
+        key: str | None,
+        specs: list[str],
+        resolution: float,
+        space: str,
+        joint: bool,
+        masked: bool,
+        threshold: float,
+    ) -> Iterator[tuple]:
+        key = require_image(key)
+        start = time.perf_counter()
+        for view in self.explorer.feature_maps(key, specs, int(resolution), space, joint, masked, threshold):
+            seconds = time.perf_counter() - start
+            done = f"{max(len(view.panels) - 1, 0)} of {len(specs)} encoders · {seconds:.2f} s"
+            yield gallery(view.panels), notes(view, done)
+
+    @readable_errors
+    def similarity(self, key: str | None, specs: list[str], resolution: float, point: tuple) -> tuple:
+        key = require_image(key)
+        view = self.explorer.similarity(key, specs, int(resolution), tuple(point))
+        return self.explorer.picture(key, tuple(point)), gallery(view.panels), notes(view)
+
+    @readable_errors
+    def click(self, key: str | None, specs: list[str], resolution: float, event: gr.SelectData) -> tuple:
+        """A click on the Similarity tab's image: the query point moves there."""
+        side = self.explorer.display
+        point = (min(max(event.index[0] / side, 0.0), 1.0), min(max(event.index[1] / side, 0.0), 1.0))
+        return (point, *self.similarity(key, specs, resolution, point))
+
+    @readable_errors
+    def teacher_student(self, key: str | None, spec: str | None, resolution: float) -> tuple:
+        key = require_image(key)
+        if not spec:
+            return [], [], [], NO_RUNS
+        view = self.explorer.teacher_student(key, spec, int(resolution))
+        return gallery(view.panels), gallery(view.readings), view.table, notes(view)
+
+    @readable_errors
+    def probes(self, key: str | None, spec: str | None, resolution: float) -> tuple:
+        key = require_image(key)
+        if not spec:
+            return [], "pick an encoder"
+        view = self.explorer.probes(key, spec, int(resolution))
+        return gallery(view.panels), notes(view)
+
+
+def build_app(explorer: Explorer) -> gr.Blocks:
+    """The demo's Blocks: image in, encoder choice, and one tab per view."""
+    calls = Callbacks(explorer)
+    specs = explorer.default_specs()
+    with gr.Blocks(title="EUPE workbench · live demo", analytics_enabled=False) as demo:
+        key, point, extra = gr.State(None), gr.State(CENTRE), gr.State([])
+        gr.Markdown(
+            "## EUPE workbench · what each encoder sees\n"
+            "Load an image, choose encoders, then browse the tabs. Features are computed once per image, "
+            "encoder and resolution."
+        )
+        with gr.Row():
+            with gr.Column(scale=1):
+                image_in = gr.Image(
+                    label="Image (upload, webcam or paste)",
+                    sources=["upload", "webcam", "clipboard"],
+                    type="filepath",
+                    height=260,
+                    elem_id="image-in",
+                )
+                photo = gr.Dropdown(photo_names(), value=FIRST_PHOTO, label="or a bundled photo")
+                with gr.Row():
+                    seed = gr.Number(0, label="or a generated scene (seed)", precision=0, minimum=0)
+                    scene = gr.Button("Generate scene", elem_id="scene-button")
+            with gr.Column(scale=2):
+                encoders = gr.CheckboxGroup(
+                    explorer.encoder_choices(), value=specs, label="Encoders", elem_id="encoders"
+                )
+                with gr.Row():
+                    typed = gr.Textbox(
+                        label="Add encoders",
+                        placeholder="timm:resnet18 (random weights offline), runs/NAME/STAGE, ...",
+                        scale=3,
+                    )
+                    add = gr.Button("Add", scale=1)
+                    rescan = gr.Button("Rescan runs", scale=1)
+                resolution = gr.Slider(**RESOLUTION, label="Input resolution (px)", elem_id="resolution")
+                encoder_notes = gr.Markdown(elem_id="encoder-notes")
+        with gr.Tabs():
+            with gr.Tab("Feature maps", id="maps"):
+                with gr.Row():
+                    space = gr.Dropdown([OWN_SPACE, *EXPERTS], value=OWN_SPACE, label="Feature space")
+                    joint = gr.Checkbox(False, label="Joint PCA basis")
+                    masked = gr.Checkbox(False, label="Mask background")
+                    threshold = gr.Slider(-1, 1, value=0, step=0.1, label="Foreground threshold (std)")
+                maps = gr.Gallery(
+                    label="PCA of patch features", columns=6, height="fit-content", elem_id="maps"
+                )
+                maps_notes = gr.Markdown(elem_id="maps-notes")
+            with gr.Tab("Similarity", id="similarity"):
+                with gr.Row():
+                    query = gr.Image(
+                        label="Click a point", interactive=False, height=300, scale=1, elem_id="query"
+                    )
+                    similar = gr.Gallery(
+                        label="Cosine similarity to the clicked patch",
+                        columns=3,
+                        height="fit-content",
+                        scale=3,
+                        elem_id="similar",
+                    )
+                similar_notes = gr.Markdown(elem_id="similar-notes")
+            with gr.Tab("Teacher vs student", id="teacher"):
+                student = gr.Dropdown(label="Distilled encoder", elem_id="student")
+                agreement = gr.Gallery(
+                    label="Agreement of its estimates with each expert's features (cosine per patch)",
+                    columns=3,
+                    height="fit-content",
+                    elem_id="agreement",
+                )
+                readings = gr.Gallery(
+                    label="Each expert's head on its own features and on the distilled encoder's estimates",
+                    columns=4,
+                    height="fit-content",
+                    elem_id="readings",
+                )
+                labels = gr.Dataframe(
+                    headers=["rank", "semantic expert", "via the distilled encoder"],
+                    label="ImageNet top-5",
+                    interactive=False,
+                    elem_id="labels",
+                )
+                teacher_notes = gr.Markdown()
+            with gr.Tab("Probes", id="probes"):
+                probed = gr.Dropdown(label="Encoder", elem_id="probed")
+                predictions = gr.Gallery(
+                    label="Linear probe predictions", columns=4, height="fit-content", elem_id="predictions"
+                )
+                probe_notes = gr.Markdown()
+
+        loaded = (key, query, point)
+        pickers = (encoders, student, probed, encoder_notes)
+        # in the order they are refreshed after a new image: the Teacher vs student tab, the slowest, last
+        views = (
+            (
+                calls.feature_maps,
+                [key, encoders, resolution, space, joint, masked, threshold],
+                [maps, maps_notes],
+            ),
+            (calls.similarity, [key, encoders, resolution, point], [query, similar, similar_notes]),
+            (calls.probes, [key, probed, resolution], [predictions, probe_notes]),
+            (
+                calls.teacher_student,
+                [key, student, resolution],
+                [agreement, readings, labels, teacher_notes],
+            ),
+        )
+
+        shown = {"show_progress": "minimal"}  # results stay visible while the next ones stream in
+
+        def then_views(event: gr.events.Dependency, views: tuple = views) -> None:
+            for fn, inputs, outputs in views:
+                event = event.success(fn, inputs, outputs, **shown)
+
+        then_views(image_in.input(calls.load_upload, image_in, loaded, trigger_mode="always_last"))
+        then_views(photo.input(calls.load_photo, photo, loaded))
+        then_views(scene.click(calls.load_scene, seed, loaded))
+        then_views(demo.load(calls.load_photo, photo, loaded).then(calls.rescan, [encoders, extra], pickers))
+        then_views(add.click(calls.add_encoders, [typed, encoders, extra], [*pickers, extra, typed]))
+        then_views(gr.on([encoders.input, resolution.release], *views[0], **shown), views[1:])
+        rescan.click(calls.rescan, [encoders, extra], pickers)
+        maps_view, _, probes_view, teacher_view = views
+        gr.on([space.input, joint.input, masked.input, threshold.release], *maps_view, **shown)
+        query.select(
+            calls.click, [key, encoders, resolution], [point, query, similar, similar_notes], **shown
+        )
+        student.input(*teacher_view, **shown)
+        probed.input(*probes_view, **shown)
+    return demo

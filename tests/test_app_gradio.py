@@ -1,0 +1,240 @@
+"""The live demo's callbacks on a tiny run (direct calls), and one round trip through its HTTP API."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import socket
+from pathlib import Path
+
+import gradio as gr
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from apps.gradio_app import Callbacks, build_app
+from apps.launch import serve
+from distill.data.scenes import SEGMENT_CLASSES
+from workbench.encoders import build_encoder
+from workbench.explorer import OWN_SPACE, Explorer
+from workbench.features import agreement_score
+from workbench.panels import palette
+from workbench.probes import DenseProbe
+from workbench.scoreboard import save_probe, slug
+
+SIDE = 64  # display and encoder resolution: the tiny run's models are trained at 64 px
+SEG_CLASS, DEPTH = 3, 2.0  # what the hand-made probes predict everywhere
+
+
+def constant_probes(in_dim: int, folder: Path) -> None:
+    """A segmentation probe that always says SEG_CLASS and a depth probe that always says DEPTH."""
+    segmentation = DenseProbe(in_dim, "segmentation", len(SEGMENT_CLASSES)).eval()
+    depth = DenseProbe(in_dim, "depth").eval()
+    with torch.no_grad():
+        for probe in (segmentation, depth):
+            probe.head.weight.zero_()
+        segmentation.head.bias.zero_()[SEG_CLASS] = 10.0
+        depth.head.bias.fill_(math.log(DEPTH))
+    save_probe(segmentation, folder / "segmentation.safetensors")
+    save_probe(depth, folder / "depth.safetensors")
+
+
+def make_scored_run(source: Path, folder: Path) -> Path:
+    """A copy of a run with a hand-made scoreboard in RUN/eval: known scores and constant probes for
+    its multires stage (seg_miou 0.5) and direct stage (seg_miou 0.4)."""
+    run = folder / "tiny"
+    shutil.copytree(source, run)
+    rows = [{"name": "edges", "role": "expert", "kind": "expert", "spec": "edges", "seg_miou": 0.6}]
+    for stage, miou, rmse in (("multires", 0.5, 0.3), ("direct", 0.4, 0.2)):
+        spec = str(run / stage)
+        rows.append(
+            {"name": f"tiny/{stage}", "role": stage, "spec": spec, "seg_miou": miou, "depth_rmse": rmse}
+        )
+        constant_probes(build_encoder(spec).patch_dim, run / "eval" / "probes" / slug(spec))
+    (run / "eval" / "scoreboard.json").write_text(json.dumps({"settings": {"resolution": 64}, "rows": rows}))
+    return run
+
+
+@pytest.fixture(scope="module")
+def run(tiny_run, tmp_path_factory) -> Path:
+    return make_scored_run(tiny_run, tmp_path_factory.mktemp("gradio"))
+
+
+@pytest.fixture(scope="module")
+def calls(run) -> Callbacks:
+    return Callbacks(Explorer(run, display=SIDE))
+
+
+@pytest.fixture(scope="module")
+def key(calls) -> str:
+    return calls.load_photo("chelsea")[0]
+
+
+def student(run: Path) -> str:
+    return str(run / "multires")
+
+
+def test_encoders_on_offer_are_found_in_the_runs(calls, run):
+    specs = [spec for _, spec in calls.explorer.encoder_choices()]
+    assert specs == [
+        "semantic",
+        "text",
+        "edges",
+        *(str(run / s) for s in ("proxy", "student", "multires", "direct")),
+    ]
+    assert calls.explorer.default_specs() == ["semantic", "text", "edges", str(run / "proxy"), student(run)]
+    _, teacher, probed, note = calls.rescan(["edges", str(run / "proxy")], [])
+    assert teacher["value"] == str(run / "proxy") and [c[1] for c in teacher["choices"]][-1] == str(
+        run / "direct"
+    )
+    assert probed["value"] == str(run / "proxy") and note == ""
+
+
+def test_images_in_and_unreadable_ones_are_one_line_errors(calls, tmp_path):
+    _, picture, point = calls.load_scene(3)
+    assert picture.shape == (SIDE, SIDE, 3) and point == (0.5, 0.5)
+    assert tuple(picture[SIDE // 2, SIDE // 2]) == (0, 255, 0)  # the query cross at the centre
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((40, 30, 3), 200, np.uint8)).save(photo)
+    same, _, _ = calls.load_upload(str(photo))
+    assert torch.allclose(
+        calls.explorer.store.image(same), torch.full((3, SIDE, SIDE), 200 / 255), atol=1 / 255
+    )
+    assert calls.load_upload(None) == (gr.skip(), gr.skip(), gr.skip())  # a cleared image changes nothing
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    with pytest.raises(gr.Error, match=r"notes.txt is not a readable image"):
+        calls.load_upload(str(notes))
+    small = Callbacks(Explorer(None, display=SIDE, max_pixels=1000))
+    with pytest.raises(gr.Error, match=r"photo.png is 30x40 \(0 MP\); the limit is 0.001 MP"):
+        small.load_upload(str(photo))
+
+
+def test_feature_maps_stream_per_encoder_and_never_recompute(calls, key, run):
+    specs = ["edges", student(run)]
+    store = calls.explorer.store
+    before = store.forward_passes
+    steps = list(calls.feature_maps(key, specs, SIDE, OWN_SPACE, False, False, 0.0))
+    assert [len(gallery) for gallery, _ in steps] == [
+        2,
+        3,
+    ]  # the input, then one map per encoder as it is done
+    assert [caption for _, caption in steps[-1][0]] == [
+        "input",
+        "edges · 8x8 patches",
+        "tiny/multires · 4x4 patches",
+    ]
+    assert steps[-1][1].startswith("2 of 2 encoders")
+    assert store.forward_passes - before == 2
+    masked = list(calls.feature_maps(key, specs, SIDE, OWN_SPACE, False, True, 0.0))[-1][0]
+    black = (masked[1][0] == 0).all(-1).mean()
+    assert 0 < black < 1  # background patches painted black
+    gallery, notes = list(calls.feature_maps(key, specs, SIDE, OWN_SPACE, True, False, 0.0))[-1]
+    assert "a joint basis needs one feature dimension" in notes and len(gallery) == 3
+    gallery, notes = list(calls.feature_maps(key, specs, SIDE, "edges", True, False, 0.0))[-1]
+    assert [c for _, c in gallery] == [
+        "input",
+        "edges (expert) · 8x8 patches",
+        "tiny/multires → edges · 4x4 patches",
+    ]
+    assert store.forward_passes - before == 2  # display options and spaces reuse the features
+    list(calls.feature_maps(key, specs, 2 * SIDE, OWN_SPACE, False, False, 0.0))
+    assert store.forward_passes - before == 4  # a new resolution is new features
+
+
+def test_clicked_patch_is_most_similar_to_itself(calls, key, run):
+    spec = student(run)
+    point, picture, gallery, notes = calls.click(
+        key, [spec], SIDE, gr.SelectData(None, {"index": [6, 6], "value": None})
+    )
+    assert point == (6 / SIDE, 6 / SIDE) and notes == "similarity to the patch at (0.09, 0.09)"
+    assert tuple(picture[6, 6]) == (0, 255, 0)
+    ((similar, caption),) = gallery
+    assert caption.startswith("tiny/multires · ") and caption.endswith(" to 1")
+    # pixel (14, 14) lies in the clicked 16x16 patch, off the cross: similarity 1 (the top of the colour
+    # scale) over the image at alpha 0.65
+    top = torch.tensor(matplotlib.colormaps["coolwarm"](1.0)[:3])
+    expected = (0.35 * calls.explorer.store.image(key)[:, 14, 14] + 0.65 * top) * 255
+    assert np.abs(similar[14, 14].astype(float) - expected.numpy()).max() <= 1
+
+
+def test_teacher_vs_student_agreement_and_expert_readings(calls, key, run):
+    spec = student(run)
+    agreement, readings, table, _ = calls.teacher_student(key, spec, SIDE)
+    captions = [c for _, c in agreement]
+    assert [c.split(" · ")[0] for c in captions] == [
+        "semantic agreement",
+        "text agreement",
+        "edges agreement",
+    ]
+    assert [c for _, c in readings] == [
+        "text · expert", "text · via tiny/multires", "edges · expert", "edges · via tiny/multires",
+    ]  # fmt: skip
+    store = calls.explorer.store
+    estimate = store.features(key, spec, SIDE).experts["edges"].patches
+    expected = agreement_score(estimate, store.features(key, "edges", SIDE).patches)
+    assert f"edges agreement · mean {expected:.2f}" in captions
+    assert [row[0] for row in table] == ["1", "2", "3", "4", "5"]
+    assert all(cell.endswith(")") for row in table for cell in row[1:])  # 'label (probability)'
+    with pytest.raises(gr.Error, match="edges is not a distilled encoder"):
+        calls.teacher_student(key, "edges", SIDE)
+
+
+def test_probes_of_a_run_predict_what_they_were_trained_to(calls, key, run):
+    gallery, notes = calls.probes(key, student(run), SIDE)
+    (segmentation, seg_caption), (_, depth_caption) = gallery
+    assert seg_caption == "segmentation" and depth_caption == f"depth · {DEPTH:.2f} to {DEPTH:.2f}"
+    colour = (palette(len(SEGMENT_CLASSES))[SEG_CLASS] * 255).round().numpy()
+    assert (segmentation == colour).all()
+    assert "segments: " in notes and SEGMENT_CLASSES[SEG_CLASS] in notes and "trained at 64 px" in notes
+    gallery, notes = calls.probes(key, str(run / "proxy"), SIDE)
+    assert gallery == [] and f"`eupe eval --runs {run} --out {run}/eval`" in notes
+    # a probe file that does not load is a note; the other probes still show
+    (run / "eval" / "probes" / slug(str(run / "direct")) / "depth.safetensors").write_bytes(b"broken")
+    gallery, notes = calls.probes(key, str(run / "direct"), SIDE)
+    assert [caption for _, caption in gallery] == ["segmentation"] and "cannot use the depth probe" in notes
+
+
+def test_broken_checkpoints_and_unknown_encoders_are_messages_not_crashes(calls, key, run, tmp_path):
+    broken = tmp_path / "broken" / "student"
+    shutil.copytree(run / "student", broken)
+    (broken / "checkpoint" / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(gr.Error, match="is not a readable distilled checkpoint"):
+        calls.add_encoders(str(broken), ["edges"], [])
+    with pytest.raises(gr.Error, match="cannot load encoder 'no-such-model'"):
+        calls.add_encoders("no-such-model", ["edges"], [])
+    gallery, notes = list(
+        calls.feature_maps(key, ["edges", str(broken)], SIDE, OWN_SPACE, False, False, 0.0)
+    )[-1]
+    assert len(gallery) == 2 and "is not a readable distilled checkpoint" in notes  # the others still show
+    checkboxes, *_, extra, typed = calls.add_encoders("timm:test_vit", ["edges"], [])
+    assert checkboxes["value"] == ["edges", "timm:test_vit"] and extra == ["timm:test_vit"] and typed == ""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_http_api_round_trip_survives_a_bad_upload(run, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    demo = serve(build_app(Explorer(run, display=SIDE)), port=free_port(), block=False)
+    try:
+        assert demo.server_name == "127.0.0.1"
+        client = Client(demo.local_url, verbose=False)
+        bad = tmp_path / "table.csv"
+        bad.write_text("a,b\n1,2\n")
+        with pytest.raises(AppError, match=r"cannot identify image file|not a readable image"):
+            client.predict(handle_file(str(bad)), api_name="/load_upload")
+        client.predict("coffee", api_name="/load_photo")  # the app is still alive, in the same session
+        gallery, notes = client.predict(["edges"], SIDE, OWN_SPACE, False, False, 0, api_name="/feature_maps")
+        assert [item["caption"] for item in gallery] == ["input", "edges · 8x8 patches"]
+        assert notes.startswith("1 of 1 encoders")
+    finally:
+        demo.close()

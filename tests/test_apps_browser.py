@@ -1,0 +1,187 @@
+"""Both apps end to end in headless Chromium (Debian's chromium driven by Playwright).
+
+Screenshots go to the test's tmp folder, and (in 256 colours) to docs/screenshots/ when EUPE_SCREENSHOTS=1.
+The apps run on the tiny test run, or on the runs folder in EUPE_BROWSER_RUNS (e.g. runs/ with an
+evaluated toy run, for the README's screenshots).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from test_app_gradio import free_port, make_scored_run
+
+from apps.gradio_app import build_app
+from apps.launch import dashboard_command, serve
+from distill.data.photos import photo_array
+from workbench.explorer import Explorer
+
+pytestmark = pytest.mark.slow
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+WAIT_MS = 240_000  # the CPU is shared and slow: generous, but bounded
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no chromium at {CHROMIUM}: install Debian's chromium (apt-get install chromium)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_run, tmp_path_factory) -> Path:
+    if os.environ.get("EUPE_BROWSER_RUNS"):
+        return Path(os.environ["EUPE_BROWSER_RUNS"])
+    return make_scored_run(tiny_run, tmp_path_factory.mktemp("browser")).parent
+
+
+def screenshot(page, name: str, folder: Path) -> None:
+    """A full-page PNG once no Gradio component shows a running event."""
+    page.wait_for_function("() => !document.body.innerText.includes('processing |')", timeout=WAIT_MS)
+    page.screenshot(path=str(folder / name), full_page=True, animations="disabled")
+    if os.environ.get("EUPE_SCREENSHOTS") == "1":  # a 256-colour copy for the README: a quarter of the size
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        with Image.open(folder / name) as shot:
+            shot.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(
+                SCREENSHOTS / name, optimize=True
+            )
+
+
+def wait_for_text(page, selector: str, text: str, other_than: str = "") -> str:
+    """Wait until the element's text contains `text` (and differs from `other_than`); return it."""
+    page.wait_for_function(
+        "([sel, text, old]) => { const t = document.querySelector(sel)?.innerText || '';"
+        " return t.includes(text) && t !== old; }",
+        arg=[selector, text, other_than],
+        timeout=WAIT_MS,
+    )
+    return page.locator(selector).inner_text()
+
+
+def wait_for_images(page, selector: str, count: int) -> None:
+    """Wait until at least `count` images under `selector` have loaded (non-empty)."""
+    page.wait_for_function(
+        "([sel, n]) => [...document.querySelectorAll(sel + ' img')]"
+        ".filter(i => i.complete && i.naturalWidth > 0).length >= n",
+        arg=[selector, count],
+        timeout=WAIT_MS,
+    )
+
+
+def test_live_demo_upload_tabs_and_click(browser, runs, tmp_path):
+    explorer = Explorer(runs)
+    encoders = len(explorer.default_specs())
+    demo = serve(build_app(explorer), port=free_port(), block=False)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(demo.local_url)
+        done = f"{encoders} of {encoders} encoders"
+        wait_for_text(page, "#maps-notes", done)  # the bundled photo, shown on page load
+        shown = page.locator("#maps img").first.evaluate("img => img.src")
+        # upload a photo: the feature maps of every encoder, streamed in one by one
+        photo = tmp_path / "chelsea.png"
+        Image.fromarray(photo_array("chelsea")).save(photo)
+        page.locator("#image-in input[type=file]").set_input_files(str(photo))
+        page.wait_for_function(  # a new input panel, and every encoder's map after it
+            "([old, done, n]) => { const imgs = document.querySelectorAll('#maps img');"
+            " return imgs.length >= n && imgs[0].src !== old"
+            " && (document.querySelector('#maps-notes')?.innerText || '').includes(done); }",
+            arg=[shown, done, 1 + encoders],
+            timeout=WAIT_MS,
+        )
+        wait_for_images(page, "#maps", 1 + encoders)
+        screenshot(page, "app_feature_maps.png", tmp_path)
+        # a distilled encoder against its experts; this tab is refreshed last, so all views are now current
+        page.get_by_role("tab", name="Teacher vs student").click()
+        wait_for_text(page, "#labels", "Egyptian cat")  # the semantic expert's reading of the photo
+        wait_for_text(page, "#agreement", "edges agreement · mean")
+        wait_for_images(page, "#agreement", 3)
+        wait_for_images(page, "#readings", 4)
+        screenshot(page, "app_teacher_student.png", tmp_path)
+        # similarity: click a point a quarter of the way into the image
+        page.get_by_role("tab", name="Similarity").click()
+        query = page.locator("#query img")
+        query.wait_for(timeout=WAIT_MS)
+        box = query.bounding_box()
+        query.click(position={"x": box["width"] * 0.25, "y": box["height"] * 0.25})
+        wait_for_text(page, "#similar-notes", "similarity to the patch at (0.25, 0.25)")
+        wait_for_images(page, "#similar", encoders)
+        screenshot(page, "app_similarity.png", tmp_path)
+        page.get_by_role("tab", name="Probes").click()
+        wait_for_text(page, "#predictions", "segmentation")
+        wait_for_images(page, "#predictions", 2)
+        screenshot(page, "app_probes.png", tmp_path)
+        # a file that is not an image: a message in the page, and the app lives on
+        notes = tmp_path / "notes.txt"
+        notes.write_text("not an image")
+        page.evaluate("window.scrollTo(0, 0)")  # the message shows at the top of the window
+        page.locator("#image-in input[type=file]").set_input_files(str(notes))
+        error = page.locator(".toast-body").first
+        error.wait_for(timeout=WAIT_MS)
+        assert "image" in error.inner_text().lower()
+        page.wait_for_function(  # the message has faded in
+            "() => { let e = document.querySelector('.toast-body'), o = 1;"
+            " for (; e; e = e.parentElement) o *= +getComputedStyle(e).opacity; return o > 0.99; }",
+            timeout=WAIT_MS,
+        )
+        screenshot(page, "app_bad_upload.png", tmp_path)
+        page.get_by_role("tab", name="Feature maps").click()
+        wait_for_images(page, "#maps", 1 + encoders)
+    finally:
+        page.close()
+        demo.close()
+
+
+def wait_until_serving(url: str, process: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the dashboard exited with status {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"the dashboard did not answer at {url} within {seconds:.0f} s")
+
+
+def test_dashboard_run_tabs_checkpoint_and_compare(browser, runs, tmp_path):
+    port = free_port()
+    process = subprocess.Popen(dashboard_command(runs, port=port), stdout=subprocess.DEVNULL)
+    page = browser.new_page(viewport={"width": 1400, "height": 1300})  # Streamlit scrolls inside the page
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}/_stcore/health", process)
+        page.goto(f"http://127.0.0.1:{port}")
+        page.get_by_role("heading", name="EUPE runs").wait_for(timeout=WAIT_MS)
+        page.locator("[data-testid='stVegaLiteChart']").first.wait_for(timeout=WAIT_MS)
+        screenshot(page, "dashboard_overview.png", tmp_path)
+        page.get_by_role("tab", name="Curves").click()
+        page.get_by_text("Learning rate").wait_for(timeout=WAIT_MS)
+        assert page.locator("[data-testid='stVegaLiteChart']").count() >= 4
+        screenshot(page, "dashboard_curves.png", tmp_path)
+        page.get_by_role("tab", name="Checkpoints").click()
+        wait_for_images(page, "[data-testid='stImage']", 2)  # the input and the checkpoint's PCA map
+        screenshot(page, "dashboard_checkpoint.png", tmp_path)
+        page.get_by_text("Compare", exact=True).click()
+        page.get_by_role("heading", name="Scoreboards").wait_for(timeout=WAIT_MS)
+        page.locator("[data-testid='stDataFrame']").first.wait_for(timeout=WAIT_MS)
+        run_picker = page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']")
+        run_picker.wait_for(state="detached", timeout=WAIT_MS)  # the rerun is over: no run picker in Compare
+        screenshot(page, "dashboard_compare.png", tmp_path)
+    finally:
+        page.close()
+        process.terminate()
+        process.wait(timeout=30)

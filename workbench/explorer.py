@@ -1,0 +1,336 @@
+"""What the live demo shows, from cached features: PCA maps, similarity to a clicked patch, a distilled
+encoder's agreement with its experts and its reconstruction of their readings, and probe predictions.
+
+Every view takes an image key (from `add_image`), encoder specs and a resolution, and returns `Panel`s
+(uint8 pictures with captions) and notes; an encoder that cannot be loaded becomes a note, not an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from safetensors import SafetensorError
+from timm.data import ImageNetInfo
+from torch import Tensor
+
+from distill.data.images import pil_to_tensor, square_view
+from distill.data.photos import load_photo
+from distill.data.scenes import SEGMENT_CLASSES, SceneGenerator
+from distill.teachers import EXPERTS, TeacherOutput
+from workbench.encoders import EncoderFeatures, is_checkpoint
+from workbench.expert_heads import READINGS, expert_reading
+from workbench.feature_store import FeatureStore
+from workbench.features import agreement_map, cosine_similarity_map
+from workbench.panels import (
+    colorize,
+    hex_colour,
+    label_colours,
+    mark_point,
+    overlay,
+    palette,
+    pca_colours,
+    to_picture,
+)
+from workbench.runs import Run, find_probes, list_runs
+from workbench.scoreboard import load_probe
+
+MAX_PIXELS = 40_000_000  # larger uploads are refused
+OWN_SPACE = "own features"
+UNREADABLE_PROBE = (RuntimeError, ValueError, KeyError, OSError, SafetensorError)  # damaged, or other code's
+
+
+@dataclass
+class Panel:
+    """One picture of a view: uint8 [H, W, 3] and its caption."""
+
+    image: np.ndarray
+    caption: str
+
+
+@dataclass
+class View:
+    """What a tab shows: pictures, the experts' head readings and a table (rows of cells) where it has
+    them (Teacher vs student), and notes for the status line."""
+
+    panels: list[Panel] = field(default_factory=list)
+    readings: list[Panel] = field(default_factory=list)
+    table: list[list[str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def open_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Tensor:
+    """An image file as [3, H, W] in [0, 1] (EXIF orientation applied), with one-line errors.
+
+    Raises:
+        ValueError: the file is not a readable image, or it has more than `max_pixels` pixels.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ValueError(
+                    f"{path.name} is {width}x{height} ({width * height / 1e6:.0f} MP); "
+                    f"the limit is {max_pixels / 1e6:g} MP: downscale it first"
+                )
+            image.load()
+            return pil_to_tensor(ImageOps.exif_transpose(image))
+    except (UnidentifiedImageError, Image.DecompressionBombError) as error:
+        raise ValueError(f"{path.name} is not a readable image ({type(error).__name__})") from error
+    except OSError as error:
+        raise ValueError(f"{path.name} could not be decoded as an image: {error}") from error
+
+
+def top5(probabilities: Tensor) -> list[str]:
+    """The five most probable ImageNet classes of a [1000] vector, as 'label (p)'."""
+    info = ImageNetInfo()
+    values, indices = probabilities.topk(5)
+    return [
+        f"{info.index_to_description(int(i))} ({float(v):.2f})" for v, i in zip(values, indices, strict=True)
+    ]
+
+
+def probe_picture(task: str, prediction: Tensor) -> tuple[Tensor, str, str]:
+    """Colours [3, H, W], caption and legend (HTML, segmentation only) of one probe's [H, W] prediction."""
+    if task == "segmentation":
+        table = palette(len(SEGMENT_CLASSES))
+        present = sorted(int(c) for c in prediction.unique())
+        legend = ", ".join(
+            f'<span style="color:{hex_colour(table[c])}">■</span> {SEGMENT_CLASSES[c]}' for c in present
+        )
+        return label_colours(prediction, len(SEGMENT_CLASSES)), "segmentation", f"segments: {legend}"
+    if task == "depth":
+        low, high = float(prediction.min()), float(prediction.max())
+        colours = colorize(prediction, "viridis_r", low, max(high, low + 1e-6))
+        return colours, f"depth · {low:.2f} to {high:.2f}", "depth: yellow near, purple far"
+    return colorize(prediction, "magma", 0, 1), f"{task} probability", ""
+
+
+class Explorer:
+    """Views of encoders on one image at a time, from features computed once per image/encoder/resolution.
+
+    Args:
+        runs_root: folder of runs (or one run) whose proxies and students are offered; None for none.
+        display: side of the square working copy of each image and of the pictures.
+        store: the feature store (default: a new one; timm models with random weights).
+        max_pixels: larger image files are refused.
+    """
+
+    def __init__(
+        self,
+        runs_root: str | Path | None = None,
+        display: int = 448,
+        store: FeatureStore | None = None,
+        max_pixels: int = MAX_PIXELS,
+    ) -> None:
+        self.runs_root = Path(runs_root) if runs_root is not None else None
+        self.display = display
+        self.store = store or FeatureStore()
+        self.max_pixels = max_pixels
+
+    def runs(self) -> list[Run]:
+        """The runs under `runs_root`, read afresh (new runs appear without a restart)."""
+        return list_runs(self.runs_root) if self.runs_root is not None else []
+
+    def encoder_choices(self, extra: list[str] | tuple[str, ...] = ()) -> list[tuple[str, str]]:
+        """(label, spec) of every encoder on offer: the experts, each run stage with a checkpoint, `extra`."""
+        choices = [(f"{name} (expert)", name) for name in EXPERTS]
+        for run in self.runs():
+            choices += [(f"{s.label} ({s.role})", str(s.folder)) for s in run.stages if s.checkpoint]
+        offered = {spec for _, spec in choices}
+        return choices + [(spec, spec) for spec in extra if spec not in offered]
+
+    def default_specs(self) -> list[str]:
+        """The experts, and the first run's proxy and latest EUPE student when there are runs."""
+        specs = list(EXPERTS)
+        for run in self.runs()[:1]:
+            stages = {s.name: s for s in run.stages if s.checkpoint}
+            student = stages.get("multires") or stages.get("student") or stages.get("direct")
+            specs += [str(s.folder) for s in (stages.get("proxy"), student) if s is not None]
+        return specs
+
+    def warm_up(self, specs: list[str] | None = None, resolution: int = 224) -> None:
+        """Load encoders and run each once on a generated scene (first passes are slow); no errors raised."""
+        key = self.load_scene(0)
+        for _ in self.feature_maps(key, specs if specs is not None else self.default_specs(), resolution):
+            pass
+
+    # images -------------------------------------------------------------------------------------------
+
+    def add_image(self, image: Tensor) -> str:
+        """Keep the centre square of an image [3, H, W] in [0, 1] at the display size; returns its key."""
+        return self.store.add_image(square_view(image, self.display))
+
+    def load_file(self, path: str | Path) -> str:
+        """`add_image` of an image file (see `open_image` for the errors)."""
+        return self.add_image(open_image(path, self.max_pixels))
+
+    def load_photo(self, name: str) -> str:
+        """`add_image` of a bundled photograph."""
+        return self.add_image(load_photo(name))
+
+    def load_scene(self, seed: int) -> str:
+        """`add_image` of the first generated scene of a seed."""
+        return self.add_image(SceneGenerator(self.display, seed=int(seed)).batch(0, 1).images[0])
+
+    def picture(self, key: str, point: tuple[float, float] | None = None) -> np.ndarray:
+        """The working image as uint8 [S, S, 3], with a cross at `point` if given."""
+        picture = to_picture(self.store.image(key), self.display)
+        return mark_point(picture, point) if point is not None else picture
+
+    # features -----------------------------------------------------------------------------------------
+
+    def encoder_name(self, spec: str) -> str:
+        """The display name of an encoder (loading it if needed)."""
+        return self.store.encoder(spec).name
+
+    def each_features(
+        self, key: str, specs: list[str], resolution: int, notes: list[str]
+    ) -> Iterator[tuple[str, EncoderFeatures]]:
+        """(spec, features) of each encoder that loads; a note for each that does not."""
+        for spec in specs:
+            try:
+                features = self.store.features(key, spec, resolution)
+            except ValueError as error:
+                notes.append(str(error))
+                continue
+            yield spec, features
+
+    def feature_maps(
+        self,
+        key: str,
+        specs: list[str],
+        resolution: int,
+        space: str = OWN_SPACE,
+        joint: bool = False,
+        masked: bool = False,
+        threshold: float = 0.0,
+    ) -> Iterator[View]:
+        """The image, then PCA-RGB maps of each encoder's patch features; yielded after each encoder.
+
+        Args:
+            space: OWN_SPACE (each encoder's own features) or an expert's name: that expert's features
+                next to every selected distilled encoder's estimate of them.
+            joint: one basis for all panels (in an expert space, or own features of equal dimension).
+            masked, threshold: paint background patches black (see `foreground_mask`).
+        """
+        if space != OWN_SPACE and space not in EXPERTS:
+            raise ValueError(
+                f"unknown feature space '{space}'; choose {OWN_SPACE} or one of {', '.join(EXPERTS)}"
+            )
+        notes: list[str] = []
+        grids: dict[str, Tensor] = {}
+        colours: dict[str, Tensor] = {}
+        wanted = specs if space == OWN_SPACE else [space, *(s for s in specs if s != space)]
+        for spec, features in self.each_features(key, wanted, resolution, notes):
+            named = self.grid_in_space(spec, features, space)
+            if named is None:
+                notes.append(f"{self.encoder_name(spec)} has no estimate of the {space} expert's features")
+                continue
+            name, grid = named
+            grids[name] = grid
+            if joint:
+                try:
+                    colours = pca_colours(grids, True, masked, threshold)
+                except ValueError as error:
+                    joint = False
+                    notes.append(f"{error}: pick an expert space for a joint basis; showing one basis each")
+                    colours = pca_colours(grids, False, masked, threshold)
+            else:
+                colours |= pca_colours({name: grid}, False, masked, threshold)
+            panels = [
+                Panel(to_picture(colours[n], self.display), f"{n} · {g.shape[-2]}x{g.shape[-1]} patches")
+                for n, g in grids.items()
+            ]
+            shown = View([Panel(self.picture(key), "input"), *panels], notes=list(notes))
+            yield shown
+        if not grids or len(shown.notes) < len(notes):  # notes on encoders after the last one shown
+            panels = shown.panels if grids else [Panel(self.picture(key), "input")]
+            yield View(panels, notes=notes or ["select at least one encoder"])
+
+    def grid_in_space(self, spec: str, features: EncoderFeatures, space: str) -> tuple[str, Tensor] | None:
+        """(panel title, patch grid) of an encoder in a feature space, or None if it cannot reach it."""
+        name = self.encoder_name(spec)
+        if space == OWN_SPACE:
+            return name, features.patches
+        if spec == space:
+            return f"{name} (expert)", features.patches
+        if space in features.experts:
+            return f"{name} → {space}", features.experts[space].patches
+        return None
+
+    def similarity(self, key: str, specs: list[str], resolution: int, point: tuple[float, float]) -> View:
+        """Cosine similarity of every patch to the patch under `point` (x, y in [0, 1]), per encoder.
+
+        Each panel's colours span its own range, from its least similar patch (blue) to 1 (red): features
+        of ReLU networks are all positive and their raw similarities crowd near 1.
+        """
+        view = View(notes=[f"similarity to the patch at ({point[0]:.2f}, {point[1]:.2f})"])
+        image = self.store.image(key)
+        for spec, features in self.each_features(key, specs, resolution, view.notes):
+            values = cosine_similarity_map(features.patches, point)[0]
+            low = float(values.min())
+            picture = mark_point(overlay(image, colorize(values, vmin=min(low, 1 - 1e-6), vmax=1.0)), point)
+            view.panels.append(Panel(picture, f"{self.encoder_name(spec)} · {low:.2f} to 1"))
+        return view
+
+    def teacher_student(self, key: str, spec: str, resolution: int) -> View:
+        """A distilled encoder against each expert it reaches: per-patch agreement of its expert-space
+        estimate with the expert's features, and the expert's head read on both (ImageNet top-5 as the
+        table, edge and text maps as panels)."""
+        view = View()
+        student = self.store.features(key, spec, resolution)
+        name = self.encoder_name(spec)
+        experts = self.store.encoder(spec).experts()
+        if not experts:
+            raise ValueError(f"{name} is not a distilled encoder: pick a proxy or a student")
+        image = self.store.image(key)
+        size = (resolution, resolution)
+        for expert, features in self.each_features(key, experts, resolution, view.notes):
+            estimate = student.experts[expert]
+            values = agreement_map(estimate.patches, features.patches)[0]
+            view.panels.append(
+                Panel(
+                    overlay(image, colorize(values)), f"{expert} agreement · mean {float(values.mean()):.2f}"
+                )
+            )
+            if expert not in READINGS:
+                continue
+            teacher = self.store.encoder(expert).backbone
+            own = expert_reading(expert, teacher, TeacherOutput(features.summary, features.patches), size)[0]
+            through = expert_reading(expert, teacher, estimate, size)[0]
+            if expert == "semantic":
+                view.table = [
+                    [str(i + 1), a, b] for i, (a, b) in enumerate(zip(top5(own), top5(through), strict=True))
+                ]
+                continue
+            for reading, title in ((own, f"{expert} · expert"), (through, f"{expert} · via {name}")):
+                view.readings.append(Panel(to_picture(colorize(reading, "magma", 0, 1), self.display), title))
+        return view
+
+    def probes(self, key: str, spec: str, resolution: int) -> View:
+        """Predictions of the dense probes an evaluation trained on this encoder's features."""
+        probes, board = find_probes(self.runs(), spec)
+        name = self.encoder_name(spec)
+        if board is None:
+            runs = self.runs()
+            run = Path(spec).parent if is_checkpoint(spec) else runs[0].folder if runs else Path("runs/NAME")
+            command = f"eupe eval --runs {run} --out {run}/eval"
+            return View(notes=[f"no trained probes for {name}: score it with `{command}`"])
+        patches = self.store.features(key, spec, resolution).patches
+        trained_at = board.settings.get("resolution", "?")
+        view = View(notes=[f"probes of {name} from {board.folder} (trained at {trained_at} px)"])
+        for task, path in probes.items():
+            try:
+                prediction = load_probe(path).predict(patches, self.display)[0]
+            except UNREADABLE_PROBE as error:
+                view.notes.append(f"cannot use the {task} probe {path}: {str(error).splitlines()[0]}")
+                continue
+            colours, caption, legend = probe_picture(task, prediction)
+            view.panels.append(Panel(to_picture(colours, self.display), caption))
+            view.notes += [legend] if legend else []
+        return view
