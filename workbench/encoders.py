@@ -167,18 +167,31 @@ class Encoder(nn.Module):
         return EncoderFeatures(out.summary.float(), out.patches.float(), experts)
 
 
+def checkpoint_folder(path: str | Path) -> Path | None:
+    """The checkpoint folder `path` is (or, for a run stage folder, holds); None if neither."""
+    path = Path(path)
+    for folder in (path, path / "checkpoint"):
+        if (folder / "model.safetensors").is_file():
+            return folder
+    return None
+
+
 def is_checkpoint(path: str | Path) -> bool:
     """Whether `path` is a distilled checkpoint folder or a run stage folder holding one."""
-    path = Path(path)
-    return (path / "model.safetensors").is_file() or (path / "checkpoint" / "model.safetensors").is_file()
+    return checkpoint_folder(path) is not None
+
+
+def existing_checkpoint(path: str | Path) -> Path:
+    """`checkpoint_folder(path)`, or a one-line FileNotFoundError naming `path`."""
+    folder = checkpoint_folder(path)
+    if folder is None:
+        raise FileNotFoundError(f"{path} holds no distilled checkpoint (model.safetensors)")
+    return folder
 
 
 def distilled_encoder(path: str | Path, resolution: int | None = None, name: str | None = None) -> Encoder:
     """An encoder from a run stage folder (`runs/NAME/student`) or its checkpoint folder."""
-    path = Path(path)
-    folder = path if (path / "model.safetensors").is_file() else path / "checkpoint"
-    if not (folder / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{path} holds no distilled checkpoint (model.safetensors)")
+    folder = existing_checkpoint(path)
     try:
         backbone = DistilledTeacher(folder, resolution)
     except (KeyError, RuntimeError, OSError, SafetensorError) as error:
@@ -191,9 +204,7 @@ def distilled_encoder(path: str | Path, resolution: int | None = None, name: str
 
 def random_encoder(like: str | Path, resolution: int | None = None, seed: int = 0) -> Encoder:
     """A randomly initialised backbone with the architecture of a checkpoint (a floor for the scoreboard)."""
-    path = Path(like)
-    folder = path if (path / "model.safetensors").is_file() else path / "checkpoint"
-    meta = read_meta(folder)
+    meta = read_meta(existing_checkpoint(like))
     torch.manual_seed(seed)
     model = DistilledModel(ModelConfig(**meta["model_config"]), {})
     backbone = DistilledTeacher(model, resolution)
