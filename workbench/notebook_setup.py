@@ -1,0 +1,183 @@
+"""The notebooks' scales: which config and run folder a notebook uses, and the stages it must have trained.
+
+A notebook picks its scale from `EUPE_SCALE` (default `toy`) and its runs folder from `EUPE_RUNS`
+(default the repository's `runs/`): `toy` is `configs/toy.yaml` into `runs/toy` (what `make demo`
+trains), `tiny` is `configs/tiny.yaml` into `runs/tiny`, seconds per stage, for the tests. Finished
+stages are reused; missing or unfinished ones are trained (resumed from their checkpoints).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import Tensor
+
+from distill.checkpoint import read_meta
+from distill.config import RunConfig
+from distill.pipeline import PIPELINE_ORDER, prepare_views, save_run_config
+from distill.stage_teachers import expert_teacher
+from distill.teachers import Teacher
+from distill.trainer import run_stage
+from workbench.scoreboard import EvalSettings, evaluate
+from workbench.scoreboard_report import write_scoreboard
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+STAGE_NEEDS = {"proxy": (), "student": ("proxy",), "multires": ("proxy", "student"), "direct": ()}
+
+
+@dataclass
+class NotebookScale:
+    """Where and how big a notebook runs.
+
+    Attributes:
+        name: `toy` or `tiny`.
+        config_path: the run config.
+        run_dir: the run folder.
+        scoreboard_dir: where the scoreboard keeps its rows (resumable): `<run>/eval`, as `make demo`.
+        figures_dir: where figures written as files go.
+        eval_settings: sizes and steps of the scoreboard's probes.
+        scoreboard_experts: experts scored on the scoreboard.
+        sample_count: images the notebooks compare encoders on (CKA, agreement).
+        sides: input sides of the resolution sweep.
+        sweep_count: images of the resolution sweep (the experts run on them at every side).
+        umap_count: held-out scenes in the UMAP of summary vectors.
+    """
+
+    name: str
+    config_path: Path
+    run_dir: Path
+    scoreboard_dir: Path
+    figures_dir: Path
+    eval_settings: EvalSettings
+    scoreboard_experts: list[str]
+    sample_count: int
+    sides: list[int]
+    sweep_count: int
+    umap_count: int
+
+
+SCALES: dict[str, dict] = {  # name -> the NotebookScale fields that are not paths
+    "toy": {
+        "eval_settings": EvalSettings(),  # the settings `make demo` scores the toy run with
+        "scoreboard_experts": ["semantic", "text", "edges"],
+        "sample_count": 48,
+        "sides": [64, 96, 128, 160, 192],
+        "sweep_count": 12,
+        "umap_count": 96,
+    },
+    "tiny": {
+        "eval_settings": EvalSettings(resolution=64, scene_train=24, scene_test=16, fashion_train=40,
+                                      fashion_test=20, photos=6, probe_steps=4, batch_size=16,
+                                      latency_repeats=1),
+        "scoreboard_experts": [],
+        "sample_count": 8,
+        "sides": [32, 64, 96],
+        "sweep_count": 4,
+        "umap_count": 16,
+    },
+}  # fmt: skip
+
+
+def notebook_scale(name: str | None = None, runs_root: str | Path | None = None) -> NotebookScale:
+    """The scale a notebook runs at.
+
+    Args:
+        name: `toy` or `tiny`; None reads `EUPE_SCALE` (default `toy`).
+        runs_root: folder holding the run folders; None reads `EUPE_RUNS` (default the repository's `runs/`).
+    """
+    name = name or os.environ.get("EUPE_SCALE", "toy")
+    if name not in SCALES:
+        raise ValueError(f"unknown notebook scale '{name}' (known: {', '.join(SCALES)})")
+    root = Path(runs_root or os.environ.get("EUPE_RUNS") or REPO_ROOT / "runs")
+    return NotebookScale(
+        name=name,
+        config_path=REPO_ROOT / "configs" / f"{name}.yaml",
+        run_dir=root / name,
+        scoreboard_dir=root / name / "eval",
+        figures_dir=root / f"{name}_figures",
+        **copy.deepcopy(SCALES[name]),
+    )
+
+
+def stage_step(run_dir: str | Path, stage: str) -> int:
+    """The step a stage's checkpoint in `run_dir` has reached (0 when there is none)."""
+    checkpoint = Path(run_dir) / stage / "checkpoint"
+    return read_meta(checkpoint)["step"] if (checkpoint / "model.safetensors").is_file() else 0
+
+
+def pipeline_views(config: RunConfig) -> tuple[Tensor, str]:
+    """The run's training views and their key, as `eupe pipeline` makes them for all configured stages."""
+    return prepare_views(config, [s for s in PIPELINE_ORDER if s in config.stages])
+
+
+def ensure_stages(
+    config: RunConfig, run_dir: str | Path, stages: list[str], log: Callable[[str], None] = print
+) -> list[str]:
+    """Train the named stages, and the stages they read, that `run_dir` does not hold finished.
+
+    Stages train on the views of `pipeline_views`, so a stage trained here is the one `eupe pipeline`
+    (`make demo`) trains, and reuses its feature cache. Finished stages are left untouched (their
+    files keep their dates, so scoreboard rows stay valid).
+
+    Raises:
+        ValueError: a stage is not configured, or `run_dir` holds a run of a different config.
+
+    Returns:
+        The stages trained now, in pipeline order.
+    """
+    wanted = {need for stage in stages for need in (stage, *STAGE_NEEDS.get(stage, ()))}
+    unknown = sorted(s for s in wanted if s not in config.stages)
+    if unknown:
+        raise ValueError(f"stage '{unknown[0]}' is not configured (configured: {', '.join(config.stages)})")
+    save_run_config(config, Path(run_dir))
+    todo = []
+    for stage in [s for s in PIPELINE_ORDER if s in wanted]:
+        step, steps = stage_step(run_dir, stage), config.stages[stage].steps
+        log(f"{stage:9s} {step}/{steps} steps: " + ("reused" if step >= steps else "to train"))
+        if step < steps:
+            todo.append(stage)
+    if todo:
+        views, data_key = pipeline_views(config)
+        for stage in todo:
+            run_stage(config, stage, run_dir, views, data_key)
+    return todo
+
+
+def config_experts(config: RunConfig) -> dict[str, Teacher]:
+    """The run's expert teachers, built as its expert-taught stages build them (same input sides)."""
+    return {t.name: expert_teacher(t.name, t.resolution, t.weights, t.checkpoint) for t in config.teachers}
+
+
+@contextlib.contextmanager
+def working_directory(path: Path) -> Iterator[None]:
+    """Run the block in `path` as the current directory, then go back."""
+    before = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def score_run(scale: NotebookScale, log: Callable[[str], None] = print) -> list[dict]:
+    """Score the scale's run as `eupe eval` does (see `workbench.scoreboard.evaluate`), reusing saved rows.
+
+    The rows and `scoreboard.{json,md,png}` go to `scale.scoreboard_dir`. A run inside the repository
+    is named as `make demo` names it (`runs/toy`, from the repository root), because saved rows are
+    keyed by the encoders' paths as given: rows scored by `make demo` are then reused here, and the
+    other way round.
+    """
+    run, out, home = scale.run_dir.resolve(), scale.scoreboard_dir.resolve(), Path.cwd()
+    if run.is_relative_to(REPO_ROOT):
+        run, home = run.relative_to(REPO_ROOT), REPO_ROOT
+    with working_directory(home):
+        rows = evaluate([run], out, scale.eval_settings, scale.scoreboard_experts, log=log)
+    write_scoreboard(
+        rows, scale.eval_settings, out, f"workbench.notebook_setup.score_run ({scale.name} scale)"
+    )
+    return rows

@@ -1,0 +1,137 @@
+"""One stage of the distillation opened up on one batch: its teachers' frozen standardisation and the
+loss terms a model gets against their targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from distill.config import RunConfig
+from distill.losses import distillation_loss
+from distill.models import DistilledModel
+from distill.pipeline import save_run_config
+from distill.stage_teachers import StageTeachers, build_stage_teachers
+from distill.standardize import TeacherStandardizer, patch_rows
+from distill.teachers.base import TeacherOutput
+from distill.trainer import pick_device
+from workbench.features import new_figure
+from workbench.training_curves import TERMS
+
+
+def stage_teachers(config: RunConfig, run_dir: str | Path, stage: str, views: Tensor) -> StageTeachers:
+    """A stage's teachers and standardisers exactly as its training builds them.
+
+    Statistics the run folder already holds for the stage are reloaded; otherwise they are fitted on
+    the warm-up batches and saved there, so that training reuses them.
+
+    Args:
+        config: the run's configuration.
+        run_dir: the run folder (refused if it holds a run of another config).
+        stage: `proxy`, `student`, `multires` or `direct`.
+        views: the run's uint8 training views (`workbench.notebook_setup.pipeline_views`).
+    """
+    run_dir = Path(run_dir)
+    if stage not in config.stages:
+        raise ValueError(f"stage '{stage}' is not configured (configured: {', '.join(config.stages)})")
+    save_run_config(config, run_dir)
+    sides = config.stages[stage].teacher_resolutions or config.stages[stage].resolutions
+    teachers = build_stage_teachers(config, stage, run_dir, pick_device(config.train.device), views, sides)
+    saved = run_dir / stage / "standardizers.safetensors"
+    if not saved.is_file():
+        teachers.save_standardizers(saved)
+    return teachers
+
+
+def coordinate_std(standardizer: TeacherStandardizer, kind: str) -> Tensor:
+    """The per-coordinate standard deviation a standardiser divides out (`summary` or `patches`)."""
+    scale = getattr(standardizer, kind).scale
+    return 1 / (scale.norm(dim=-1) if scale.ndim == 2 else scale)
+
+
+def standardizer_table(standardizers: dict[str, TeacherStandardizer]) -> str:
+    """A Markdown table of each teacher's frozen statistics: dimension, typical |mean|, std range."""
+    lines = [
+        "| teacher | features | dim | median abs(mean) | std min | std median | std max |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, standardizer in standardizers.items():
+        for kind in ("summary", "patches"):
+            mean = getattr(standardizer, kind).mean
+            std = coordinate_std(standardizer, kind)
+            lines.append(
+                f"| {name} | {kind} | {mean.numel()} | {mean.abs().median():.3g} | {std.min():.3g} "
+                f"| {std.median():.3g} | {std.max():.3g} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def coordinate_scale_figure(raw: dict[str, TeacherOutput], standardised: dict[str, TeacherOutput]) -> Figure:
+    """One panel per teacher: the per-coordinate std of its features on a batch, before and after
+    standardisation, coordinates sorted from the widest (log scale).
+
+    Args:
+        raw: teacher name -> its features of a batch (at least 2 images).
+        standardised: the same features standardised.
+    """
+    if set(raw) != set(standardised):
+        raise ValueError(
+            f"raw and standardised features name different teachers: {sorted(raw)}, {sorted(standardised)}"
+        )
+    fig, axes = new_figure(len(raw), size=3.6)
+    for ax, name in zip(axes, raw, strict=True):
+        for label, out, style in (("raw", raw[name], "-"), ("standardised", standardised[name], "--")):
+            if out.summary.shape[0] < 2:
+                raise ValueError(
+                    f"{name}: a batch of at least 2 images is needed, got {out.summary.shape[0]}"
+                )
+            for kind, rows in (("patches", patch_rows(out.patches)), ("summary", out.summary)):
+                std = rows.float().std(0).sort(descending=True).values.clamp_min(1e-8).cpu()
+                ax.plot(std, style, label=f"{kind}, {label}")
+        ax.set_yscale("log")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("coordinate (sorted)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("std over the batch")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def stage_batch_loss(
+    config: RunConfig, teachers: StageTeachers, model: DistilledModel, images: Tensor
+) -> dict[str, float]:
+    """The stage's loss terms for `model` on one batch, as training computes them (see `distillation_loss`).
+
+    Args:
+        config: the run's configuration (loss weights).
+        teachers: the stage's teachers (see `stage_teachers`).
+        model: the proxy or student with one adaptor pair per teacher, on the teachers' device.
+        images: [B, 3, H, W] in [0, 1], at the side both the model and the teachers see.
+
+    Returns:
+        `teacher/term` -> value for every term, and `loss` (the sum over teachers).
+    """
+    images = images.to(teachers.device)
+    targets = {name: teachers.targets(name, images) for name in teachers.teachers}
+    loss = config.loss
+    _, logs = distillation_loss(
+        model(images), targets, loss.alpha, loss.beta, teachers.patch_weights, loss.smooth_l1_beta
+    )
+    return {key: float(value) for key, value in logs.items()}
+
+
+def loss_terms_table(logs: dict[str, float]) -> str:
+    """A Markdown table of loss terms (`teacher/term` keys): one row per teacher, and the summed loss."""
+    teachers = list(dict.fromkeys(key.split("/")[0] for key in logs if "/" in key))
+    if not teachers:
+        raise ValueError("no `teacher/term` keys in the logs")
+    lines = ["| teacher | " + " | ".join(TERMS) + " |", "|---|" + "---:|" * len(TERMS)]
+    for name in teachers:
+        lines.append(f"| {name} | " + " | ".join(f"{logs[f'{name}/{term}']:.4f}" for term in TERMS) + " |")
+    if "loss" in logs:
+        lines.append("| **sum** | " + " | " * (len(TERMS) - 1) + f"**{logs['loss']:.4f}** |")
+    return "\n".join(lines) + "\n"

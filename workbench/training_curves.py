@@ -1,0 +1,117 @@
+"""Loss curves of a stage from its `metrics.jsonl`, per teacher, and redrawn live while the stage trains."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from matplotlib.figure import Figure
+
+from workbench.features import new_figure
+
+T = TypeVar("T")
+TERMS = ("summary_cos", "patch_cos", "patch_smooth_l1", "total")  # as `distill.losses.teacher_loss` logs them
+
+
+def read_metrics(stage_folder: str | Path) -> list[dict]:
+    """The logged steps of a stage, oldest first (a last line still being written is left out)."""
+    path = Path(stage_folder) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().split("\n")[:-1] if line.strip()]
+
+
+def logged_teachers(records: list[dict]) -> list[str]:
+    """Teacher names in the records, in the order they were logged."""
+    return list(dict.fromkeys(key.split("/")[0] for r in records for key in r if key.endswith("/total")))
+
+
+def loss_curves_figure(records: list[dict], title: str = "") -> Figure:
+    """One panel per teacher: its unweighted loss terms and weighted total against the step.
+
+    Args:
+        records: logged steps (see `read_metrics`).
+        title: figure title.
+    """
+    teachers = logged_teachers(records)
+    if not teachers:
+        raise ValueError("no per-teacher loss terms in the records (is it a stage's metrics.jsonl?)")
+    fig, axes = new_figure(len(teachers), size=3.6)
+    steps = [r["step"] for r in records]
+    for ax, teacher in zip(axes, teachers, strict=True):
+        for term in TERMS:
+            values = [r.get(f"{teacher}/{term}", float("nan")) for r in records]
+            ax.plot(steps, values, label=term, linewidth=2.2 if term == "total" else 1.2)
+        ax.set_title(teacher, fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def display_updater() -> Callable[[Figure], None]:
+    """A callback that shows a figure in the notebook output, replacing the figure it showed before."""
+    from IPython.display import display
+
+    handle = None
+
+    def show(fig: Figure) -> None:
+        nonlocal handle
+        if handle is None:
+            handle = display(fig, display_id=True)
+        else:
+            handle.update(fig)
+
+    return show
+
+
+def watch_training(
+    job: Callable[[], T],
+    stage_folder: str | Path,
+    draw: Callable[[list[dict]], Figure] = loss_curves_figure,
+    show: Callable[[Figure], None] | None = None,
+    every: float = 2.0,
+) -> T:
+    """Run `job` (e.g. a stage's training) in a worker thread and redraw the stage's curves as it logs.
+
+    The curves are redrawn whenever new steps are logged, and once more when the job ends; a stage
+    that is already finished is drawn once. The job's exception, if any, is raised here.
+
+    Args:
+        job: what to run; its return value is returned.
+        stage_folder: the folder whose `metrics.jsonl` the job writes.
+        draw: records -> figure.
+        show: displays each new figure (default: in place in the notebook output).
+        every: seconds between looks at the metrics file.
+    """
+    show = show or display_updater()
+    outcome: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            outcome["value"] = job()
+        except BaseException as error:  # handed to the caller's thread
+            outcome["error"] = error
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    drawn = 0
+    while True:
+        running = worker.is_alive()  # read before the metrics, so the final state is always drawn
+        records = read_metrics(stage_folder)
+        if records and len(records) != drawn:
+            show(draw(records))
+            drawn = len(records)
+        if not running:
+            break
+        worker.join(every)
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"]  # type: ignore[return-value]
