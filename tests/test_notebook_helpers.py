@@ -28,9 +28,10 @@ from workbench.agreement import agreement_scores, agreement_table, encoder_agree
 from workbench.data_figures import image_grid_figure, scene_labels_figure
 from workbench.encoders import Encoder, ExpertMap
 from workbench.experts_view import imagenet_classes, read_experts, readings_figure, teacher_table, top_classes
+from workbench.figures import pca_columns_figure
 from workbench.image_folders import folder_images, write_photo_folder
 from workbench.notebook_setup import ensure_stages, notebook_scale, score_run, stage_step
-from workbench.representation_figures import cka_figure, estimate_pca_figure, pca_columns_figure
+from workbench.representation_figures import cka_figure, estimate_pca_figure
 from workbench.resolution import input_side, patches_at_sides, resolution_figure, resolution_sweep
 from workbench.scoreboard import EvalSettings
 from workbench.scoreboard_reading import compare_roles, written_reading
@@ -41,7 +42,7 @@ from workbench.stage_inspection import (
     stage_batch_loss,
     standardizer_table,
 )
-from workbench.training_curves import logged_teachers, loss_curves_figure, read_metrics, watch_training
+from workbench.training_curves import logged_teachers, loss_curves_figure, metric_records, watch_training
 
 TINY_VIT = ModelConfig("vit_small_patch16_dinov3", {"embed_dim": 32, "depth": 1, "num_heads": 2}, 16)
 
@@ -157,10 +158,10 @@ def metrics_line(step: int, teachers: tuple[str, ...] = ("semantic", "edges")) -
     return json.dumps(record) + "\n"
 
 
-def test_read_metrics_leaves_out_a_line_still_being_written(tmp_path):
-    assert read_metrics(tmp_path) == []
+def test_metric_records_leaves_out_a_line_still_being_written(tmp_path):
+    assert metric_records(tmp_path) == []
     (tmp_path / "metrics.jsonl").write_text(metrics_line(0) + metrics_line(1) + '{"step": 2, "lo')
-    records = read_metrics(tmp_path)
+    records = metric_records(tmp_path)
     assert [r["step"] for r in records] == [0, 1]
     assert logged_teachers(records) == ["semantic", "edges"]
 
@@ -340,12 +341,14 @@ def test_pca_columns_in_one_group_share_their_colours():
     )
     axes = np.asarray(fig.axes).reshape(2, 4)
     assert np.array_equal(axes[1][1].images[0].get_array(), axes[1][2].images[0].get_array())
-    assert axes[0][3].get_title() == "c\n8x8"
+    assert axes[0][3].get_title() == "c\n8x8 patches"
+    titled = pca_columns_figure(images, {"a": grid}, title="stage 2")
+    assert titled.get_suptitle() == "stage 2"
     with pytest.raises(ValueError, match="column 'a'"):
         pca_columns_figure(images, {"a": torch.randn(3, 5, 4, 4)})
     own = {"fake": TeacherOutput(torch.zeros(2, 8), grid)}
     fig = estimate_pca_figure(images, own, {"proxy": {"fake": TeacherOutput(torch.zeros(2, 8), -grid)}})
-    assert [ax.get_title() for ax in fig.axes[1:3]] == ["fake\n4x4", "proxy -> fake\n4x4"]
+    assert [ax.get_title() for ax in fig.axes[1:3]] == ["fake\n4x4 patches", "proxy -> fake\n4x4 patches"]
 
 
 # ---------------------------------------------------------------- agreement and resolution

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from safetensors import SafetensorError
-from timm.data import ImageNetInfo
 from torch import Tensor
 
 from distill.data.images import pil_to_tensor, square_view
@@ -23,6 +22,7 @@ from distill.data.scenes import SEGMENT_CLASSES, SceneGenerator
 from distill.teachers import EXPERTS, TeacherOutput
 from workbench.encoders import EncoderFeatures, is_checkpoint
 from workbench.expert_heads import READINGS, expert_reading
+from workbench.experts_view import top_classes
 from workbench.feature_store import FeatureStore
 from workbench.features import agreement_map, cosine_similarity_map
 from workbench.panels import (
@@ -87,11 +87,7 @@ def open_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Tensor:
 
 def top5(probabilities: Tensor) -> list[str]:
     """The five most probable ImageNet classes of a [1000] vector, as 'label (p)'."""
-    info = ImageNetInfo()
-    values, indices = probabilities.topk(5)
-    return [
-        f"{info.index_to_description(int(i))} ({float(v):.2f})" for v, i in zip(values, indices, strict=True)
-    ]
+    return [f"{name} ({p:.2f})" for name, p in top_classes(probabilities[None], k=5)[0]]
 
 
 def probe_picture(task: str, prediction: Tensor) -> tuple[Tensor, str, str]:

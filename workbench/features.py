@@ -203,6 +203,29 @@ def new_figure(panels: int, size: float = 3.2) -> tuple[Figure, list]:
     return fig, list(fig.subplots(1, panels, squeeze=False)[0])
 
 
+def line_panels(titles: Sequence[str], xlabel: str, ylabel: str = "") -> tuple[Figure, list]:
+    """A row of gridded line-plot panels, one per title, sharing an x label; the first has `ylabel`.
+
+    Plot into the axes, then call `finish_line_panels`.
+    """
+    fig, axes = new_figure(len(titles), size=3.6)
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(ylabel)
+    return fig, axes
+
+
+def finish_line_panels(fig: Figure, axes: list, legend_size: int = 8, title: str = "") -> Figure:
+    """Put the legend on the first panel, add the figure title, lay it out, and return the figure."""
+    axes[0].legend(fontsize=legend_size)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def umap_figure(
     embeddings: dict[str, np.ndarray],
     labels: Sequence[int] | np.ndarray,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -20,6 +21,63 @@ def to_image(tensor: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 @torch.no_grad()
+def pca_columns_figure(
+    images: Tensor,
+    columns: dict[str, Tensor],
+    groups: dict[str, str] | None = None,
+    row_titles: Sequence[str] | None = None,
+    title: str = "",
+) -> Figure:
+    """Rows = images: the image, then each column's PCA map (first three components as RGB).
+
+    Columns in the same group share one PCA basis and colour range, fitted jointly on all their
+    grids, so that the same colour means the same feature direction across them (e.g. an expert's
+    features and a student's estimate of them, or one encoder at several input sides).
+
+    Args:
+        images: [B, 3, H, W] in [0, 1].
+        columns: title -> [B, D, h, w] patch grid of the images (grid sizes may differ; D is shared
+            within a group).
+        groups: column title -> group name; a column not named here gets a basis of its own.
+        row_titles: one per image.
+        title: figure title.
+    """
+    if not columns:
+        raise ValueError("pca_columns_figure needs at least one column")
+    groups = groups or {}
+    for name, grid in columns.items():
+        if grid.ndim != 4 or grid.shape[0] != images.shape[0]:
+            raise ValueError(f"column {name!r} must be [{images.shape[0]}, D, h, w], got {list(grid.shape)}")
+    members: dict[str, list[str]] = {}
+    for name in columns:
+        members.setdefault(groups.get(name, f"own:{name}"), []).append(name)
+    bases = {}
+    for titles in members.values():
+        basis = PCABasis.fit([columns[t].float() for t in titles])
+        bases |= dict.fromkeys(titles, basis)
+    size = tuple(images.shape[-2:])
+    rows, cols = images.shape[0], 1 + len(columns)
+    fig = Figure(figsize=(2.4 * cols, 2.4 * rows + 0.3))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for r in range(rows):
+        axes[r][0].imshow(images[r].permute(1, 2, 0).clamp(0, 1).cpu().numpy())
+        if row_titles:
+            axes[r][0].set_ylabel(row_titles[r], fontsize=9)
+        for c, (name, grid) in enumerate(columns.items(), start=1):
+            axes[r][c].imshow(to_image(bases[name].to_rgb(grid[r : r + 1].float())[0], size).numpy())
+            if r == 0:
+                axes[r][c].set_title(f"{name}\n{grid.shape[-2]}x{grid.shape[-1]} patches", fontsize=9)
+    axes[0][0].set_title("input", fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
 def pca_grid_figure(encoders: dict[str, Teacher], images: dict[str, Tensor], path: str | Path) -> Path:
     """A PNG grid: one row per image, the image then each encoder's PCA map of its patch features.
 
@@ -32,26 +90,8 @@ def pca_grid_figure(encoders: dict[str, Teacher], images: dict[str, Tensor], pat
         path: output PNG path (written atomically).
     """
     batch = torch.stack(list(images.values()))
-    size = tuple(batch.shape[-2:])
-    columns = {}
-    for name, encoder in encoders.items():
-        patches = encoder(batch).patches
-        columns[name] = (PCABasis.fit(patches).to_rgb(patches), tuple(patches.shape[-2:]))
-    rows, cols = len(images), 1 + len(encoders)
-    fig = Figure(figsize=(2.6 * cols, 2.6 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for r, title in enumerate(images):
-        axes[r][0].imshow(batch[r].permute(1, 2, 0).cpu())
-        axes[r][0].set_ylabel(title, fontsize=10)
-        for c, (name, (rgb, grid)) in enumerate(columns.items(), start=1):
-            axes[r][c].imshow(to_image(rgb[r], size))
-            if r == 0:
-                axes[r][c].set_title(f"{name}\n{grid[0]}x{grid[1]} patches", fontsize=10)
-    axes[0][0].set_title("input", fontsize=10)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
+    columns = {name: encoder(batch).patches for name, encoder in encoders.items()}
+    fig = pca_columns_figure(batch, columns, row_titles=list(images))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:

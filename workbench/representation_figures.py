@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
 from distill.teachers import TeacherOutput
 from workbench.features import new_figure
-from workbench.figures import to_image
-from workbench.pca import PCABasis
+from workbench.figures import pca_columns_figure
 
 
 def cka_figure(
@@ -44,63 +42,6 @@ def cka_figure(
         ax.set_yticks(range(len(names)), names, fontsize=8)
         ax.set_title(title, fontsize=10)
     fig.colorbar(shown, ax=axes, fraction=0.03)
-    return fig
-
-
-@torch.no_grad()
-def pca_columns_figure(
-    images: Tensor,
-    columns: dict[str, Tensor],
-    groups: dict[str, str] | None = None,
-    row_titles: Sequence[str] | None = None,
-    title: str = "",
-) -> Figure:
-    """Rows = images: the image, then each column's PCA map (first three components as RGB).
-
-    Columns in the same group share one PCA basis and colour range, fitted jointly on all their
-    grids, so that the same colour means the same feature direction across them (e.g. an expert's
-    features and a student's estimate of them, or one encoder at several input sides).
-
-    Args:
-        images: [B, 3, H, W] in [0, 1].
-        columns: title -> [B, D, h, w] patch grid of the images (grid sizes may differ; D is shared
-            within a group).
-        groups: column title -> group name; a column not named here gets a basis of its own.
-        row_titles: one per image.
-        title: figure title.
-    """
-    if not columns:
-        raise ValueError("pca_columns_figure needs at least one column")
-    groups = groups or {}
-    for title, grid in columns.items():
-        if grid.ndim != 4 or grid.shape[0] != images.shape[0]:
-            raise ValueError(f"column {title!r} must be [{images.shape[0]}, D, h, w], got {list(grid.shape)}")
-    members: dict[str, list[str]] = {}
-    for title in columns:
-        members.setdefault(groups.get(title, f"own:{title}"), []).append(title)
-    bases = {}
-    for titles in members.values():
-        basis = PCABasis.fit([columns[t].float() for t in titles])
-        bases |= dict.fromkeys(titles, basis)
-    size = tuple(images.shape[-2:])
-    rows, cols = images.shape[0], 1 + len(columns)
-    fig = Figure(figsize=(2.4 * cols, 2.4 * rows + 0.3))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for r in range(rows):
-        axes[r][0].imshow(images[r].permute(1, 2, 0).clamp(0, 1).cpu().numpy())
-        if row_titles:
-            axes[r][0].set_ylabel(row_titles[r], fontsize=9)
-        for c, (title, grid) in enumerate(columns.items(), start=1):
-            axes[r][c].imshow(to_image(bases[title].to_rgb(grid[r : r + 1].float())[0], size).numpy())
-            if r == 0:
-                axes[r][c].set_title(f"{title}\n{grid.shape[-2]}x{grid.shape[-1]}", fontsize=9)
-    axes[0][0].set_title("input", fontsize=9)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return fig
 
 

@@ -14,7 +14,7 @@ from distill.standardize import TeacherStandardizer
 from distill.teachers import Teacher
 from workbench.agreement import agreement_scores
 from workbench.encoders import Encoder
-from workbench.features import new_figure
+from workbench.features import finish_line_panels, line_panels
 
 
 @contextlib.contextmanager
@@ -84,17 +84,11 @@ def resolution_figure(sweep: dict[str, dict[int, dict[str, float]]], marks: Sequ
     )
     if not experts:
         raise ValueError("resolution_figure needs a non-empty sweep")
-    fig, axes = new_figure(len(experts), size=3.6)
+    fig, axes = line_panels(experts, xlabel="input side (px)", ylabel="agreement with the expert")
     for ax, expert in zip(axes, experts, strict=True):
         for name, per_side in sweep.items():
             sides = sorted(s for s in per_side if expert in per_side[s])
             ax.plot(sides, [per_side[s][expert] for s in sides], marker="o", label=name)
         for side in marks:
             ax.axvline(side, color="grey", linestyle=":", linewidth=1)
-        ax.set_title(expert, fontsize=10)
-        ax.set_xlabel("input side (px)")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("agreement with the expert")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finish_line_panels(fig, axes)

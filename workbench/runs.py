@@ -18,6 +18,7 @@ import yaml
 from distill.checkpoint import read_meta
 from distill.config import STAGE_NAMES
 from workbench.scoreboard import COLUMNS, EFFICIENCY, ROLES, slug
+from workbench.training_curves import metric_records
 
 STAGE_AFTER = {"student": "proxy", "multires": "student"}  # a stage starts from the one it depends on
 PROBE_TASKS = ("segmentation", "depth", "edges", "text")
@@ -114,20 +115,8 @@ def read_config(run: Run) -> dict:
 
 
 def read_metrics(stage: Stage) -> pd.DataFrame:
-    """A stage's logged steps, one row per step sorted by step (empty when nothing is logged yet).
-
-    A line that does not parse (the last one while training writes it) is skipped.
-    """
-    path = stage.folder / "metrics.jsonl"
-    rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and "step" in row:
-                rows.append(row)
+    """A stage's logged steps (see `metric_records`), one row per step sorted by step (empty if none yet)."""
+    rows = metric_records(stage.folder)
     if not rows:
         return pd.DataFrame({"step": pd.Series(dtype=int)})
     return pd.DataFrame(rows).sort_values("step").drop_duplicates("step", keep="last").reset_index(drop=True)

@@ -17,7 +17,7 @@ from distill.stage_teachers import StageTeachers, build_stage_teachers
 from distill.standardize import TeacherStandardizer, patch_rows
 from distill.teachers.base import TeacherOutput
 from distill.trainer import pick_device
-from workbench.features import new_figure
+from workbench.features import finish_line_panels, line_panels
 from workbench.training_curves import TERMS
 
 
@@ -80,7 +80,7 @@ def coordinate_scale_figure(raw: dict[str, TeacherOutput], standardised: dict[st
         raise ValueError(
             f"raw and standardised features name different teachers: {sorted(raw)}, {sorted(standardised)}"
         )
-    fig, axes = new_figure(len(raw), size=3.6)
+    fig, axes = line_panels(list(raw), xlabel="coordinate (sorted)", ylabel="std over the batch")
     for ax, name in zip(axes, raw, strict=True):
         for label, out, style in (("raw", raw[name], "-"), ("standardised", standardised[name], "--")):
             if out.summary.shape[0] < 2:
@@ -91,13 +91,7 @@ def coordinate_scale_figure(raw: dict[str, TeacherOutput], standardised: dict[st
                 std = rows.float().std(0).sort(descending=True).values.clamp_min(1e-8).cpu()
                 ax.plot(std, style, label=f"{kind}, {label}")
         ax.set_yscale("log")
-        ax.set_title(name, fontsize=10)
-        ax.set_xlabel("coordinate (sorted)")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("std over the batch")
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return finish_line_panels(fig, axes, legend_size=7)
 
 
 @torch.no_grad()

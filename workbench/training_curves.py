@@ -10,18 +10,28 @@ from typing import TypeVar
 
 from matplotlib.figure import Figure
 
-from workbench.features import new_figure
+from workbench.features import finish_line_panels, line_panels
 
 T = TypeVar("T")
 TERMS = ("summary_cos", "patch_cos", "patch_smooth_l1", "total")  # as `distill.losses.teacher_loss` logs them
 
 
-def read_metrics(stage_folder: str | Path) -> list[dict]:
-    """The logged steps of a stage, oldest first (a last line still being written is left out)."""
+def metric_records(stage_folder: str | Path) -> list[dict]:
+    """The logged steps of a stage's `metrics.jsonl`, in file order.
+
+    A line that does not parse (the last one while training writes it) or has no step is left out.
+    """
     path = Path(stage_folder) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().split("\n")[:-1] if line.strip()]
+    records = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and "step" in record:
+                records.append(record)
+    return records
 
 
 def logged_teachers(records: list[dict]) -> list[str]:
@@ -33,27 +43,20 @@ def loss_curves_figure(records: list[dict], title: str = "") -> Figure:
     """One panel per teacher: its unweighted loss terms and weighted total against the step.
 
     Args:
-        records: logged steps (see `read_metrics`).
+        records: logged steps (see `metric_records`).
         title: figure title.
     """
     teachers = logged_teachers(records)
     if not teachers:
         raise ValueError("no per-teacher loss terms in the records (is it a stage's metrics.jsonl?)")
-    fig, axes = new_figure(len(teachers), size=3.6)
+    fig, axes = line_panels(teachers, xlabel="step")
     steps = [r["step"] for r in records]
     for ax, teacher in zip(axes, teachers, strict=True):
         for term in TERMS:
             values = [r.get(f"{teacher}/{term}", float("nan")) for r in records]
             ax.plot(steps, values, label=term, linewidth=2.2 if term == "total" else 1.2)
-        ax.set_title(teacher, fontsize=10)
-        ax.set_xlabel("step")
         ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return finish_line_panels(fig, axes, title=title)
 
 
 def display_updater() -> Callable[[Figure], None]:
@@ -105,7 +108,7 @@ def watch_training(
     drawn = 0
     while True:
         running = worker.is_alive()  # read before the metrics, so the final state is always drawn
-        records = read_metrics(stage_folder)
+        records = metric_records(stage_folder)
         if records and len(records) != drawn:
             show(draw(records))
             drawn = len(records)
