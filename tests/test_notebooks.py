@@ -1,8 +1,9 @@
-"""Every notebook runs top to bottom at the tiny scale (nbclient, the venv's kernel); committed notebooks
-carry no outputs."""
+"""Every notebook runs top to bottom at toy scale (nbclient, the venv's kernel), the training ones also from
+scratch at tiny scale; committed notebooks carry no outputs."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -27,28 +28,65 @@ def test_notebook_is_stripped_and_has_a_scale_cell(path: Path):
     assert notebook.metadata.kernelspec.name == "python3"
 
 
-@pytest.fixture(scope="module")
-def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One runs folder shared by the notebooks, so the tiny run trained by one is reused by the next."""
-    return tmp_path_factory.mktemp("notebook_runs")
+def execute(path: Path) -> list:
+    """Run a notebook top to bottom in this interpreter's kernel (from notebooks/); return its outputs.
+
+    Raises CellExecutionError, naming the cell, on any error.
+    """
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(path, as_version=4)
+    # jupyter_client swaps the kernelspec's `python` for sys.executable, so the kernel is the venv's
+    client = NotebookClient(
+        notebook, timeout=3600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    )
+    client.execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert len([o for o in outputs if "image/png" in o.get("data", {})]) >= 2, "the notebook draws figures"
+    return outputs
+
+
+def printed(outputs: list) -> str:
+    """Everything the notebook printed or displayed as text or Markdown."""
+    parts = [o.get("text", "") for o in outputs if o.output_type == "stream"]
+    parts += [o.data.get("text/markdown", "") for o in outputs if "data" in o]
+    return "\n".join(parts)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)
-def test_notebook_runs_at_tiny_scale(path: Path, tiny_runs: Path, monkeypatch: pytest.MonkeyPatch):
-    from nbclient import NotebookClient
+def test_notebook_runs_at_toy_scale(path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The notebooks as a newcomer runs them: toy scale, the repository's runs/ folder.
 
+    After `make demo` they reuse `runs/toy` and `runs/toy/eval` (about 4 minutes for all five on a
+    2-core CPU); without them, 02 to 04 train and score the toy run first, as `make demo` would.
+    """
+    monkeypatch.delenv("EUPE_RUNS", raising=False)
+    monkeypatch.setenv("EUPE_SCALE", "toy")
+    text = printed(execute(path))
+    assert "scale toy: toy.yaml" in text
+    if path.stem == "04_scoreboard":
+        for role in ("proxy (stage 1)", "EUPE student (stages 1-2-3)", "direct student (baseline)", "expert"):
+            assert role in text, f"the scoreboard lacks a {role} row"
+
+
+TRAINING = [path for path in NOTEBOOKS if path.stem in ("02_proxy", "03_student")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", TRAINING, ids=[path.stem for path in TRAINING])
+def test_notebook_trains_its_stages_at_tiny_scale(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """In an empty runs folder the training notebooks train their stages (with live loss curves)."""
     monkeypatch.setenv("EUPE_SCALE", "tiny")
-    monkeypatch.setenv("EUPE_RUNS", str(tiny_runs))
-    notebook = nbformat.read(path, as_version=4)
-    # the kernel runs from notebooks/ with this interpreter (jupyter_client swaps `python` for sys.executable)
-    client = NotebookClient(
-        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    monkeypatch.setenv("EUPE_RUNS", str(tmp_path))
+    text = printed(execute(path))
+    assert re.search(r"^proxy\s+0/6 steps: to train$", text, re.MULTILINE), (
+        "the proxy should train from scratch"
     )
-    client.execute()  # raises CellExecutionError, naming the cell, on any error
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    pictures = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(pictures) >= 2, "the notebook should draw its figures"
-    if path.stem != "01_experts_and_data":  # the others train (or reuse) the tiny run under EUPE_RUNS
-        assert (tiny_runs / "tiny" / "proxy" / "checkpoint" / "model.safetensors").is_file()
+    assert (tmp_path / "tiny" / "proxy" / "checkpoint" / "model.safetensors").is_file()
+    if path.stem == "03_student":
+        for stage in ("student", "multires", "direct"):
+            assert (tmp_path / "tiny" / stage / "checkpoint" / "model.safetensors").is_file()
