@@ -91,11 +91,9 @@ def distill_run(args: argparse.Namespace) -> None:
     if os.environ.get("RANK", "0") != "0":  # under torchrun only the first process reports
         return
     for stage, result in results.items():
-        loss = result.metrics.get("loss", float("nan"))
-        print(
-            f"{stage:9s} {result.steps} steps  loss {loss:.4f}  {result.images_per_second:.1f} img/s  "
-            f"-> {result.folder}"
-        )
+        loss = f"loss {result.metrics['loss']:.4f}" if "loss" in result.metrics else "no loss logged"
+        speed = f"{result.images_per_second:.1f} img/s" if result.trained_steps else "already trained"
+        print(f"{stage:9s} {result.steps} steps  {loss}  {speed}  -> {result.folder}")
 
 
 def bench_distill_run(args: argparse.Namespace) -> None:

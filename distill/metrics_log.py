@@ -8,6 +8,24 @@ from pathlib import Path
 from distill.atomic import atomic_path
 
 
+def metric_records(stage_folder: str | Path) -> list[dict]:
+    """The logged steps of a stage's `metrics.jsonl`, in file order.
+
+    A line that does not parse (the last one while training writes it) or has no step is left out.
+    """
+    path = Path(stage_folder) / "metrics.jsonl"
+    records = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and "step" in record:
+                records.append(record)
+    return records
+
+
 class MetricsLog:
     """Appends one JSON object per logged step to `metrics.jsonl`; mirrors scalars to TensorBoard if present.
 
@@ -18,12 +36,10 @@ class MetricsLog:
 
     def __init__(self, folder: Path, resume_step: int = 0) -> None:
         self.path = folder / "metrics.jsonl"
-        if resume_step and self.path.is_file():
-            kept = [
-                line for line in self.path.read_text().splitlines() if json.loads(line)["step"] < resume_step
-            ]
+        if resume_step and self.path.is_file():  # a line cut short by a crash is dropped with them
+            kept = [record for record in metric_records(folder) if record["step"] < resume_step]
             with atomic_path(self.path) as tmp:
-                tmp.write_text("".join(line + "\n" for line in kept))
+                tmp.write_text("".join(json.dumps(record) + "\n" for record in kept))
         try:
             from torch.utils.tensorboard import SummaryWriter
 

@@ -25,7 +25,7 @@ from distill.config import RunConfig, StageConfig
 from distill.data.images import resize
 from distill.feature_cache import CachedFeatures, FeatureCache, fingerprint
 from distill.losses import distillation_loss
-from distill.metrics_log import MetricsLog
+from distill.metrics_log import MetricsLog, metric_records
 from distill.models import DistilledModel
 from distill.stage_teachers import StageTeachers, build_stage_teachers
 from distill.teachers.base import TeacherOutput
@@ -43,6 +43,7 @@ class StageResult:
 
     folder: Path
     steps: int
+    trained_steps: int  # steps run by this call: 0 when the stage was already complete
     metrics: dict[str, float]
     images_per_second: float
     peak_memory_gib: float
@@ -257,4 +258,7 @@ def run_stage(
             distributed.barrier(ctx)
     throughput = images_seen / max(time.perf_counter() - timer, 1e-9)
     final_step = read_meta(checkpoint)["step"] if checkpoint.exists() else start
-    return StageResult(folder, final_step, metrics, throughput, peak_memory_gib(device), teachers.dims())
+    if not metrics and ctx.is_main:  # nothing left to train: report what the stage logged last
+        metrics = (metric_records(folder) or [{}])[-1]
+    return StageResult(folder, final_step, final_step - start, metrics, throughput, peak_memory_gib(device),
+                       teachers.dims())  # fmt: skip

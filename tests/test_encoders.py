@@ -66,6 +66,13 @@ def test_random_floor_has_the_architecture_but_not_the_weights(tiny_run):
     assert floor.num_parameters() == trained.num_parameters()
     images = torch.rand(1, 3, 64, 64)
     assert not torch.allclose(floor(images).summary, trained(images).summary)
+    # the same seed gives the same floor, and building it leaves the caller's random stream alone
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    again = random_encoder(tiny_run / "direct", resolution=64)
+    assert torch.equal(torch.rand(3), expected)
+    assert torch.equal(again(images).summary, floor(images).summary)
 
 
 def test_experts_and_resolution(tmp_path):

@@ -18,6 +18,7 @@ from distill.config import ModelConfig, load_config
 from distill.data.scenes import SceneGenerator
 from distill.distilled_teacher import DistilledTeacher
 from distill.losses import distillation_loss
+from distill.metrics_log import metric_records
 from distill.models import DistilledModel
 from distill.stage_teachers import StageTeachers
 from distill.standardize import TeacherStandardizer
@@ -42,7 +43,7 @@ from workbench.stage_inspection import (
     stage_batch_loss,
     standardizer_table,
 )
-from workbench.training_curves import logged_teachers, loss_curves_figure, metric_records, watch_training
+from workbench.training_curves import logged_teachers, loss_curves_figure, watch_training
 
 TINY_VIT = ModelConfig("vit_small_patch16_dinov3", {"embed_dim": 32, "depth": 1, "num_heads": 2}, 16)
 

@@ -86,9 +86,12 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path, mo
     with pytest.raises(KeyboardInterrupt):
         run_stages(config, tmp_path / "runs" / "cut", ["proxy"])
     monkeypatch.setattr(trainer, "distillation_loss", original)
-    assert json.loads((tmp_path / "runs/cut/proxy/metrics.jsonl").read_text().splitlines()[-1])["step"] == 4
+    metrics_file = tmp_path / "runs/cut/proxy/metrics.jsonl"
+    assert json.loads(metrics_file.read_text().splitlines()[-1])["step"] == 4
+    with metrics_file.open("a") as f:
+        f.write('{"step": 5, "lo')  # as if killed while writing a line
     resumed = run_stages(config, tmp_path / "runs" / "cut", ["proxy"])["proxy"]
-    assert resumed.steps == 8
+    assert resumed.steps == 8 and 0 < resumed.trained_steps < 8
     logged = [
         json.loads(line)["step"] for line in (resumed.folder / "metrics.jsonl").read_text().splitlines()
     ]
@@ -100,6 +103,9 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path, mo
     assert whole.keys() == cut.keys()
     for key in whole:
         torch.testing.assert_close(cut[key], whole[key], rtol=1e-5, atol=1e-6)
+    again = run_stages(config, tmp_path / "runs" / "cut", ["proxy"])["proxy"]  # nothing left to train
+    assert again.steps == 8 and again.trained_steps == 0
+    assert again.metrics["step"] == 7 and again.metrics["loss"] == resumed.metrics["loss"]
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

@@ -205,8 +205,9 @@ def distilled_encoder(path: str | Path, resolution: int | None = None, name: str
 def random_encoder(like: str | Path, resolution: int | None = None, seed: int = 0) -> Encoder:
     """A randomly initialised backbone with the architecture of a checkpoint (a floor for the scoreboard)."""
     meta = read_meta(existing_checkpoint(like))
-    torch.manual_seed(seed)
-    model = DistilledModel(ModelConfig(**meta["model_config"]), {})
+    with torch.random.fork_rng(devices=[]):  # seeded weights, without moving the caller's random stream
+        torch.manual_seed(seed)
+        model = DistilledModel(ModelConfig(**meta["model_config"]), {})
     backbone = DistilledTeacher(model, resolution)
     return Encoder(f"random {meta['model_config']['arch']}", "random", backbone)
 

@@ -17,8 +17,8 @@ import yaml
 
 from distill.checkpoint import read_meta
 from distill.config import STAGE_NAMES
+from distill.metrics_log import metric_records
 from workbench.scoreboard import COLUMNS, EFFICIENCY, ROLES, slug
-from workbench.training_curves import metric_records
 
 STAGE_AFTER = {"student": "proxy", "multires": "student"}  # a stage starts from the one it depends on
 PROBE_TASKS = ("segmentation", "depth", "edges", "text")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -10,28 +9,11 @@ from typing import TypeVar
 
 from matplotlib.figure import Figure
 
+from distill.metrics_log import metric_records
 from workbench.features import finish_line_panels, line_panels
 
 T = TypeVar("T")
 TERMS = ("summary_cos", "patch_cos", "patch_smooth_l1", "total")  # as `distill.losses.teacher_loss` logs them
-
-
-def metric_records(stage_folder: str | Path) -> list[dict]:
-    """The logged steps of a stage's `metrics.jsonl`, in file order.
-
-    A line that does not parse (the last one while training writes it) or has no step is left out.
-    """
-    path = Path(stage_folder) / "metrics.jsonl"
-    records = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and "step" in record:
-                records.append(record)
-    return records
 
 
 def logged_teachers(records: list[dict]) -> list[str]:
