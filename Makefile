@@ -36,8 +36,9 @@ test: setup browser
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
+# JupyterLab refuses to run as root (containers, CI machines) unless told to
 notebooks: setup
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 app: setup
 	$(BIN)/eupe app
