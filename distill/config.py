@@ -91,6 +91,11 @@ class StageConfig:
     teacher_resolutions: list[int] | None = None
     weight_decay: float = 0.05
 
+    @property
+    def teacher_sides(self) -> list[int]:
+        """The sides the teachers see: `teacher_resolutions`, else the student's `resolutions`."""
+        return self.teacher_resolutions or self.resolutions
+
 
 @dataclass
 class LossConfig:

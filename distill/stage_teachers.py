@@ -65,13 +65,14 @@ def expert_teacher(spec_name: str, resolution: int | None, weights: str, checkpo
 
 
 def build_stage_teachers(
-    config: RunConfig, stage: str, run_dir: Path, device: torch.device, views: Tensor, sides: list[int]
+    config: RunConfig, stage: str, run_dir: Path, device: torch.device, views: Tensor, save: bool = True
 ) -> StageTeachers:
     """Build a stage's teachers and fit (or reload) their standardisation on warm-up batches.
 
     Warm-up: `norm.warmup_batches` batches of the stage's batch size drawn from the views, at each
-    teacher side in turn. Statistics already saved for this stage are reloaded instead, so a resumed
-    run standardises exactly as before.
+    of the stage's teacher sides in turn; with `save`, the fitted statistics are written to
+    `run_dir/<stage>/standardizers.safetensors`. Statistics already saved there are reloaded instead
+    (and the file left as it is), so a resumed run standardises exactly as before.
     """
     if stage in EXPERT_STAGES:
         teachers, identity, gammas = {}, {}, {}
@@ -107,7 +108,7 @@ def build_stage_teachers(
                 }  # names may hold dots
             )
     else:
-        batch = config.stages[stage].batch_size
+        batch, sides = config.stages[stage].batch_size, config.stages[stage].teacher_sides
         generator = torch.Generator().manual_seed(config.train.seed + 17)
         draws = [
             torch.randint(views.shape[0], (batch,), generator=generator)
@@ -119,4 +120,7 @@ def build_stage_teachers(
                 for i, index in enumerate(draws)
             )
             standardizers[name].fit(outputs)
-    return StageTeachers(teachers, standardizers, identity, gammas, device)
+    stage_teachers = StageTeachers(teachers, standardizers, identity, gammas, device)
+    if save and not saved.is_file():
+        stage_teachers.save_standardizers(saved)
+    return stage_teachers

@@ -150,10 +150,8 @@ def run_stage(
     device = ctx.device if ctx.world_size > 1 else pick_device(train.device)
     torch.manual_seed(train.seed)
 
-    teacher_sides = cfg.teacher_resolutions or cfg.resolutions
-    teachers = build_stage_teachers(config, stage, run_dir, device, views, teacher_sides)
-    if ctx.is_main:
-        teachers.save_standardizers(folder / "standardizers.safetensors")
+    teacher_sides = cfg.teacher_sides
+    teachers = build_stage_teachers(config, stage, run_dir, device, views, save=ctx.is_main)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     targets = None

@@ -103,8 +103,11 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path, mo
     assert whole.keys() == cut.keys()
     for key in whole:
         torch.testing.assert_close(cut[key], whole[key], rtol=1e-5, atol=1e-6)
+    statistics = tmp_path / "runs/cut/proxy/standardizers.safetensors"
+    dated = statistics.stat().st_mtime_ns
     again = run_stages(config, tmp_path / "runs" / "cut", ["proxy"])["proxy"]  # nothing left to train
     assert again.steps == 8 and again.trained_steps == 0
+    assert statistics.stat().st_mtime_ns == dated  # reloaded, not rewritten (its date keys scoreboard rows)
     assert again.metrics["step"] == 7 and again.metrics["loss"] == resumed.metrics["loss"]
 
 

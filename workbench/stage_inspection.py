@@ -37,12 +37,7 @@ def stage_teachers(config: RunConfig, run_dir: str | Path, stage: str, views: Te
     if stage not in config.stages:
         raise ValueError(f"stage '{stage}' is not configured (configured: {', '.join(config.stages)})")
     save_run_config(config, run_dir)
-    sides = config.stages[stage].teacher_resolutions or config.stages[stage].resolutions
-    teachers = build_stage_teachers(config, stage, run_dir, pick_device(config.train.device), views, sides)
-    saved = run_dir / stage / "standardizers.safetensors"
-    if not saved.is_file():
-        teachers.save_standardizers(saved)
-    return teachers
+    return build_stage_teachers(config, stage, run_dir, pick_device(config.train.device), views)
 
 
 def coordinate_std(standardizer: TeacherStandardizer, kind: str) -> Tensor:
