@@ -14,6 +14,7 @@ from distill.feature_cache import fingerprint
 from distill.trainer import StageResult, pick_device, run_stage
 
 PIPELINE_ORDER = ("proxy", "student", "multires", "direct")
+STAGE_READS = {"student": ("proxy",), "multires": ("proxy", "student")}  # checkpoints a stage starts from
 
 
 def view_resolution(config: RunConfig, stages: list[str]) -> int:

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from distill.checkpoint import read_meta
 from distill.config import RunConfig
-from distill.pipeline import PIPELINE_ORDER, prepare_views, save_run_config
+from distill.pipeline import PIPELINE_ORDER, STAGE_READS, prepare_views, save_run_config
 from distill.stage_teachers import expert_teacher
 from distill.teachers import Teacher
 from distill.trainer import run_stage
@@ -27,7 +27,6 @@ from workbench.scoreboard import EvalSettings, evaluate
 from workbench.scoreboard_report import write_scoreboard
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-STAGE_NEEDS = {"proxy": (), "student": ("proxy",), "multires": ("proxy", "student"), "direct": ()}
 
 
 @dataclass
@@ -130,7 +129,7 @@ def ensure_stages(
     Returns:
         The stages trained now, in pipeline order.
     """
-    wanted = {need for stage in stages for need in (stage, *STAGE_NEEDS.get(stage, ()))}
+    wanted = {need for stage in stages for need in (stage, *STAGE_READS.get(stage, ()))}
     unknown = sorted(s for s in wanted if s not in config.stages)
     if unknown:
         raise ValueError(f"stage '{unknown[0]}' is not configured (configured: {', '.join(config.stages)})")

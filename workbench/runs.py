@@ -18,9 +18,10 @@ import yaml
 from distill.checkpoint import read_meta
 from distill.config import STAGE_NAMES
 from distill.metrics_log import metric_records
+from distill.pipeline import STAGE_READS
 from workbench.scoreboard import COLUMNS, EFFICIENCY, ROLES, slug
 
-STAGE_AFTER = {"student": "proxy", "multires": "student"}  # a stage starts from the one it depends on
+STAGE_AFTER = {stage: reads[-1] for stage, reads in STAGE_READS.items()}  # the stage each one continues
 PROBE_TASKS = ("segmentation", "depth", "edges", "text")
 
 
