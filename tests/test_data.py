@@ -111,10 +111,10 @@ def test_square_view_and_stack():
     view = square_view(image, 16)
     assert view.shape == (3, 16, 16) and view.min() >= 0 and view.max() <= 1
 
-    views, labels = stack_views(
+    views, labels, names = stack_views(
         (LabeledImage(torch.rand(3, 10, 12), i, str(i)) for i in range(5)), 8, limit=3
     )
-    assert views.shape == (3, 3, 8, 8) and labels.tolist() == [0, 1, 2]
+    assert views.shape == (3, 3, 8, 8) and labels.tolist() == [0, 1, 2] and names == ["0", "1", "2"]
 
 
 def test_decode_rejects_non_images():

@@ -6,12 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 from torch import Tensor
 
 from distill.data.folder import ImageFolder
-from distill.data.images import square_view
+from distill.data.images import stack_views
 from distill.data.photos import load_photo, photo_names
 
 
@@ -52,12 +51,9 @@ def folder_images(folder: str | Path, resolution: int, limit: int | None = None)
         resolution: side R of the views (shorter side resized to R, then centre-cropped).
         limit: read at most this many images (in sorted order).
     """
-    views, names = [], []
-    for item in ImageFolder(folder):
-        if limit is not None and len(views) >= limit:
-            break
-        views.append(square_view(item.image, resolution))
-        names.append(item.name)
-    if not views:
-        raise ValueError(f"no readable images in {folder}")
-    return torch.stack(views), names
+    images = ImageFolder(folder)  # refuses a missing folder, or one without image files
+    try:
+        views, _, names = stack_views(images, resolution, limit)
+    except ValueError:  # every file was unreadable (each named in a warning)
+        raise ValueError(f"no readable images in {folder}") from None
+    return views, names

@@ -88,14 +88,15 @@ class LabeledImage:
 
 def stack_views(
     images: Iterable[LabeledImage], resolution: int, limit: int | None = None
-) -> tuple[Tensor, Tensor]:
-    """Square views [N, 3, R, R] and labels [N] of up to `limit` images from an image source."""
-    views, labels = [], []
+) -> tuple[Tensor, Tensor, list[str]]:
+    """Square views [N, 3, R, R], labels [N] and names of up to `limit` images from an image source."""
+    views, labels, names = [], [], []
     for item in images:
         if limit is not None and len(views) >= limit:
             break
         views.append(square_view(item.image, resolution))
         labels.append(item.label)
+        names.append(item.name)
     if not views:
         raise ValueError("the image source yielded no readable images")
-    return torch.stack(views), torch.tensor(labels)
+    return torch.stack(views), torch.tensor(labels), names
