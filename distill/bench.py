@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from distill.config import RunConfig
 from distill.models import DistilledModel
-from distill.pipeline import PIPELINE_ORDER, run_stages
+from distill.pipeline import configured_stages, run_stages
 from distill.trainer import MODEL_OF_STAGE, pick_device
 
 # Dense bf16 tensor-core peaks (FLOP/s) for MFU; other devices report no MFU.
@@ -56,7 +56,7 @@ def bench_distill(config: RunConfig, steps: int, stages: list[str] | None = None
 
     Throughput counts only the optimisation loop (cache building and warm-up statistics excluded).
     """
-    stages = stages or [s for s in PIPELINE_ORDER if s in config.stages]
+    stages = stages or configured_stages(config)
     peak = peak_bf16(pick_device(config.train.device))
     flops: dict[str, float] = {}  # per stage; the same with and without the cache
     results = []

@@ -79,14 +79,10 @@ def teachers_check(args: argparse.Namespace) -> None:
 def distill_run(args: argparse.Namespace) -> None:
     """Run one stage (`eupe distill`) or several in order (`eupe pipeline`) into a run folder."""
     from distill.config import load_config
-    from distill.pipeline import PIPELINE_ORDER, run_stages
+    from distill.pipeline import configured_stages, run_stages
 
     config = load_config(args.config, args.overrides)
-    stages = (
-        [args.stage]
-        if getattr(args, "stage", None)
-        else (args.stages or [s for s in PIPELINE_ORDER if s in config.stages])
-    )
+    stages = [args.stage] if getattr(args, "stage", None) else (args.stages or configured_stages(config))
     results = run_stages(config, args.out, stages)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only the first process reports
         return
@@ -173,7 +169,7 @@ def dashboard_run(args: argparse.Namespace) -> None:
     sys.exit(launch_dashboard(args.runs, args.host, args.port))
 
 
-def eval_settings(args: argparse.Namespace) -> object:
+def eval_settings(args: argparse.Namespace, runs: list[Path] | None = None) -> object:
     """`EvalSettings` from the command line (resolution default: the first run's student resolution)."""
     from dataclasses import fields
 
@@ -182,8 +178,8 @@ def eval_settings(args: argparse.Namespace) -> object:
     values = {
         f.name: getattr(args, f.name) for f in fields(EvalSettings) if getattr(args, f.name) is not None
     }
-    if "resolution" not in values and getattr(args, "runs", None):
-        values["resolution"] = run_resolution(args.runs[0])
+    if "resolution" not in values and runs:
+        values["resolution"] = run_resolution(runs[0])
     return EvalSettings(**values)
 
 
@@ -193,12 +189,27 @@ def eval_run(args: argparse.Namespace) -> None:
     from workbench.scoreboard import evaluate
     from workbench.scoreboard_report import markdown_table, write_scoreboard
 
-    settings = eval_settings(args)
+    settings = eval_settings(args, args.runs)
     device = pick_device(args.device)
     rows = evaluate(args.runs, args.out, settings, args.experts, args.extra, device=device)
     command = "eupe " + shlex.join(args.argv)
     paths = write_scoreboard(rows, settings, args.out, command)
     print(markdown_table(rows))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def compare_run(args: argparse.Namespace) -> None:
+    """Run and score the pipeline once per seed, then print and write mean ± std per encoder and probe."""
+    from distill.trainer import pick_device
+    from workbench.seed_comparison import compare_seeds, train_seeds
+
+    name = args.name or args.config.stem
+    runs = train_seeds(args.config, args.overrides, args.seeds, args.out, name)
+    command = "eupe " + shlex.join(args.argv)
+    markdown, paths = compare_seeds(
+        runs, eval_settings(args, runs), args.out, name, command, args.experts, pick_device(args.device)
+    )
+    print(markdown)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
@@ -229,6 +240,15 @@ def add_eval_settings(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             f"--{f.name.replace('_', '-')}", dest=f.name, type=int, help=f"default: {default}"
         )
+
+
+def add_scoring_options(parser: argparse.ArgumentParser) -> None:
+    """The experts scored, where features are extracted, and the `EvalSettings` options."""
+    from distill.teachers import EXPERTS
+
+    parser.add_argument("--experts", nargs="*", default=list(EXPERTS), choices=EXPERTS)
+    parser.add_argument("--device", default="auto", help="where features are extracted: auto, cpu, cuda")
+    add_eval_settings(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -286,13 +306,26 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument(
         "--out", type=Path, required=True, help="scoreboard folder (resumed if it exists)"
     )
-    evaluation.add_argument("--experts", nargs="*", default=list(EXPERTS), choices=EXPERTS)
     evaluation.add_argument(
         "--extra", nargs="*", default=[], help="more encoders: timm:<model>, aliases, checkpoint folders"
     )
-    evaluation.add_argument("--device", default="auto", help="where features are extracted: auto, cpu, cuda")
-    add_eval_settings(evaluation)
+    add_scoring_options(evaluation)
     evaluation.set_defaults(run=eval_run)
+
+    compare = commands.add_parser(
+        "compare", help="the pipeline and scoreboard once per seed: mean ± std per encoder and probe"
+    )
+    compare.add_argument("--config", type=Path, required=True)
+    compare.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1, as data.seed and train.seed")
+    compare.add_argument(
+        "--out", type=Path, default=Path("runs"), help="folder of the runs and of <name>-compare.{md,json}"
+    )
+    compare.add_argument(
+        "--name", help="runs are <name>-seed<k>, each scored into its eval/ (default: the config's stem)"
+    )
+    add_scoring_options(compare)
+    compare.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
+    compare.set_defaults(run=compare_run)
 
     from workbench.scoreboard import PROBES
 

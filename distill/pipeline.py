@@ -17,6 +17,11 @@ PIPELINE_ORDER = ("proxy", "student", "multires", "direct")
 STAGE_READS = {"student": ("proxy",), "multires": ("proxy", "student")}  # checkpoints a stage starts from
 
 
+def configured_stages(config: RunConfig) -> list[str]:
+    """The stages a config sets up, in pipeline order (what `eupe pipeline` runs by default)."""
+    return [stage for stage in PIPELINE_ORDER if stage in config.stages]
+
+
 def view_resolution(config: RunConfig, stages: list[str]) -> int:
     """The side the fixed views are stored at: the largest any stage's student or teacher draws."""
     sides = [

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from distill.checkpoint import read_meta
 from distill.config import RunConfig
-from distill.pipeline import PIPELINE_ORDER, STAGE_READS, prepare_views, save_run_config
+from distill.pipeline import PIPELINE_ORDER, STAGE_READS, configured_stages, prepare_views, save_run_config
 from distill.stage_teachers import expert_teacher
 from distill.teachers import Teacher
 from distill.trainer import run_stage
@@ -111,7 +111,7 @@ def stage_step(run_dir: str | Path, stage: str) -> int:
 
 def pipeline_views(config: RunConfig) -> tuple[Tensor, str]:
     """The run's training views and their key, as `eupe pipeline` makes them for all configured stages."""
-    return prepare_views(config, [s for s in PIPELINE_ORDER if s in config.stages])
+    return prepare_views(config, configured_stages(config))
 
 
 def ensure_stages(

@@ -44,6 +44,8 @@ ROLES = {  # run stage -> role in the paper's terms
     "multires": "EUPE student (stages 1-2-3)",
     "direct": "direct student (baseline)",
 }
+EXPERT_ROLE = "expert"
+FLOOR_ROLE = "random init (floor)"
 
 
 @dataclass
@@ -399,11 +401,11 @@ def evaluate(
         One row per encoder: name, role, kind, spec, scores and efficiency figures.
     """
     runs = [Path(r) for r in runs]
-    specs = [(name, "expert") for name in (experts if experts is not None else list(EXPERTS))]
+    specs = [(name, EXPERT_ROLE) for name in (experts if experts is not None else list(EXPERTS))]
     specs += run_encoder_specs(runs) + [(spec, "other") for spec in extra or []]
     floor_of = next((s for s, role in specs if role.startswith(("EUPE", "direct"))), None)
     if floor_of is not None:
-        specs.append((f"random:{floor_of}", "random init (floor)"))
+        specs.append((f"random:{floor_of}", FLOOR_ROLE))
     data = eval_data(settings)
     references = ExpertReferences(list(EXPERTS), data.photos)
     rows = []
@@ -422,7 +424,7 @@ def evaluate(
         if is_floor:
             encoder = random_encoder(spec.removeprefix("random:"), settings.resolution, settings.seed)
         else:
-            encoder = build_encoder(spec, None if role == "expert" else settings.resolution)
+            encoder = build_encoder(spec, None if role == EXPERT_ROLE else settings.resolution)
         log(f"{spec}: scoring {encoder.name} ({role})")
         row = {"name": encoder.name, "role": role, "kind": encoder.kind, "spec": spec, "key": key}
         row |= efficiency(encoder, settings.resolution, settings.latency_repeats)

@@ -10,7 +10,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from distill.atomic import atomic_path
-from workbench.scoreboard import COLUMNS, EFFICIENCY, EvalSettings, write_json
+from workbench.normalised_score import NORMALISED, with_normalised_scores
+from workbench.scoreboard import COLUMNS, EFFICIENCY, Column, EvalSettings, write_json
 
 ROLE_COLOURS = {
     "expert": "#7f7f7f",
@@ -37,15 +38,23 @@ def best_rows(rows: list[dict], key: str, higher_is_better: bool) -> set[int]:
     return {i for i, v in values if v == best}
 
 
+def scored_columns(rows: list[dict]) -> tuple[Column, ...]:
+    """The normalised score's column, where any row has a score, then every probe column."""
+    return (NORMALISED, *COLUMNS) if any(NORMALISED.key in row for row in rows) else COLUMNS
+
+
 def markdown_table(rows: list[dict]) -> str:
-    """Rows = encoders, columns = efficiency then probes; the best student/proxy value per column in bold."""
-    header = ["Encoder", "Role", *(title for _, title in EFFICIENCY), *(c.title for c in COLUMNS)]
+    """Rows = encoders, columns = efficiency, the normalised score (where there is a random floor), then
+    probes; the best student/proxy value per column in bold."""
+    rows = with_normalised_scores(rows)
+    columns = scored_columns(rows)
+    header = ["Encoder", "Role", *(title for _, title in EFFICIENCY), *(c.title for c in columns)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 2 + "---:|" * (len(header) - 2)]
-    bold = {c.key: best_rows(rows, c.key, c.higher_is_better) for c in COLUMNS}
+    bold = {c.key: best_rows(rows, c.key, c.higher_is_better) for c in columns}
     for i, row in enumerate(rows):
         cells = [row["name"], row["role"]]
         cells += [cell(row.get(key), 2 if key != "cpu_ms" else 1) for key, _ in EFFICIENCY]
-        for column in COLUMNS:
+        for column in columns:
             text = cell(row.get(column.key))
             cells.append(f"**{text}**" if i in bold[column.key] else text)
         lines.append("| " + " | ".join(cells) + " |")
@@ -53,8 +62,10 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def bar_chart(rows: list[dict]) -> Figure:
-    """One panel per probe, one bar per encoder coloured by role."""
-    columns = [c for c in COLUMNS if any(r.get(c.key) is not None for r in rows)]
+    """One panel for the normalised score (where there is a random floor) and one per probe, one bar per
+    encoder coloured by role."""
+    rows = with_normalised_scores(rows)
+    columns = [c for c in scored_columns(rows) if any(r.get(c.key) is not None for r in rows)]
     ncols = 4
     nrows = math.ceil(len(columns) / ncols)
     fig = Figure(figsize=(4.2 * ncols, 3.2 * nrows))
@@ -78,12 +89,16 @@ def bar_chart(rows: list[dict]) -> Figure:
 
 
 def write_scoreboard(rows: list[dict], settings: EvalSettings, out: Path, command: str) -> dict[str, Path]:
-    """Write scoreboard.json, scoreboard.md (with the command and settings) and scoreboard.png into `out`."""
+    """Write scoreboard.json, scoreboard.md (with the command and settings) and scoreboard.png into `out`.
+
+    The JSON rows gain their `normalised_score` here: it depends on the other rows.
+    """
     paths = {
         "json": out / "scoreboard.json",
         "markdown": out / "scoreboard.md",
         "chart": out / "scoreboard.png",
     }
+    rows = with_normalised_scores(rows)
     write_json(paths["json"], {"command": command, "settings": asdict(settings), "rows": rows})
     settings_line = ", ".join(f"{k}={v}" for k, v in asdict(settings).items())
     text = f"Made by `{command}` ({settings_line}).\n\n{markdown_table(rows)}"

@@ -1,0 +1,56 @@
+"""A normalised score: each probe placed between the random floor (0) and the best expert (1).
+
+Per scoreboard column c, an encoder's normalised value is (score - floor) / (best expert - floor),
+where `floor` is the random-init row's value and `best expert` the best expert value in that column
+(the highest, or the lowest where lower is better, e.g. depth RMSE: the ratio is the same either way).
+A column counts only where the floor and at least one expert have a value and they differ; so the
+agreement columns, which experts do not have, never count. Every usable column counts once, also
+where two columns read the same probe differently (kNN-20 and linear; depth RMSE and δ<1.25).
+
+An encoder's normalised score is the mean of its normalised values over the usable columns it has.
+Without a floor row no column is usable, and no encoder has a score.
+"""
+
+from __future__ import annotations
+
+from workbench.scoreboard import COLUMNS, EXPERT_ROLE, FLOOR_ROLE, Column
+
+NORMALISED = Column("normalised_score", "Norm. score")
+
+
+def column_references(rows: list[dict]) -> dict[str, tuple[float, float]]:
+    """(floor, best expert) of every usable column of a scoreboard, keyed by column key."""
+    floor = next((row for row in rows if row["role"] == FLOOR_ROLE), None)
+    if floor is None:
+        return {}
+    references = {}
+    for column in COLUMNS:
+        experts = [r[column.key] for r in rows if r["role"] == EXPERT_ROLE and r.get(column.key) is not None]
+        if floor.get(column.key) is None or not experts:
+            continue
+        best = (max if column.higher_is_better else min)(experts)
+        if best != floor[column.key]:
+            references[column.key] = (floor[column.key], best)
+    return references
+
+
+def normalised_columns(row: dict, references: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """A row's normalised value in each usable column it has (see `column_references`)."""
+    return {
+        key: (row[key] - floor) / (best - floor)
+        for key, (floor, best) in references.items()
+        if row.get(key) is not None
+    }
+
+
+def normalised_score(row: dict, references: dict[str, tuple[float, float]]) -> float | None:
+    """The mean of a row's normalised values, or None where it has none."""
+    values = normalised_columns(row, references)
+    return sum(values.values()) / len(values) if values else None
+
+
+def with_normalised_scores(rows: list[dict]) -> list[dict]:
+    """Copies of a scoreboard's rows, each with its `normalised_score` where it has one."""
+    references = column_references(rows)
+    scored = [(row, normalised_score(row, references)) for row in rows]
+    return [row | ({} if score is None else {NORMALISED.key: score}) for row, score in scored]
