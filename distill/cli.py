@@ -101,6 +101,13 @@ def bench_distill_run(args: argparse.Namespace) -> None:
     print(format_bench(bench_distill(config, args.steps, args.stages)))
 
 
+def bench_augment_run(args: argparse.Namespace) -> None:
+    """Print how closely flipped and cropped cached expert grids match the experts on such views."""
+    from distill.augment_bench import bench_augment, format_augment_bench
+
+    print(format_augment_bench(bench_augment(count=args.count, resolution=args.resolution)))
+
+
 def encoder_specs(args: argparse.Namespace) -> list[str]:
     """The encoders named on the command line plus every stage checkpoint of the named runs."""
     from workbench.scoreboard import run_encoder_specs
@@ -378,6 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--stages", nargs="+", choices=STAGE_NAMES)
     distill.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
     distill.set_defaults(run=bench_distill_run)
+    augment = bench.add_parser("augment", help="cached expert targets under flips and crops vs live experts")
+    augment.add_argument("--count", type=int, default=32, help="views")
+    augment.add_argument("--resolution", type=int, default=128, help="view side in pixels")
+    augment.set_defaults(run=bench_augment_run)
     return parser
 
 

@@ -58,15 +58,19 @@ class DataConfig:
     """Training images.
 
     Attributes:
-        source: `scenes` (generated), `photos` (bundled), `mixed` (scenes plus the photos' random
-            crops), `folder:<path>` or `shards:<glob>`.
+        source: `scenes` (generated), `photos` (random crops of the bundled photos), `fashion`
+            (Fashion-MNIST's train split, unlabelled), `mixed` (a mixture of those), `folder:<path>` or
+            `shards:<glob>`.
         num_images: size of the fixed view set (what the feature cache holds).
         seed: seed of the generator and of view sampling.
+        mix: `mixed`'s share of each source, e.g. {scenes: 0.5, photos: 0.25, fashion: 0.25}; None = 3/4
+            scenes and 1/4 photos. Without Fashion-MNIST installed, its share goes to scenes (with a warning).
     """
 
     source: str = "mixed"
     num_images: int = 2048
     seed: int = 0
+    mix: dict[str, float] | None = None
 
 
 @dataclass
@@ -115,6 +119,23 @@ class NormConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Feature-consistent augmentation of the fixed views and their cached targets (see distill.augment).
+
+    Attributes:
+        flip: probability of a horizontal flip of a view and of its teacher grids.
+        crop: probability of a square crop aligned to the student's patch grid, resized to the training
+            side; the crop's teacher grids are resampled over the same region, and its summary terms
+            are skipped (a cached summary describes the whole view).
+        min_crop_cells: the smallest crop side, in the student's patch cells at the view resolution.
+    """
+
+    flip: float = 0.0
+    crop: float = 0.0
+    min_crop_cells: int = 5
+
+
+@dataclass
 class TrainConfig:
     """Loop settings shared by every stage."""
 
@@ -139,6 +160,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     norm: NormConfig = field(default_factory=NormConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -218,6 +240,12 @@ def _validate(config: RunConfig) -> RunConfig:
             raise ConfigError(
                 f"config key 'stages.{name}.resolutions' needs sides >= 16, got {stage.resolutions}"
             )
+    augment = config.augment
+    for key in ("flip", "crop"):
+        if not 0 <= getattr(augment, key) <= 1:
+            raise ConfigError(f"config key 'augment.{key}' must be in [0, 1], got {getattr(augment, key)}")
+    if augment.min_crop_cells < 1:
+        raise ConfigError(f"config key 'augment.min_crop_cells' must be >= 1, got {augment.min_crop_cells}")
     if not config.teachers:
         raise ConfigError("config key 'teachers' must list at least one teacher")
     if config.data.num_images <= 0:

@@ -36,7 +36,8 @@ def prepare_views(config: RunConfig, stages: list[str]) -> tuple[Tensor, str]:
     """The run's fixed training views and their fingerprint (which keys the feature cache)."""
     data = config.data
     device = pick_device(config.train.device)
-    views = build_views(data.source, data.num_images, view_resolution(config, stages), data.seed, device)
+    side = view_resolution(config, stages)
+    views = build_views(data.source, data.num_images, side, data.seed, device, data.mix)
     return views, fingerprint(data.source, data.num_images, data.seed, views)
 
 

@@ -20,8 +20,9 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from distill import distributed
+from distill.augment import ViewTransforms, draw_transforms, transform_grid, transform_images
 from distill.checkpoint import load_into, load_train_state, read_meta, save_checkpoint
-from distill.config import RunConfig, StageConfig
+from distill.config import AugmentConfig, RunConfig, StageConfig
 from distill.data.images import resize
 from distill.feature_cache import CachedFeatures, FeatureCache, fingerprint
 from distill.losses import distillation_loss
@@ -95,6 +96,24 @@ def batch_indices(num_views: int, batch_size: int, step: int, seed: int) -> Tens
         chunks.append(take)
         position += len(take)
     return torch.cat(chunks)
+
+
+def view_transforms(
+    augment: AugmentConfig, batch: int, cells: int, generator: torch.Generator
+) -> ViewTransforms | None:
+    """A step's flips and grid-aligned crops (None when augmentation is off)."""
+    if augment.flip == 0 and augment.crop == 0:
+        return None
+    if augment.crop > 0 and not 1 <= augment.min_crop_cells < cells:
+        raise ValueError(f"augment.min_crop_cells must lie in [1, {cells - 1}] for views of {cells} student "
+                         f"patch cells, got {augment.min_crop_cells}")  # fmt: skip
+    min_cells = augment.min_crop_cells if augment.crop > 0 else 1
+    return draw_transforms(batch, cells, generator, augment.flip, augment.crop, min_cells)
+
+
+def transformed(images: Tensor, transforms: ViewTransforms | None, side: int) -> Tensor:
+    """Images [B, 3, R, R] in [0, 1] at `side`, through the step's transforms when there are any."""
+    return resize(images, side) if transforms is None else transform_images(images, transforms, side)
 
 
 def fits_on_device(views: Tensor, targets: dict, device: torch.device, share: float = 0.3) -> bool:
@@ -214,14 +233,22 @@ def run_stage(
             group["lr"] = learning_rate(step, cfg)
 
         full = views[index.to(views.device)].to(device).float().div(255)
-        if targets is not None:
+        transforms = view_transforms(config.augment, len(index), views.shape[-1] // model.stride, rng)
+        summary_mask = None
+        if targets is not None:  # cached targets of whole views: transform their grids like the images
             step_targets = {n: targets[(n, teacher_side)].take(index, device) for n in teachers.teachers}
-        else:
-            step_targets = {n: teachers.targets(n, resize(full, teacher_side)) for n in teachers.teachers}
+            if transforms is not None:
+                step_targets = {n: TeacherOutput(t.summary, transform_grid(t.patches, transforms))
+                                for n, t in step_targets.items()}  # fmt: skip
+                summary_mask = transforms.summary_valid.to(device)
+        else:  # online teachers see the transformed views themselves
+            teacher_view = transformed(full, transforms, teacher_side)
+            step_targets = {n: teachers.targets(n, teacher_view) for n in teachers.teachers}
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            predictions = wrapped(resize(full, side))
+            predictions = wrapped(transformed(full, transforms, side))
         loss, logs = distillation_loss(predictions, step_targets, config.loss.alpha, config.loss.beta,
-                                       teachers.patch_weights, config.loss.smooth_l1_beta)  # fmt: skip
+                                       teachers.patch_weights, config.loss.smooth_l1_beta,
+                                       summary_mask)  # fmt: skip
         # remember the first non-finite step on the device; it is read (a sync) only at log/checkpoint steps
         first_bad = torch.where(torch.isfinite(loss) | (first_bad >= 0), first_bad, step)
         optimizer.zero_grad(set_to_none=True)

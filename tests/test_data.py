@@ -13,6 +13,7 @@ from distill.data.folder import ImageFolder
 from distill.data.images import LabeledImage, decode_image, square_view, stack_views
 from distill.data.photos import load_photo, photo_names
 from distill.data.shards import TarShards
+from distill.data.views import build_views, mixture_counts
 
 
 def encoded(mode: str, size: tuple[int, int], fmt: str, color: object) -> bytes:
@@ -149,3 +150,45 @@ def test_fashion_mnist_missing_gives_instructions(tmp_path, monkeypatch):
     monkeypatch.delenv("FASHION_MNIST_DIR", raising=False)
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
         load_fashion_mnist("train", download=False)
+
+
+def test_mixture_counts_split_by_share_and_refuse_bad_mixes():
+    assert mixture_counts(10, {"scenes": 0.75, "photos": 0.25}) == {"scenes": 8, "photos": 2}
+    assert mixture_counts(100, {"scenes": 2, "photos": 1, "fashion": 1}) == {
+        "scenes": 50,
+        "photos": 25,
+        "fashion": 25,
+    }
+    for bad in ({"scenes": 1, "imagenet": 1}, {"scenes": -1, "photos": 2}, {}):
+        with pytest.raises(ValueError, match=r"data\.mix"):
+            mixture_counts(10, bad)
+
+
+def is_grey(views):
+    return (views[:, 0] == views[:, 1]).flatten(1).all(1) & (views[:, 1] == views[:, 2]).flatten(1).all(1)
+
+
+def test_mixed_views_hold_fashion_mnist_train_images_in_their_share():
+    try:
+        load_fashion_mnist("train", download=False)
+    except FileNotFoundError as error:
+        pytest.skip(str(error))
+    mix = {"scenes": 0.5, "photos": 0.25, "fashion": 0.25}
+    views = build_views("mixed", 16, 32, seed=1, mix=mix)
+    again = build_views("mixed", 16, 32, seed=1, mix=mix)
+    assert views.shape == (16, 3, 32, 32) and views.dtype == torch.uint8 and torch.equal(views, again)
+    fashion = build_views("fashion", 4, 32, seed=1)
+    found = [any(torch.equal(f, v) for v in views) for f in fashion]
+    assert all(found) and is_grey(fashion).all()  # the share's four Fashion-MNIST images, shuffled in
+
+
+def test_missing_fashion_mnist_gives_its_share_to_scenes_with_a_warning(tmp_path, monkeypatch):
+    monkeypatch.setattr("distill.data.fashion_mnist.DEBIAN_DIR", tmp_path)
+    monkeypatch.setenv("EUPE_CACHE", str(tmp_path))
+    monkeypatch.delenv("FASHION_MNIST_DIR", raising=False)
+    with pytest.warns(UserWarning, match="share goes to generated scenes"):
+        views = build_views("mixed", 8, 32, seed=0, mix={"scenes": 0.5, "fashion": 0.5})
+    assert views.shape == (8, 3, 32, 32) and torch.equal(
+        views,
+        build_views("scenes", 8, 32, seed=0)[torch.randperm(8, generator=torch.Generator().manual_seed(0))],
+    )

@@ -37,6 +37,23 @@ def test_loss_terms_equal_a_hand_computation():
     assert gamma["total"].item() == pytest.approx(expected.item())
 
 
+def test_summary_mask_keeps_only_the_samples_whose_summary_target_applies():
+    torch.manual_seed(0)
+    pred = TeacherOutput(torch.randn(4, 6), torch.randn(4, 6, 2, 2))
+    target = TeacherOutput(torch.randn(4, 6), torch.randn(4, 6, 2, 2))
+    mask = torch.tensor([True, False, True, False])
+    masked = teacher_loss(pred, target, summary_mask=mask)
+    kept = teacher_loss(
+        TeacherOutput(pred.summary[mask], pred.patches), TeacherOutput(target.summary[mask], target.patches)
+    )
+    assert masked["summary_cos"].item() == pytest.approx(kept["summary_cos"].item())
+    assert masked["patch_cos"].item() == pytest.approx(
+        teacher_loss(pred, target)["patch_cos"].item()
+    )  # patches: all
+    none_kept = teacher_loss(pred, target, summary_mask=torch.zeros(4, dtype=torch.bool))
+    assert none_kept["summary_cos"].item() == 0.0
+
+
 def test_loss_sums_over_teachers_and_logs_every_term():
     torch.manual_seed(0)
     outs = {n: TeacherOutput(torch.randn(2, 4), torch.randn(2, 4, 3, 3)) for n in ("a", "b")}

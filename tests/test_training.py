@@ -69,8 +69,12 @@ def final_weights(run_dir, stage):
     return load_file(str(run_dir / stage / "checkpoint" / "model.safetensors"))
 
 
-def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
-    config = load_config(config_file(tmp_path, steps=8))
+AUGMENTED = ["augment.flip=0.5", "augment.crop=0.5", "augment.min_crop_cells=2"]
+
+
+@pytest.mark.parametrize("overrides", [[], AUGMENTED], ids=["plain", "augmented"])
+def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path, monkeypatch, overrides):
+    config = load_config(config_file(tmp_path, steps=8), overrides)
     run_stages(config, tmp_path / "runs" / "whole", ["proxy"])
 
     original = trainer.distillation_loss

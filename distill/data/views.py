@@ -6,16 +6,20 @@ and resolution), and resized per step when a stage trains on a resolution pyrami
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
+from distill.data.fashion_mnist import load_fashion_mnist
 from distill.data.folder import ImageFolder
-from distill.data.images import square_view, stack_views
+from distill.data.images import resize, square_view, stack_views
 from distill.data.photos import load_photo, photo_names
 from distill.data.scenes import SceneGenerator
 from distill.data.shards import TarShards
 
-SCENE_SHARE_OF_MIXED = 0.75  # `mixed`: generated scenes, plus random crops of the bundled photos
+DEFAULT_MIX = {"scenes": 0.75, "photos": 0.25}  # `mixed`: generated scenes, plus random crops of the photos
+MIXABLE = ("scenes", "photos", "fashion")
 SCENE_CHUNK = 256  # scenes rendered per generator call (bounds memory)
 
 
@@ -37,22 +41,65 @@ def photo_crops(count: int, resolution: int, seed: int) -> Tensor:
     return torch.stack(crops)
 
 
+def fashion_views(count: int, resolution: int, seed: int) -> Tensor:
+    """`count` random Fashion-MNIST *train* images (unlabelled; the probes score on the test split), as RGB
+    at `resolution`, randomly flipped."""
+    images = load_fashion_mnist("train", download=False)[0]
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randperm(len(images), generator=generator)[:count]
+    rgb = resize(images[index].float().div(255).expand(-1, 3, -1, -1), resolution)
+    flips = torch.rand(count, generator=generator) < 0.5
+    return torch.where(flips[:, None, None, None], rgb.flip(-1), rgb)
+
+
+def mixture_counts(count: int, mix: dict[str, float]) -> dict[str, int]:
+    """Split `count` views over the mixture's sources by their shares (the last source takes the rest)."""
+    unknown = sorted(set(mix) - set(MIXABLE))
+    if unknown or not mix or min(mix.values()) < 0 or sum(mix.values()) <= 0:
+        raise ValueError(f"data.mix must give non-negative shares of {', '.join(MIXABLE)}, got {mix}")
+    total, names = sum(mix.values()), list(mix)
+    counts = {name: round(count * mix[name] / total) for name in names[:-1]}
+    counts[names[-1]] = count - sum(counts.values())
+    return counts
+
+
+def available_mix(mix: dict[str, float]) -> dict[str, float]:
+    """The mixture, Fashion-MNIST's share given to generated scenes (with a warning) where it is missing."""
+    if mix.get("fashion", 0) <= 0:
+        return mix
+    try:
+        load_fashion_mnist("train", download=False)
+    except FileNotFoundError as error:
+        warnings.warn(f"data.mix: {error}; its share goes to generated scenes", stacklevel=2)
+        rest = {name: share for name, share in mix.items() if name != "fashion"}
+        return rest | {"scenes": rest.get("scenes", 0) + mix["fashion"]}
+    return mix
+
+
 def to_uint8(images: Tensor) -> Tensor:
     """[0, 1] floats -> uint8."""
     return images.clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
 def build_views(
-    source: str, count: int, resolution: int, seed: int = 0, device: str | torch.device = "cpu"
+    source: str,
+    count: int,
+    resolution: int,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    mix: dict[str, float] | None = None,
 ) -> Tensor:
     """The fixed training views of a data source.
 
     Args:
-        source: `scenes`, `photos`, `mixed`, `folder:<path>` or `shards:<glob>`.
+        source: `scenes`, `photos`, `fashion` (Fashion-MNIST's train split), `mixed` (a mixture of
+            those by `mix`), `folder:<path>` or `shards:<glob>`.
         count: number of views (for folders and shards: at most this many images, in order).
         resolution: square side.
         seed: seed of the generator and of crop sampling.
         device: where generated scenes are rendered (a GPU renders thousands per second).
+        mix: `mixed`'s shares per source (default `DEFAULT_MIX`); a missing Fashion-MNIST's share goes to
+            scenes.
 
     Returns:
         uint8 tensor [N, 3, R, R] on the CPU.
@@ -66,15 +113,15 @@ def build_views(
         )
     if kind == "photos":
         return to_uint8(photo_crops(count, resolution, seed))
+    if kind == "fashion":
+        return to_uint8(fashion_views(count, resolution, seed))
     if kind == "mixed":
-        scenes = round(count * SCENE_SHARE_OF_MIXED)
-        parts = [
-            build_views("scenes", scenes, resolution, seed),
-            build_views("photos", count - scenes, resolution, seed),
-        ]
+        counts = mixture_counts(count, available_mix(mix or DEFAULT_MIX))
+        parts = [build_views(name, n, resolution, seed, device) for name, n in counts.items() if n > 0]
         images = torch.cat(parts)
         return images[torch.randperm(count, generator=torch.Generator().manual_seed(seed))]
     if kind in ("folder", "shards") and argument:
         reader = ImageFolder(argument) if kind == "folder" else TarShards(argument)
         return to_uint8(stack_views(reader, resolution, limit=count)[0])
-    raise ValueError(f"unknown data source '{source}' (scenes, photos, mixed, folder:<path>, shards:<glob>)")
+    known = "scenes, photos, fashion, mixed, folder:<path>, shards:<glob>"
+    raise ValueError(f"unknown data source '{source}' ({known})")
