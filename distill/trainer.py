@@ -98,6 +98,27 @@ def batch_indices(num_views: int, batch_size: int, step: int, seed: int) -> Tens
     return torch.cat(chunks)
 
 
+def step_sides(stage: StageConfig, generator: torch.Generator) -> tuple[int, int]:
+    """The student's and the teachers' input sides of a step, drawn from its generator (in that order).
+
+    The teachers' side is the student's unless the stage lists `teacher_resolutions`, then it is drawn
+    independently.
+    """
+    side = stage.resolutions[int(torch.randint(len(stage.resolutions), (), generator=generator))]
+    if stage.teacher_resolutions is None:
+        return side, side
+    sides = stage.teacher_sides
+    return side, sides[int(torch.randint(len(sides), (), generator=generator))]
+
+
+def optimizer_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups: `weight_decay` on parameters of two or more dimensions, none on norms and
+    biases."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 def view_transforms(
     augment: AugmentConfig, batch: int, cells: int, generator: torch.Generator
 ) -> ViewTransforms | None:
@@ -198,10 +219,7 @@ def run_stage(
         load_into(model, checkpoint)
     sharded = ctx.world_size > 1 and stage == "proxy" and train.fsdp
     wrapped = distributed.wrap(model, ctx, fsdp=sharded)  # before the optimizer: FSDP2 swaps the parameters
-    decay = [p for p in wrapped.parameters() if p.ndim >= 2]
-    no_decay = [p for p in wrapped.parameters() if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
+    optimizer = torch.optim.AdamW(optimizer_groups(wrapped, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
     start = read_meta(checkpoint)["step"] if resuming else 0
     if resuming and not sharded:
         load_train_state(checkpoint, optimizer)
@@ -222,11 +240,7 @@ def run_stage(
     for step in bar:
         rng = step_generator(train.seed, step)
         index = batch_indices(views.shape[0], cfg.batch_size, step, train.seed)
-        side = cfg.resolutions[int(torch.randint(len(cfg.resolutions), (), generator=rng))]
-        if cfg.teacher_resolutions is None:
-            teacher_side = side
-        else:  # drawn independently of the student's side
-            teacher_side = teacher_sides[int(torch.randint(len(teacher_sides), (), generator=rng))]
+        side, teacher_side = step_sides(cfg, rng)
         index = index[ctx.rank * local_batch : (ctx.rank + 1) * local_batch]
         torch.manual_seed(train.seed * 1_000_003 + step)
         for group in optimizer.param_groups:

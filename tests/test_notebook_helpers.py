@@ -13,6 +13,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from distill import trainer
+from distill.augment import ViewTransforms
 from distill.checkpoint import save_checkpoint
 from distill.config import ModelConfig, load_config
 from distill.data.scenes import SceneGenerator
@@ -39,9 +41,14 @@ from workbench.scoreboard_reading import compare_roles, written_reading
 from workbench.stage_inspection import (
     coordinate_scale_figure,
     coordinate_std,
+    coordinate_table,
+    gradient_norm_table,
+    gradient_norms,
     loss_terms_table,
     stage_batch_loss,
     standardizer_table,
+    step_views_figure,
+    transform_title,
 )
 from workbench.training_curves import logged_teachers, loss_curves_figure, watch_training
 
@@ -268,6 +275,114 @@ def fitted_standardizer_for(expert: Teacher) -> TeacherStandardizer:
     standardizer = TeacherStandardizer(expert.summary_dim, expert.patch_dim)
     standardizer.fit(expert(torch.rand(4, 3, 32, 32)) for _ in range(2))
     return standardizer
+
+
+def test_step_sides_and_optimizer_groups_are_those_of_run_stage(tmp_path, monkeypatch):
+    """run_stage draws a step's sides, then its transforms, from the step generator, and groups parameters by
+    `optimizer_groups`: the notebook's one step in the open repeats exactly that."""
+    overrides = ["stages.proxy.steps=3", "stages.proxy.batch_size=4", "stages.proxy.resolutions=[32, 48, 64]",
+                 "stages.proxy.teacher_resolutions=[32, 64]", "augment.flip=0.5", "augment.crop=0.5",
+                 "augment.min_crop_cells=1", "train.feature_cache=false"]  # fmt: skip
+    config = load_config(notebook_scale("tiny").config_path, overrides)
+    expert = FakeExpert()
+    teachers = StageTeachers(
+        {"fake": expert},
+        {"fake": fitted_standardizer_for(expert)},
+        {"fake": {}},
+        {"fake": 1.0},
+        torch.device("cpu"),
+    )
+    monkeypatch.setattr(trainer, "build_stage_teachers", lambda *args, **kwargs: teachers)
+    seen, groups, original = [], [], trainer.transformed
+
+    def recording(images: Tensor, transforms: ViewTransforms | None, side: int) -> Tensor:
+        seen.append((transforms, side))
+        return original(images, transforms, side)
+
+    class RecordingAdamW(torch.optim.AdamW):
+        def __init__(self, params, **kwargs) -> None:
+            groups.extend(params)
+            super().__init__(params, **kwargs)
+
+    monkeypatch.setattr(trainer, "transformed", recording)
+    monkeypatch.setattr(torch.optim, "AdamW", RecordingAdamW)
+    views = (torch.rand(6, 3, 64, 64) * 255).to(torch.uint8)
+    trainer.run_stage(config, "proxy", tmp_path, views, "fake-data")
+
+    cfg = config.stages["proxy"]
+    assert len(seen) == 2 * cfg.steps  # online teachers: the teachers' view, then the model's
+    for step in range(cfg.steps):
+        rng = trainer.step_generator(config.train.seed, step)
+        side, teacher_side = trainer.step_sides(cfg, rng)
+        transforms = trainer.view_transforms(config.augment, cfg.batch_size, 64 // 16, rng)
+        for (used, used_side), want_side in zip(
+            seen[2 * step : 2 * step + 2], (teacher_side, side), strict=True
+        ):
+            assert used_side == want_side
+            assert torch.equal(used.boxes, transforms.boxes) and torch.equal(used.flips, transforms.flips)
+    assert len({side for _, side in seen[1::2]}) > 1 or len({side for _, side in seen[::2]}) > 1
+    model = DistilledModel(config.proxy, teachers.dims())
+    ours = trainer.optimizer_groups(model, cfg.weight_decay)
+    assert [g["weight_decay"] for g in ours] == [g["weight_decay"] for g in groups] == [cfg.weight_decay, 0.0]
+    for mine, theirs in zip(ours, groups, strict=True):
+        assert [p.shape for p in mine["params"]] == [p.shape for p in theirs["params"]]
+    assert sum(len(g["params"]) for g in ours) == len(list(model.parameters()))
+
+
+def test_step_sides_of_a_single_resolution_stage_are_equal():
+    config = load_config(notebook_scale("tiny").config_path)
+    side, teacher_side = trainer.step_sides(config.stages["proxy"], trainer.step_generator(0, 0))
+    assert side == teacher_side == config.stages["proxy"].resolutions[0]
+
+
+def test_step_views_figure_titles_each_view_and_its_transform():
+    boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.25, 0.0, 1.0, 0.75], [0.0, 0.0, 1.0, 1.0]])
+    transforms = ViewTransforms(boxes, torch.tensor([True, True, False]))
+    assert [transform_title(transforms, k) for k in range(3)] == ["flipped", "flipped, crop 75%", "as is"]
+    assert transform_title(None, 0) == "as is"
+    whole, index = torch.rand(3, 3, 32, 32), torch.tensor([7, 2, 7])  # a batch may repeat a view
+    fig = step_views_figure(whole, trainer.transformed(whole, transforms, 16), index, transforms, count=2)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["0: view 7", "1: view 2", "0: flipped", "1: flipped, crop 75%"]
+    assert fig.axes[2].images[0].get_array().shape[:2] == (16, 16)
+    with pytest.raises(ValueError, match="indices"):
+        step_views_figure(whole, whole, index[:2], None)
+
+
+def test_coordinate_table_reports_one_coordinate_before_and_after_standardisation():
+    standardizer = fitted_standardizer()
+    torch.manual_seed(3)
+    scales = torch.tensor([1.0, 10.0, 0.1, 3.0])
+    raw = TeacherOutput(torch.randn(256, 4) * scales + 5, torch.randn(16, 4, 4, 4) * scales[:, None, None])
+    table = coordinate_table({"fake": raw}, {"fake": standardizer(raw)}, coordinate=1)
+    cells = {row.split("|")[2].strip(): row.split("|")[3:7] for row in table.splitlines()[2:]}
+    raw_mean, raw_std, mean, std = (float(c) for c in cells["summary"])
+    assert raw_mean == pytest.approx(5.0, abs=1.5) and raw_std == pytest.approx(10.0, rel=0.15)
+    assert mean == pytest.approx(0.0, abs=0.15) and std == pytest.approx(1.0, rel=0.15)
+    assert float(cells["patches"][1]) == pytest.approx(10.0, rel=0.15)
+    with pytest.raises(ValueError, match="4 summary coordinates"):
+        coordinate_table({"fake": raw}, {"fake": raw}, coordinate=4)
+
+
+def test_gradient_norms_split_the_clipped_norm_into_backbone_and_adaptors():
+    torch.manual_seed(0)
+    model = DistilledModel(TINY_VIT, {"fake": (8, 6), "other.tag": (4, 4)})
+    assert gradient_norms(model) == {
+        "backbone": 0.0,
+        "adaptor fake": 0.0,
+        "adaptor other.tag": 0.0,
+        "all": 0.0,
+    }
+    out = model(torch.rand(2, 3, 32, 32))["fake"]  # only the fake teacher's heads take part
+    (out.summary.square().mean() + out.patches.square().mean()).backward()
+    norms = gradient_norms(model)
+    assert norms["adaptor other.tag"] == 0.0 and norms["backbone"] > 0 and norms["adaptor fake"] > 0
+    total = torch.nn.utils.clip_grad_norm_(model.parameters(), 1e9)
+    assert norms["all"] == pytest.approx(float(total), rel=1e-5)
+    table = gradient_norm_table(model)
+    assert table.count("\n|") == 5 and "| adaptor other.tag |" in table
+    count = sum(p.numel() for p in model.parameters()) / 1e6
+    assert f"| all | {count:.3f} M | {norms['all']:.4g} |" in table
 
 
 # ---------------------------------------------------------------- the experts' readings

@@ -1,5 +1,5 @@
-"""One stage of the distillation opened up on one batch: its teachers' frozen standardisation and the
-loss terms a model gets against their targets."""
+"""One stage of the distillation opened up on one batch: its teachers' frozen standardisation, the loss
+terms a model gets against their targets, and tables and figures of each part of one training step."""
 
 from __future__ import annotations
 
@@ -9,14 +9,16 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from distill.augment import ViewTransforms
 from distill.config import RunConfig
 from distill.losses import distillation_loss
-from distill.models import DistilledModel
+from distill.models import DistilledModel, adaptor_key
 from distill.pipeline import save_run_config
 from distill.stage_teachers import StageTeachers, build_stage_teachers
 from distill.standardize import TeacherStandardizer, patch_rows
 from distill.teachers.base import TeacherOutput
 from distill.trainer import pick_device
+from workbench.data_figures import image_grid_figure
 from workbench.features import finish_line_panels, line_panels
 from workbench.training_curves import TERMS
 
@@ -123,4 +125,86 @@ def loss_terms_table(logs: dict[str, float]) -> str:
         lines.append(f"| {name} | " + " | ".join(f"{logs[f'{name}/{term}']:.4f}" for term in TERMS) + " |")
     if "loss" in logs:
         lines.append("| **sum** | " + " | " * (len(TERMS) - 1) + f"**{logs['loss']:.4f}** |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- one training step, part by part
+
+
+def transform_title(transforms: ViewTransforms | None, position: int) -> str:
+    """What a step's transforms did to its view at `position`: `flipped`, `crop 75%` (of the view's side),
+    both, or `as is`."""
+    if transforms is None:
+        return "as is"
+    parts = ["flipped"] if bool(transforms.flips[position]) else []
+    if bool(transforms.cropped[position]):
+        x0, _, x1, _ = transforms.boxes[position].tolist()
+        parts.append(f"crop {x1 - x0:.0%}")
+    return ", ".join(parts) or "as is"
+
+
+def step_views_figure(
+    whole: Tensor, step_views: Tensor, index: Tensor, transforms: ViewTransforms | None, count: int = 6
+) -> Figure:
+    """A step's first `count` views: whole (top row, titled with their index in the view set) and as the
+    model sees them after the step's flips and crops (bottom row).
+
+    Args:
+        whole: the step's views [B, 3, R, R] in [0, 1].
+        step_views: the same views through the step's transforms (`distill.trainer.transformed`).
+        index: [B] their indices in the view set (`distill.trainer.batch_indices`).
+        transforms: the step's transforms (`distill.trainer.view_transforms`; None = none).
+    """
+    if not len(whole) == len(step_views) == len(index):
+        raise ValueError(f"{len(whole)} whole views, {len(step_views)} step views and {len(index)} indices")
+    count = min(count, len(whole))
+    images = {f"{k}: view {int(index[k])}": whole[k] for k in range(count)}
+    images |= {f"{k}: {transform_title(transforms, k)}": step_views[k] for k in range(count)}
+    return image_grid_figure(images, columns=count)
+
+
+def coordinate_table(
+    raw: dict[str, TeacherOutput], standardised: dict[str, TeacherOutput], coordinate: int = 0
+) -> str:
+    """A Markdown table: mean and std over a batch of one coordinate of each teacher's summary and patch
+    features (patches: over every patch of every image), raw and standardised."""
+    lines = [
+        "| teacher | features | raw mean | raw std | standardised mean | standardised std |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for name, out in raw.items():
+        for kind, before, after in (
+            ("summary", out.summary, standardised[name].summary),
+            ("patches", patch_rows(out.patches), patch_rows(standardised[name].patches)),
+        ):
+            if coordinate >= before.shape[-1]:
+                raise ValueError(f"{name} has {before.shape[-1]} {kind} coordinates, not {coordinate + 1}")
+            b, a = before[:, coordinate].float(), after[:, coordinate].float()
+            lines.append(
+                f"| {name} | {kind} | {b.mean():.3g} | {b.std():.3g} | {a.mean():.3g} | {a.std():.3g} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def gradient_norms(model: DistilledModel) -> dict[str, float]:
+    """L2 norms of the gradients of the backbone, of each teacher's adaptor heads (`adaptor <teacher>`)
+    and of all of them (`all`: the norm `clip_grad_norm_` clips). Parameters without a gradient count 0."""
+    parts = {"backbone": model.backbone}
+    parts |= {f"adaptor {name}": model.adaptors[adaptor_key(name)] for name in model.teacher_names}
+    norms = {}
+    for label, module in parts.items():
+        grads = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
+        norms[label] = float(torch.stack(grads).norm()) if grads else 0.0
+    norms["all"] = sum(v**2 for v in norms.values()) ** 0.5
+    return norms
+
+
+def gradient_norm_table(model: DistilledModel) -> str:
+    """A Markdown table of `gradient_norms` with each part's parameter count."""
+    sizes = {"backbone": model.backbone, "all": model}
+    sizes |= {f"adaptor {name}": model.adaptors[adaptor_key(name)] for name in model.teacher_names}
+    lines = ["| part | parameters | gradient norm |", "|---|---:|---:|"]
+    for label, norm in gradient_norms(model).items():
+        count = sum(p.numel() for p in sizes[label].parameters())
+        lines.append(f"| {label} | {count / 1e6:.3f} M | {norm:.4g} |")
     return "\n".join(lines) + "\n"
