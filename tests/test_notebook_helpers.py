@@ -50,7 +50,7 @@ from workbench.stage_inspection import (
     step_views_figure,
     transform_title,
 )
-from workbench.training_curves import logged_teachers, loss_curves_figure, watch_training
+from workbench.training_curves import logged_teachers, loss_curves_figure, runs_curves_figure, watch_training
 
 TINY_VIT = ModelConfig("vit_small_patch16_dinov3", {"embed_dim": 32, "depth": 1, "num_heads": 2}, 16)
 
@@ -185,6 +185,19 @@ def test_loss_curves_figure_draws_every_term_of_every_teacher(tmp_path):
     assert len(axes[0].lines) == 4
     with pytest.raises(ValueError, match="no per-teacher loss terms"):
         loss_curves_figure([{"step": 0, "loss": 1.0}])
+
+
+def test_runs_curves_figure_draws_one_line_per_run_in_each_teacher_panel():
+    runs = {"a": [json.loads(metrics_line(step)) for step in range(5)],
+            "b": [json.loads(metrics_line(step)) for step in range(0, 5, 2)]}  # fmt: skip
+    fig = runs_curves_figure(runs, term="total")
+    axes = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in axes] == ["semantic", "edges"]
+    lines = {line.get_label(): line for line in axes[1].lines}
+    assert set(lines) == {"a", "b"} and list(lines["b"].get_xdata()) == [0, 2, 4]
+    assert lines["a"].get_ydata()[4] == pytest.approx(1.4)
+    with pytest.raises(ValueError, match="unknown loss term"):
+        runs_curves_figure(runs, term="l2")
 
 
 def test_watch_training_redraws_as_the_job_logs_and_returns_its_result(tmp_path):

@@ -181,6 +181,8 @@ def compare_seeds(
 ) -> tuple[str, dict[str, Path]]:
     """Score each seed's run into RUN/eval (resuming saved rows), then write the comparison.
 
+    The experts are scored once, with the first run, and their rows shared by every seed's scoreboard.
+
     Args:
         runs: the seeds' run folders, seed 0 first (see `train_seeds`).
         settings: the evaluation settings, the same for every seed.
@@ -193,9 +195,13 @@ def compare_seeds(
     Returns:
         The comparison's Markdown and the paths written.
     """
-    boards = []
-    for run in runs:
-        rows = evaluate([run], run / "eval", settings, experts, log=log, device=device)
+    boards, expert_rows = [], None
+    for run in runs:  # the experts do not depend on the seed: scored with the first run, shared after
+        if expert_rows is None:
+            rows = evaluate([run], run / "eval", settings, experts, log=log, device=device)
+            expert_rows = [row for row in rows if row["role"] == EXPERT_ROLE]
+        else:
+            rows = expert_rows + evaluate([run], run / "eval", settings, [], log=log, device=device)
         write_scoreboard(rows, settings, run / "eval", command)
         boards.append(rows)
     paths = {suffix: Path(out) / f"{name}-compare.{suffix}" for suffix in ("md", "json")}

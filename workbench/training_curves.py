@@ -41,6 +41,29 @@ def loss_curves_figure(records: list[dict], title: str = "") -> Figure:
     return finish_line_panels(fig, axes, title=title)
 
 
+def runs_curves_figure(runs: dict[str, list[dict]], term: str = "total", title: str = "") -> Figure:
+    """One panel per teacher: one loss term of several runs of a stage against the step, a line per run.
+
+    Args:
+        runs: label -> that run's logged steps (see `metric_records`).
+        term: the term drawn (one of `TERMS`).
+        title: figure title.
+    """
+    if term not in TERMS:
+        raise ValueError(f"unknown loss term '{term}' (known: {', '.join(TERMS)})")
+    teachers = list(dict.fromkeys(t for records in runs.values() for t in logged_teachers(records)))
+    if not teachers:
+        raise ValueError("no per-teacher loss terms in the records (are they stages' metrics.jsonl?)")
+    fig, axes = line_panels(teachers, xlabel="step", ylabel=term)
+    for ax, teacher in zip(axes, teachers, strict=True):
+        for label, records in runs.items():
+            points = [(r["step"], r[f"{teacher}/{term}"]) for r in records if f"{teacher}/{term}" in r]
+            if points:
+                ax.plot(*zip(*points, strict=True), label=label, linewidth=1.4)
+        ax.set_ylim(bottom=0)
+    return finish_line_panels(fig, axes, title=title)
+
+
 def display_updater() -> Callable[[Figure], None]:
     """A callback that shows a figure in the notebook output, replacing the figure it showed before."""
     from IPython.display import display
