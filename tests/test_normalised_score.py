@@ -29,6 +29,16 @@ def test_columns_run_from_the_floor_to_the_best_expert_in_the_columns_direction(
     assert student == pytest.approx({"scene_knn20": 0.5, "depth_rmse": 0.25})  # 0.3 / 0.6; -0.5 / -2
 
 
+def test_a_column_where_the_experts_barely_beat_the_floor_does_not_count():
+    # scenes linear: floor 0.95, best expert 0.96 closes 0.01 / 0.05 = 20% of the way to 1: skipped;
+    # depth RMSE: floor 3.0, best 2.2 closes 0.8 / 3.0 = 27% of the way to 0: counts
+    rows = [
+        {"name": "e", "role": "expert", "scene_linear": 0.96, "depth_rmse": 2.2},
+        {"name": "r", "role": "random init (floor)", "scene_linear": 0.95, "depth_rmse": 3.0},
+    ]
+    assert column_references(rows) == {"depth_rmse": (3.0, 2.2)}
+
+
 def test_the_score_is_the_mean_over_the_usable_columns_a_row_has():
     scores = [row.get("normalised_score") for row in with_normalised_scores(ROWS)]
     # a: (1 + 0.5) / 2; b: (2/3 + 1) / 2; s: (0.5 + 0.25) / 2; p: no usable column; floor: 0

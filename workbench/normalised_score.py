@@ -3,9 +3,13 @@
 Per scoreboard column c, an encoder's normalised value is (score - floor) / (best expert - floor),
 where `floor` is the random-init row's value and `best expert` the best expert value in that column
 (the highest, or the lowest where lower is better, e.g. depth RMSE: the ratio is the same either way).
-A column counts only where the floor and at least one expert have a value and they differ; so the
-agreement columns, which experts do not have, never count. Every usable column counts once, also
-where two columns read the same probe differently (kNN-20 and linear; depth RMSE and δ<1.25).
+A column counts only where the floor and at least one expert have a value, and where the best expert
+closes at least `MIN_EXPERT_SHARE` of the floor's distance to a perfect score (1 for the scores, all in
+[0, 1]; 0 for errors): where a random network is nearly as good as the experts (e.g. linear probes on
+the generated scenes), the column does not measure what the experts know, and its small denominator
+would turn noise into large normalised values. So the agreement columns, which experts do not have,
+never count. Every usable column counts once, also where two columns read the same probe differently
+(kNN-20 and linear; depth RMSE and δ<1.25).
 
 An encoder's normalised score is the mean of its normalised values over the usable columns it has.
 Without a floor row no column is usable, and no encoder has a score.
@@ -16,6 +20,12 @@ from __future__ import annotations
 from workbench.scoreboard import COLUMNS, EXPERT_ROLE, FLOOR_ROLE, Column
 
 NORMALISED = Column("normalised_score", "Norm. score")
+MIN_EXPERT_SHARE = 0.25  # of the floor's distance to a perfect score, that the best expert must close
+
+
+def perfect(column: Column) -> float:
+    """A column's perfect value: 1 for the scores (all in [0, 1]), 0 for the errors."""
+    return 1.0 if column.higher_is_better else 0.0
 
 
 def column_references(rows: list[dict]) -> dict[str, tuple[float, float]]:
@@ -29,7 +39,8 @@ def column_references(rows: list[dict]) -> dict[str, tuple[float, float]]:
         if floor.get(column.key) is None or not experts:
             continue
         best = (max if column.higher_is_better else min)(experts)
-        if best != floor[column.key]:
+        reach = perfect(column) - floor[column.key]
+        if reach and (best - floor[column.key]) / reach >= MIN_EXPERT_SHARE:
             references[column.key] = (floor[column.key], best)
     return references
 
