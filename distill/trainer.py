@@ -168,6 +168,15 @@ def cached_targets(
     return out
 
 
+def finished_stage(folder: Path, checkpoint: Path, device: torch.device) -> StageResult:
+    """What a stage with nothing left to train reports: its step, what it logged last, its teachers' dims
+    (read from the checkpoint: no teacher is built and no feature cache is touched)."""
+    meta = read_meta(checkpoint)
+    dims = {name: tuple(pair) for name, pair in meta["teachers"].items()}
+    metrics = (metric_records(folder) or [{}])[-1]
+    return StageResult(folder, meta["step"], 0, metrics, 0.0, peak_memory_gib(device), dims)
+
+
 def run_stage(
     config: RunConfig, stage: str, run_dir: str | Path, views: Tensor, data_key: str
 ) -> StageResult:
@@ -188,6 +197,8 @@ def run_stage(
     checkpoint = folder / "checkpoint"
     ctx = distributed.context()
     device = ctx.device if ctx.world_size > 1 else pick_device(train.device)
+    if checkpoint.exists() and read_meta(checkpoint)["step"] >= cfg.steps:
+        return finished_stage(folder, checkpoint, device)
     torch.manual_seed(train.seed)
 
     teacher_sides = cfg.teacher_sides
@@ -297,7 +308,5 @@ def run_stage(
             distributed.barrier(ctx)
     throughput = images_seen / max(time.perf_counter() - timer, 1e-9)
     final_step = read_meta(checkpoint)["step"] if checkpoint.exists() else start
-    if not metrics and ctx.is_main:  # nothing left to train: report what the stage logged last
-        metrics = (metric_records(folder) or [{}])[-1]
     return StageResult(folder, final_step, final_step - start, metrics, throughput, peak_memory_gib(device),
                        teachers.dims())  # fmt: skip

@@ -109,6 +109,11 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path, mo
         torch.testing.assert_close(cut[key], whole[key], rtol=1e-5, atol=1e-6)
     statistics = tmp_path / "runs/cut/proxy/standardizers.safetensors"
     dated = statistics.stat().st_mtime_ns
+
+    def no_teachers(*args, **kwargs):
+        raise AssertionError("a finished stage must not build its teachers or touch the feature cache")
+
+    monkeypatch.setattr(trainer, "build_stage_teachers", no_teachers)
     again = run_stages(config, tmp_path / "runs" / "cut", ["proxy"])["proxy"]  # nothing left to train
     assert again.steps == 8 and again.trained_steps == 0
     assert statistics.stat().st_mtime_ns == dated  # reloaded, not rewritten (its date keys scoreboard rows)
