@@ -125,9 +125,6 @@ def view_transforms(
     """A step's flips and grid-aligned crops (None when augmentation is off)."""
     if augment.flip == 0 and augment.crop == 0:
         return None
-    if augment.crop > 0 and not 1 <= augment.min_crop_cells < cells:
-        raise ValueError(f"augment.min_crop_cells must lie in [1, {cells - 1}] for views of {cells} student "
-                         f"patch cells, got {augment.min_crop_cells}")  # fmt: skip
     min_cells = augment.min_crop_cells if augment.crop > 0 else 1
     return draw_transforms(batch, cells, generator, augment.flip, augment.crop, min_cells)
 
@@ -223,6 +220,10 @@ def run_stage(
     if off_grid:
         raise ValueError(f"stages.{stage}.resolutions {off_grid} are not multiples of {model_config.arch}'s "
                          f"stride {model.stride}")  # fmt: skip
+    cells = views.shape[-1] // model.stride  # crops align to the model's patch grid at the view side
+    if config.augment.crop > 0 and not 1 <= config.augment.min_crop_cells < cells:
+        raise ValueError(f"augment.min_crop_cells must lie in [1, {cells - 1}] for views of {cells} "
+                         f"patch cells, got {config.augment.min_crop_cells}")  # fmt: skip
     if stage == "multires" and not checkpoint.exists():
         load_into(model, stage_folder(run_dir, "student") / "checkpoint")
     resuming = checkpoint.exists()
@@ -258,7 +259,7 @@ def run_stage(
             group["lr"] = learning_rate(step, cfg)
 
         full = views[index.to(views.device)].to(device).float().div(255)
-        transforms = view_transforms(config.augment, len(index), views.shape[-1] // model.stride, rng)
+        transforms = view_transforms(config.augment, len(index), cells, rng)
         summary_mask = None
         if targets is not None:  # cached targets of whole views: transform their grids like the images
             step_targets = {n: targets[(n, teacher_side)].take(index, device) for n in teachers.teachers}

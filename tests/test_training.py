@@ -139,6 +139,13 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
     assert read_meta(tmp_path / "runs/nan/proxy/checkpoint")["step"] == 3
 
 
+def test_crops_larger_than_the_view_grid_are_refused_before_training(tmp_path):
+    config = load_config(config_file(tmp_path), ["augment.crop=0.5", "augment.min_crop_cells=4"])
+    with pytest.raises(ValueError, match=r"augment\.min_crop_cells must lie in \[1, 3\] for views of 4"):
+        run_stages(config, tmp_path / "runs" / "big", ["proxy"])
+    assert not (tmp_path / "runs" / "big" / "proxy" / "metrics.jsonl").exists()
+
+
 def test_stage_order_errors(tmp_path):
     config = load_config(config_file(tmp_path, steps=2))
     with pytest.raises(FileNotFoundError, match="needs the proxy checkpoint"):

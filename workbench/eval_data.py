@@ -8,8 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from distill.data.fashion_mnist import load_fashion_mnist
-from distill.data.images import resize
+from distill.data.fashion_mnist import fashion_sample
 from distill.data.scenes import SceneBatch, SceneGenerator
 from distill.data.views import photo_crops
 
@@ -43,10 +42,7 @@ class EvalData:
 
 def fashion_subset(split: str, count: int, resolution: int, seed: int) -> LabeledSplit:
     """A seeded random subset of a Fashion-MNIST split as RGB images at `resolution`."""
-    images, labels = load_fashion_mnist(split, download=False)
-    index = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:count]
-    rgb = images[index].float().div(255).expand(-1, 3, -1, -1)
-    return LabeledSplit(resize(rgb, resolution), labels[index])
+    return LabeledSplit(*fashion_sample(split, count, resolution, torch.Generator().manual_seed(seed)))
 
 
 def build_eval_data(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
-from torch import Tensor
+from torch import Tensor, nn
 
 from distill.augment import ViewTransforms
 from distill.config import RunConfig
@@ -186,13 +186,17 @@ def coordinate_table(
     return "\n".join(lines) + "\n"
 
 
+def model_parts(model: DistilledModel) -> dict[str, nn.Module]:
+    """The backbone, then each teacher's adaptor heads (`adaptor <teacher>`)."""
+    parts: dict[str, nn.Module] = {"backbone": model.backbone}
+    return parts | {f"adaptor {name}": model.adaptors[adaptor_key(name)] for name in model.teacher_names}
+
+
 def gradient_norms(model: DistilledModel) -> dict[str, float]:
-    """L2 norms of the gradients of the backbone, of each teacher's adaptor heads (`adaptor <teacher>`)
-    and of all of them (`all`: the norm `clip_grad_norm_` clips). Parameters without a gradient count 0."""
-    parts = {"backbone": model.backbone}
-    parts |= {f"adaptor {name}": model.adaptors[adaptor_key(name)] for name in model.teacher_names}
+    """L2 norms of the gradients of each of `model_parts` and of all of them (`all`: the norm
+    `clip_grad_norm_` clips). Parameters without a gradient count 0."""
     norms = {}
-    for label, module in parts.items():
+    for label, module in model_parts(model).items():
         grads = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
         norms[label] = float(torch.stack(grads).norm()) if grads else 0.0
     norms["all"] = sum(v**2 for v in norms.values()) ** 0.5
@@ -201,8 +205,7 @@ def gradient_norms(model: DistilledModel) -> dict[str, float]:
 
 def gradient_norm_table(model: DistilledModel) -> str:
     """A Markdown table of `gradient_norms` with each part's parameter count."""
-    sizes = {"backbone": model.backbone, "all": model}
-    sizes |= {f"adaptor {name}": model.adaptors[adaptor_key(name)] for name in model.teacher_names}
+    sizes = model_parts(model) | {"all": model}
     lines = ["| part | parameters | gradient norm |", "|---|---:|---:|"]
     for label, norm in gradient_norms(model).items():
         count = sum(p.numel() for p in sizes[label].parameters())

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from distill.data.images import resize
 from distill.paths import cache_dir
 
 FASHION_CLASSES = (
@@ -50,6 +51,20 @@ def fashion_mnist_folders() -> list[Path]:
     return folders
 
 
+MISSING = (
+    "Fashion-MNIST not found: install Debian's package (apt-get install dataset-fashion-mnist), "
+    "set FASHION_MNIST_DIR to a folder with the four idx files, or go online for torchvision's download"
+)
+
+
+def local_files(split: str) -> tuple[Path, Path] | None:
+    """The (images, labels) files of a split in the first of `fashion_mnist_folders` that has both."""
+    return next(
+        (files for folder in fashion_mnist_folders() if (files := find_files(split, folder)) is not None),
+        None,
+    )
+
+
 def load_fashion_mnist(split: str = "train", download: bool = True) -> tuple[Tensor, Tensor]:
     """Fashion-MNIST images [N, 1, 28, 28] uint8 and labels [N] int64.
 
@@ -62,11 +77,10 @@ def load_fashion_mnist(split: str = "train", download: bool = True) -> tuple[Ten
     """
     if split not in _FILES:
         raise ValueError(f"split must be 'train' or 'test', got '{split}'")
-    for folder in fashion_mnist_folders():
-        files = find_files(split, folder)
-        if files is not None:
-            images, labels = (torch.from_numpy(read_idx(p).copy()) for p in files)
-            return images[:, None], labels.long()
+    files = local_files(split)
+    if files is not None:
+        images, labels = (torch.from_numpy(read_idx(p).copy()) for p in files)
+        return images[:, None], labels.long()
     if download:
         try:
             from torchvision.datasets import FashionMNIST
@@ -75,7 +89,14 @@ def load_fashion_mnist(split: str = "train", download: bool = True) -> tuple[Ten
             return data.data[:, None], data.targets.long()
         except (OSError, RuntimeError):
             pass
-    raise FileNotFoundError(
-        "Fashion-MNIST not found: install Debian's package (apt-get install dataset-fashion-mnist), "
-        "set FASHION_MNIST_DIR to a folder with the four idx files, or go online for torchvision's download"
-    )
+    raise FileNotFoundError(MISSING)
+
+
+def fashion_sample(
+    split: str, count: int, resolution: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """A random subset of a local split (drawn from `generator`): RGB images [count, 3, R, R] in [0, 1] at
+    `resolution`, and their labels."""
+    images, labels = load_fashion_mnist(split, download=False)
+    index = torch.randperm(len(labels), generator=generator)[:count]
+    return resize(images[index].float().div(255).expand(-1, 3, -1, -1), resolution), labels[index]

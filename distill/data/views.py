@@ -11,9 +11,9 @@ import warnings
 import torch
 from torch import Tensor
 
-from distill.data.fashion_mnist import load_fashion_mnist
+from distill.data.fashion_mnist import MISSING, fashion_sample, local_files
 from distill.data.folder import ImageFolder
-from distill.data.images import resize, square_view, stack_views
+from distill.data.images import square_view, stack_views
 from distill.data.photos import load_photo, photo_names
 from distill.data.scenes import SceneGenerator
 from distill.data.shards import TarShards
@@ -44,10 +44,8 @@ def photo_crops(count: int, resolution: int, seed: int) -> Tensor:
 def fashion_views(count: int, resolution: int, seed: int) -> Tensor:
     """`count` random Fashion-MNIST *train* images (unlabelled; the probes score on the test split), as RGB
     at `resolution`, randomly flipped."""
-    images = load_fashion_mnist("train", download=False)[0]
     generator = torch.Generator().manual_seed(seed)
-    index = torch.randperm(len(images), generator=generator)[:count]
-    rgb = resize(images[index].float().div(255).expand(-1, 3, -1, -1), resolution)
+    rgb = fashion_sample("train", count, resolution, generator)[0]
     flips = torch.rand(count, generator=generator) < 0.5
     return torch.where(flips[:, None, None, None], rgb.flip(-1), rgb)
 
@@ -67,13 +65,11 @@ def available_mix(mix: dict[str, float]) -> dict[str, float]:
     """The mixture, Fashion-MNIST's share given to generated scenes (with a warning) where it is missing."""
     if mix.get("fashion", 0) <= 0:
         return mix
-    try:
-        load_fashion_mnist("train", download=False)
-    except FileNotFoundError as error:
-        warnings.warn(f"data.mix: {error}; its share goes to generated scenes", stacklevel=2)
-        rest = {name: share for name, share in mix.items() if name != "fashion"}
-        return rest | {"scenes": rest.get("scenes", 0) + mix["fashion"]}
-    return mix
+    if local_files("train") is not None:
+        return mix
+    warnings.warn(f"data.mix: {MISSING}; its share goes to generated scenes", stacklevel=2)
+    rest = {name: share for name, share in mix.items() if name != "fashion"}
+    return rest | {"scenes": rest.get("scenes", 0) + mix["fashion"]}
 
 
 def to_uint8(images: Tensor) -> Tensor:
