@@ -1,6 +1,6 @@
 # The two commands a newcomer needs: `make demo` and `make test` (each sets up .venv first if needed).
-# `make demo` runs the toy pipeline into runs/toy and scores it into runs/toy/eval (both resumed, not
-# redone, when run again).
+# `make demo` runs the toy pipeline into runs/toy, scores it into runs/toy/eval (both resumed, not
+# redone, when run again) and draws the students' feature maps next to the experts' (runs/toy/students_show.png).
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
@@ -24,6 +24,7 @@ demo: setup
 	$(BIN)/eupe teachers show --out runs/teachers_show.png
 	$(BIN)/eupe pipeline --config configs/toy.yaml --out runs/toy
 	$(BIN)/eupe eval --runs runs/toy --out runs/toy/eval
+	$(BIN)/eupe teachers show --students runs/toy/multires runs/toy/direct --out runs/toy/students_show.png
 
 # the apps' browser test drives Debian's chromium through Playwright (skipped, with a reason, without it)
 browser:

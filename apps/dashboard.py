@@ -46,7 +46,7 @@ def load_runs(root: str) -> list[wr.Run]:
 @st.cache_data(ttl=10, show_spinner=False)
 def load_metrics(run: str, stage: str, folder: str) -> pd.DataFrame:
     """A stage's metrics table, re-read every 10 s at most (runs grow while they train)."""
-    return wr.read_metrics(wr.Stage(run, stage, Path(folder)))
+    return wr.read_metrics(wr.StageFolder(run, stage, Path(folder)))
 
 
 @st.cache_resource(show_spinner=False)

@@ -13,7 +13,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from distill.config import RunConfig
 from distill.models import DistilledModel
 from distill.pipeline import configured_stages, run_stages
-from distill.trainer import MODEL_OF_STAGE, pick_device
+from distill.stages import stage_named
+from distill.trainer import pick_device
 
 # Dense bf16 tensor-core peaks (FLOP/s) for MFU; other devices report no MFU.
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -35,7 +36,7 @@ def training_flops_per_image(
     config: RunConfig, stage: str, dims: dict[str, tuple[int, int]], side: int
 ) -> float:
     """FLOPs of one forward + backward pass of the stage's model (backbone and adaptors) on one image."""
-    model = DistilledModel(getattr(config, MODEL_OF_STAGE[stage]), dims)
+    model = DistilledModel(getattr(config, stage_named(stage).model), dims)
     images = torch.rand(1, 3, side, side)
     with FlopCounterMode(display=False) as counter:
         outputs = model(images)

@@ -7,6 +7,8 @@ step, optimizer param groups, scheduler state, anything else JSON-able).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import shutil
@@ -17,6 +19,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+
+MODEL_FILE = "model.safetensors"  # the weights, loadable without this code
+TRAIN_STATE_FILE = "train_state.safetensors"
 
 
 def contiguous_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -57,13 +62,11 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        save_file(
-            contiguous_state(model_state), str(tmp / "model.safetensors"), metadata={"meta": json.dumps(meta)}
-        )
+        save_file(contiguous_state(model_state), str(tmp / MODEL_FILE), metadata={"meta": json.dumps(meta)})
         if optimizer is not None:
             tensors, groups = optimizer_tensors(optimizer)
             header = {"meta": json.dumps(meta), "param_groups": json.dumps(groups)}
-            save_file(contiguous_state(tensors), str(tmp / "train_state.safetensors"), metadata=header)
+            save_file(contiguous_state(tensors), str(tmp / TRAIN_STATE_FILE), metadata=header)
         old = folder.with_name(f".{folder.name}.{os.getpid()}.old")
         if folder.exists():
             os.replace(folder, old)
@@ -76,21 +79,21 @@ def save_checkpoint(
 
 def read_meta(folder: str | Path) -> dict[str, Any]:
     """The metadata saved with a checkpoint."""
-    with safe_open(str(Path(folder) / "model.safetensors"), "pt") as f:
+    with safe_open(str(Path(folder) / MODEL_FILE), "pt") as f:
         return json.loads(f.metadata()["meta"])
 
 
 def load_model_state(folder: str | Path) -> dict[str, Tensor]:
     """A checkpoint's model weights."""
-    path = Path(folder) / "model.safetensors"
+    path = Path(folder) / MODEL_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {folder} (missing model.safetensors)")
+        raise FileNotFoundError(f"no checkpoint at {folder} (missing {MODEL_FILE})")
     return load_file(str(path))
 
 
 def load_train_state(folder: str | Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore the optimizer from a checkpoint; returns the saved metadata."""
-    path = str(Path(folder) / "train_state.safetensors")
+    path = str(Path(folder) / TRAIN_STATE_FILE)
     with safe_open(path, "pt") as f:
         header = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
@@ -106,3 +109,19 @@ def load_into(model: nn.Module, folder: str | Path, strict: bool = True) -> None
         raise ValueError(
             f"checkpoint {folder} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
+
+
+@functools.cache
+def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def file_digest(path: str | Path) -> str:
+    """The SHA-256 of a file's content, 16 hex digits (computed once per size and modification time)."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    return _file_digest(path, stat.st_size, stat.st_mtime_ns)

@@ -51,17 +51,22 @@ def teachers_pack(args: argparse.Namespace) -> None:
 
 
 def teachers_show(args: argparse.Namespace) -> None:
-    """PCA maps of each expert's patch features on two photos and one generated scene."""
+    """PCA maps of the experts' patch features (and students' estimates of them) on photos and a scene."""
     from distill.data.images import square_view
     from distill.data.photos import load_photo
     from distill.data.scenes import SceneGenerator
     from distill.teachers import build_teacher
+    from workbench.encoders import distilled_encoder
     from workbench.figures import pca_grid_figure
 
     images = {name: square_view(load_photo(name), args.resolution) for name in args.photos}
     images["generated scene"] = SceneGenerator(args.resolution, seed=args.seed).batch(0, 1).images[0]
     encoders = {name: build_teacher(name, resolution=args.resolution) for name in args.teachers}
-    print(f"wrote {pca_grid_figure(encoders, images, args.out)}")
+    students = {}
+    for folder in args.students:
+        student = distilled_encoder(folder, args.resolution)
+        students[student.name] = student
+    print(f"wrote {pca_grid_figure(encoders, images, args.out, students)}")
 
 
 def teachers_check(args: argparse.Namespace) -> None:
@@ -284,6 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--photos", nargs="+", default=["astronaut", "coffee"])
     show.add_argument("--teachers", nargs="+", default=list(EXPERTS), help="experts or timm:<model> names")
     show.add_argument("--seed", type=int, default=0)
+    show.add_argument(
+        "--students",
+        nargs="*",
+        default=[],
+        type=Path,
+        help="run stage folders (e.g. runs/toy/multires): each adds its estimate of every expert, in that "
+        "expert's PCA basis, and its own features",
+    )
     show.set_defaults(run=teachers_show)
 
     check = teachers.add_parser("check", help="run each expert's behaviour check")

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from distill.stages import STAGE_NAMES
+
 
 class ConfigError(ValueError):
     """A bad configuration key or value (the message names it)."""
@@ -164,7 +166,6 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-STAGE_NAMES = ("proxy", "student", "multires", "direct")
 CHOICES = {"norm.method": ("standard", "phi-s"), "train.precision": ("auto", "bf16", "fp32")}
 
 

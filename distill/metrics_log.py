@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from distill.atomic import atomic_path
+from distill.run_dir import METRICS_FILE
 
 
 def metric_records(stage_folder: str | Path) -> list[dict]:
@@ -13,7 +14,7 @@ def metric_records(stage_folder: str | Path) -> list[dict]:
 
     A line that does not parse (the last one while training writes it) or has no step is left out.
     """
-    path = Path(stage_folder) / "metrics.jsonl"
+    path = Path(stage_folder) / METRICS_FILE
     records = []
     if path.is_file():
         for line in path.read_text().splitlines():
@@ -35,7 +36,7 @@ class MetricsLog:
     """
 
     def __init__(self, folder: Path, resume_step: int = 0) -> None:
-        self.path = folder / "metrics.jsonl"
+        self.path = folder / METRICS_FILE
         if resume_step and self.path.is_file():  # a line cut short by a crash is dropped with them
             kept = [record for record in metric_records(folder) if record["step"] < resume_step]
             with atomic_path(self.path) as tmp:

@@ -11,15 +11,14 @@ from distill.atomic import atomic_path
 from distill.config import RunConfig, config_to_dict
 from distill.data.views import build_views
 from distill.feature_cache import fingerprint
+from distill.run_dir import RunDir
+from distill.stages import STAGE_NAMES
 from distill.trainer import StageResult, pick_device, run_stage
-
-PIPELINE_ORDER = ("proxy", "student", "multires", "direct")
-STAGE_READS = {"student": ("proxy",), "multires": ("proxy", "student")}  # checkpoints a stage starts from
 
 
 def configured_stages(config: RunConfig) -> list[str]:
     """The stages a config sets up, in pipeline order (what `eupe pipeline` runs by default)."""
-    return [stage for stage in PIPELINE_ORDER if stage in config.stages]
+    return [stage for stage in STAGE_NAMES if stage in config.stages]
 
 
 def view_resolution(config: RunConfig, stages: list[str]) -> int:
@@ -44,7 +43,7 @@ def prepare_views(config: RunConfig, stages: list[str]) -> tuple[Tensor, str]:
 def save_run_config(config: RunConfig, run_dir: Path) -> None:
     """Write config.yaml into the run folder; refuse to mix a different config into an existing run."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "config.yaml"
+    path = RunDir(run_dir).config
     text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
     if path.is_file() and yaml.safe_load(path.read_text()) != yaml.safe_load(text):
         raise ValueError(

@@ -6,20 +6,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from distill.atomic import atomic_path
-from distill.checkpoint import contiguous_state
+from distill.checkpoint import MODEL_FILE
 from distill.config import RunConfig
 from distill.data.images import resize
 from distill.distilled_teacher import DistilledTeacher
-from distill.standardize import TeacherStandardizer
+from distill.run_dir import RunDir
+from distill.stages import EXPERTS, stage_named
+from distill.standardize import TeacherStandardizer, load_standardizers, save_standardizers
 from distill.teachers import Teacher, build_teacher
 from distill.teachers.base import TeacherOutput
 from distill.teachers.registry import registered_teachers
-
-EXPERT_STAGES = ("proxy", "direct")  # stages taught by the experts; the others by the proxy
 
 
 @dataclass
@@ -49,13 +47,6 @@ class StageTeachers:
         """Standardised features of teacher `name` for images in [0, 1]."""
         return self.standardizers[name](self.teachers[name](images))
 
-    def save_standardizers(self, path: Path) -> None:
-        """Write every standardiser's frozen statistics to one safetensors file (atomically)."""
-        state = {f"{n}.{k}": v for n, s in self.standardizers.items() for k, v in s.state_dict().items()}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            save_file(contiguous_state(state), str(tmp))
-
 
 def expert_teacher(spec_name: str, resolution: int | None, weights: str, checkpoint: str | None) -> Teacher:
     """An expert or timm teacher from its config fields."""
@@ -74,7 +65,9 @@ def build_stage_teachers(
     `run_dir/<stage>/standardizers.safetensors`. Statistics already saved there are reloaded instead
     (and the file left as it is), so a resumed run standardises exactly as before.
     """
-    if stage in EXPERT_STAGES:
+    run = RunDir(run_dir)
+    taught_by = stage_named(stage).taught_by
+    if taught_by == EXPERTS:
         teachers, identity, gammas = {}, {}, {}
         for spec in config.teachers:
             teachers[spec.name] = expert_teacher(spec.name, spec.resolution, spec.weights, spec.checkpoint)
@@ -82,32 +75,26 @@ def build_stage_teachers(
                                    "checkpoint": spec.checkpoint}  # fmt: skip
             gammas[spec.name] = spec.patch_weight
     else:
-        proxy = run_dir / "proxy" / "checkpoint"
-        if not proxy.exists():
+        teacher = run.checkpoint(taught_by)
+        if not run.has_checkpoint(taught_by):
             raise FileNotFoundError(
-                f"stage '{stage}' needs the proxy checkpoint {proxy}: run the proxy stage first"
+                f"stage '{stage}' needs the {taught_by} checkpoint {teacher}: run the {taught_by} stage first"
             )
-        teachers = {"proxy": DistilledTeacher(proxy)}
-        stat = (proxy / "model.safetensors").stat()
+        teachers = {taught_by: DistilledTeacher(teacher)}
+        stat = (teacher / MODEL_FILE).stat()
         identity = {
-            "proxy": {"checkpoint": str(proxy.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns}
+            taught_by: {"checkpoint": str(teacher.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns}
         }
-        gammas = {"proxy": 1.0}
+        gammas = {taught_by: 1.0}
     teachers = {n: t.to(device) for n, t in teachers.items()}
-    standardizers = {
-        n: TeacherStandardizer(t.summary_dim, t.patch_dim, config.norm.method).to(device)
-        for n, t in teachers.items()
-    }
-    saved = run_dir / stage / "standardizers.safetensors"
-    if saved.is_file():
-        state = load_file(str(saved), device=str(device))
-        for name, standardizer in standardizers.items():
-            standardizer.load_state_dict(
-                {
-                    k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(f"{name}.")
-                }  # names may hold dots
-            )
+    saved = run.standardizers(stage)
+    if saved.is_file():  # a resumed stage standardises exactly as before
+        standardizers = load_standardizers(saved, device)
     else:
+        standardizers = {
+            n: TeacherStandardizer(t.summary_dim, t.patch_dim, config.norm.method).to(device)
+            for n, t in teachers.items()
+        }
         batch, sides = config.stages[stage].batch_size, config.stages[stage].teacher_sides
         generator = torch.Generator().manual_seed(config.train.seed + 17)
         draws = [
@@ -120,7 +107,7 @@ def build_stage_teachers(
                 for i, index in enumerate(draws)
             )
             standardizers[name].fit(outputs)
+        if save:
+            save_standardizers(standardizers, saved)
     stage_teachers = StageTeachers(teachers, standardizers, identity, gammas, device)
-    if save and not saved.is_file():
-        stage_teachers.save_standardizers(saved)
     return stage_teachers

@@ -8,12 +8,18 @@ root of the mean eigenvalue, so every coordinate ends with unit variance.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from distill.atomic import atomic_path
+from distill.checkpoint import contiguous_state
 from distill.teachers.base import TeacherOutput
 
 
@@ -160,3 +166,38 @@ class TeacherStandardizer(nn.Module):
         b, _, h, w = out.patches.shape
         patches = on_rows(patch_rows(out.patches)).reshape(b, h, w, -1).permute(0, 3, 1, 2)
         return TeacherOutput(summary=on_summary(out.summary), patches=patches)
+
+
+def save_standardizers(standardizers: dict[str, TeacherStandardizer], path: Path) -> None:
+    """Write teachers' frozen standardisers to one safetensors file (atomically), with their method."""
+    state = {f"{n}.{k}": v for n, s in standardizers.items() for k, v in s.state_dict().items()}
+    methods = {name: s.summary.method for name, s in standardizers.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file(contiguous_state(state), str(tmp), metadata={"methods": json.dumps(methods)})
+
+
+def load_standardizers(path: Path, device: str | torch.device = "cpu") -> dict[str, TeacherStandardizer]:
+    """The standardisers `save_standardizers` wrote, by teacher name (frozen, in eval mode).
+
+    Raises:
+        ValueError: the file is damaged or is not a standardiser file (the message names it).
+    """
+    try:
+        with safe_open(str(path), "pt", device=str(device)) as f:
+            header = f.metadata() or {}
+            state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+        methods = json.loads(header["methods"]) if "methods" in header else {}
+        standardizers = {}
+        # keys are <teacher>.<summary or patches>.<buffer>, and a teacher name may hold dots
+        for name in sorted({key.rsplit(".", 2)[0] for key in state}):
+            part = {key[len(name) + 1 :]: value for key, value in state.items() if key.startswith(f"{name}.")}
+            # written before the method was recorded? a phi-s scale is a matrix, a standard one a vector
+            method = methods.get(name) or ("phi-s" if part["summary.scale"].ndim == 2 else "standard")
+            summary_dim, patch_dim = part["summary.mean"].numel(), part["patches.mean"].numel()
+            standardizer = TeacherStandardizer(summary_dim, patch_dim, method)
+            standardizer.load_state_dict(part)
+            standardizers[name] = standardizer.to(device).eval()
+    except (SafetensorError, OSError, KeyError, RuntimeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not a readable standardiser file: {error}") from error
+    return standardizers

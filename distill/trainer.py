@@ -28,10 +28,10 @@ from distill.feature_cache import CachedFeatures, FeatureCache, fingerprint
 from distill.losses import distillation_loss
 from distill.metrics_log import MetricsLog, metric_records
 from distill.models import DistilledModel
+from distill.run_dir import RunDir
 from distill.stage_teachers import StageTeachers, build_stage_teachers
+from distill.stages import stage_named
 from distill.teachers.base import TeacherOutput
-
-MODEL_OF_STAGE = {"proxy": "proxy", "direct": "student", "student": "student", "multires": "student"}
 
 
 class NonFiniteLoss(RuntimeError):
@@ -140,10 +140,6 @@ def fits_on_device(views: Tensor, targets: dict, device: torch.device, share: fl
     return size < share * torch.cuda.mem_get_info(device)[0]
 
 
-def stage_folder(run_dir: Path, stage: str) -> Path:
-    return run_dir / stage
-
-
 def cached_targets(
     teachers: StageTeachers, views: Tensor, sides: list[int], cache_root: Path, data_key: str
 ) -> dict[tuple[str, int], CachedFeatures]:
@@ -182,19 +178,18 @@ def run_stage(
     Args:
         config: the run's configuration.
         stage: `proxy`, `student`, `multires` or `direct`.
-        run_dir: the run folder (the `student` and `multires` stages read `proxy`/`student` from it).
+        run_dir: the run folder (a stage reads the checkpoints of `Stage.reads` from it).
         views: uint8 [N, 3, R, R] fixed training views.
         data_key: fingerprint of the view set (names the feature-cache entries).
     """
     if stage not in config.stages:
         raise ValueError(f"stage '{stage}' is not configured (configured: {', '.join(config.stages)})")
     cfg, train = config.stages[stage], config.train
-    run_dir = Path(run_dir)
-    folder = stage_folder(run_dir, stage)
-    checkpoint = folder / "checkpoint"
+    run = RunDir(run_dir)
+    folder, checkpoint = run.stage(stage), run.checkpoint(stage)
     ctx = distributed.context()
     device = ctx.device if ctx.world_size > 1 else pick_device(train.device)
-    if checkpoint.exists() and read_meta(checkpoint)["step"] >= cfg.steps:
+    if run.has_checkpoint(stage) and read_meta(checkpoint)["step"] >= cfg.steps:
         return finished_stage(folder, checkpoint, device)
     torch.manual_seed(train.seed)
 
@@ -204,7 +199,7 @@ def run_stage(
         torch.cuda.reset_peak_memory_stats(device)
     targets = None
     if train.feature_cache:  # the main process fills the cache; the others then read it
-        cache_root = run_dir.parent / ".feature_cache"
+        cache_root = run.feature_cache
         if ctx.is_main:
             targets = cached_targets(teachers, views, teacher_sides, cache_root, data_key)
         distributed.barrier(ctx)
@@ -214,7 +209,7 @@ def run_stage(
     if device.type == "cuda" and targets is not None and fits_on_device(views, targets, device):
         views = views.to(device)
         targets = {key: features.to(device) for key, features in targets.items()}
-    model_config = getattr(config, MODEL_OF_STAGE[stage])
+    model_config = getattr(config, stage_named(stage).model)
     model = DistilledModel(model_config, teachers.dims()).to(device)
     off_grid = [side for side in cfg.resolutions if side % model.stride]
     if off_grid:
@@ -224,9 +219,10 @@ def run_stage(
     if config.augment.crop > 0 and not 1 <= config.augment.min_crop_cells < cells:
         raise ValueError(f"augment.min_crop_cells must lie in [1, {cells - 1}] for views of {cells} "
                          f"patch cells, got {config.augment.min_crop_cells}")  # fmt: skip
-    if stage == "multires" and not checkpoint.exists():
-        load_into(model, stage_folder(run_dir, "student") / "checkpoint")
-    resuming = checkpoint.exists()
+    starts_from = stage_named(stage).starts_from
+    if starts_from is not None and not run.has_checkpoint(stage):
+        load_into(model, run.checkpoint(starts_from))
+    resuming = run.has_checkpoint(stage)
     if resuming:
         load_into(model, checkpoint)
     sharded = ctx.world_size > 1 and stage == "proxy" and train.fsdp
@@ -308,6 +304,6 @@ def run_stage(
                 save_checkpoint(checkpoint, state, None if sharded else optimizer, meta)
             distributed.barrier(ctx)
     throughput = images_seen / max(time.perf_counter() - timer, 1e-9)
-    final_step = read_meta(checkpoint)["step"] if checkpoint.exists() else start
+    final_step = read_meta(checkpoint)["step"] if run.has_checkpoint(stage) else start
     return StageResult(folder, final_step, final_step - start, metrics, throughput, peak_memory_gib(device),
                        teachers.dims())  # fmt: skip

@@ -29,11 +29,12 @@ train: {log_every: 1, checkpoint_every: 2, seed: 1}
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run folder with proxy, student, multires and direct checkpoints of tiny ViTs (64 px)."""
     from distill.config import load_config
-    from distill.pipeline import PIPELINE_ORDER, run_stages
+    from distill.pipeline import run_stages
+    from distill.stages import STAGE_NAMES
 
     folder = tmp_path_factory.mktemp("tiny_run")
     config_path = folder / "tiny.yaml"
     config_path.write_text(textwrap.dedent(TINY_RUN))
     run_dir = folder / "run"
-    run_stages(load_config(config_path), run_dir, list(PIPELINE_ORDER))
+    run_stages(load_config(config_path), run_dir, list(STAGE_NAMES))
     return run_dir

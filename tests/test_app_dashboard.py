@@ -66,7 +66,7 @@ def test_metrics_timeline_and_checkpoints(run, tmp_path):
     (partial / "metrics.jsonl").write_text(
         '{"step": 0, "loss": 2.0}\n{"step": 1, "loss": 1.5}\n{"step": 2, "lo'
     )
-    assert wr.read_metrics(wr.Stage("run", "proxy", partial))["loss"].tolist() == [2.0, 1.5]
+    assert wr.read_metrics(wr.StageFolder("run", "proxy", partial))["loss"].tolist() == [2.0, 1.5]
 
 
 def test_scoreboards_rows_probes_and_comparison(run):

@@ -23,7 +23,7 @@ from workbench.explorer import OWN_SPACE, Explorer
 from workbench.features import agreement_score
 from workbench.panels import palette
 from workbench.probes import DenseProbe
-from workbench.scoreboard import save_probe, slug
+from workbench.scoreboard import encoder_key, probe_folder, save_probe
 
 SIDE = 64  # display and encoder resolution: the tiny run's models are trained at 64 px
 SEG_CLASS, DEPTH = 3, 2.0  # what the hand-made probes predict everywhere
@@ -48,12 +48,12 @@ def make_scored_run(source: Path, folder: Path) -> Path:
     run = folder / "tiny"
     shutil.copytree(source, run)
     rows = [{"name": "edges", "role": "expert", "kind": "expert", "spec": "edges", "seg_miou": 0.6}]
+    rows[0]["encoder"] = encoder_key("edges")
     for stage, miou, rmse in (("multires", 0.5, 0.3), ("direct", 0.4, 0.2)):
         spec = str(run / stage)
-        rows.append(
-            {"name": f"tiny/{stage}", "role": stage, "spec": spec, "seg_miou": miou, "depth_rmse": rmse}
-        )
-        constant_probes(build_encoder(spec).patch_dim, run / "eval" / "probes" / slug(spec))
+        row = {"name": f"tiny/{stage}", "role": stage, "spec": spec, "seg_miou": miou, "depth_rmse": rmse}
+        rows.append(row | {"encoder": encoder_key(spec)})
+        constant_probes(build_encoder(spec).patch_dim, probe_folder(run / "eval", encoder_key(spec)))
     (run / "eval" / "scoreboard.json").write_text(json.dumps({"settings": {"resolution": 64}, "rows": rows}))
     return run
 
@@ -193,7 +193,8 @@ def test_probes_of_a_run_predict_what_they_were_trained_to(calls, key, run):
     gallery, notes = calls.probes(key, str(run / "proxy"), SIDE)
     assert gallery == [] and f"`eupe eval --runs {run} --out {run}/eval`" in notes
     # a probe file that does not load is a note; the other probes still show
-    (run / "eval" / "probes" / slug(str(run / "direct")) / "depth.safetensors").write_bytes(b"broken")
+    probes = probe_folder(run / "eval", encoder_key(str(run / "direct")))
+    (probes / "depth.safetensors").write_bytes(b"broken")
     gallery, notes = calls.probes(key, str(run / "direct"), SIDE)
     assert [caption for _, caption in gallery] == ["segmentation"] and "cannot use the depth probe" in notes
 

@@ -5,10 +5,18 @@ import pytest
 from distill.cli import main
 
 
-def test_teachers_show_writes_the_pca_figure(tmp_path):
-    out = tmp_path / "show.png"
+def test_teachers_show_writes_the_pca_figure(tiny_run, tmp_path):
+    from PIL import Image
+
+    out, companion = tmp_path / "show.png", tmp_path / "students.png"
     main(["teachers", "show", "--out", str(out), "--resolution", "96"])
     assert out.is_file() and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    students = [str(tiny_run / "multires"), str(tiny_run / "direct")]
+    main(["teachers", "show", "--out", str(companion), "--resolution", "96", "--students", *students])
+    with Image.open(out) as experts_only, Image.open(companion) as with_students:
+        # input + 3 experts, then 2 students x (3 estimates + own features): 12 equal columns instead of 4
+        assert with_students.height == experts_only.height
+        assert with_students.width == pytest.approx(3 * experts_only.width, rel=0.02)
 
 
 def test_bad_input_gives_one_line_errors(tmp_path):

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from distill.models import adaptor_key
-from distill.standardize import TeacherStandardizer
+from distill.standardize import TeacherStandardizer, load_standardizers
 from distill.teachers.base import TeacherOutput
-from workbench.encoders import build_encoder, load_standardizers, random_encoder
+from workbench.encoders import build_encoder, random_encoder
 from workbench.expert_heads import expert_reading
 
 

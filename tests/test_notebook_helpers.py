@@ -31,10 +31,10 @@ from workbench.agreement import agreement_scores, agreement_table, encoder_agree
 from workbench.data_figures import image_grid_figure, scene_labels_figure
 from workbench.encoders import Encoder, ExpertMap
 from workbench.experts_view import imagenet_classes, read_experts, readings_figure, teacher_table, top_classes
-from workbench.figures import pca_columns_figure
+from workbench.figures import estimate_pca_figure, pca_columns_figure
 from workbench.image_folders import folder_images, write_photo_folder
-from workbench.notebook_setup import ensure_stages, notebook_scale, score_run, stage_step
-from workbench.representation_figures import cka_figure, estimate_pca_figure
+from workbench.notebook_setup import ensure_stages, notebook_scale, stage_step
+from workbench.representation_figures import cka_figure
 from workbench.resolution import input_side, patches_at_sides, resolution_figure, resolution_sweep
 from workbench.scoreboard import EvalSettings
 from workbench.scoreboard_reading import compare_roles, written_reading
@@ -118,37 +118,11 @@ def test_ensure_stages_trains_only_unfinished_stages_and_what_they_read(monkeypa
     assert trained == ["student", "multires"]
     assert logs[0].startswith("proxy") and logs[0].endswith("reused") and len(logs) == 3
     assert (run / "config.yaml").is_file()
-    with pytest.raises(ValueError, match="stage 'nope' is not configured"):
+    with pytest.raises(ValueError, match=r"unknown stage 'nope' \(known: proxy, student, multires, direct\)"):
         ensure_stages(config, run, ["nope"])
     other = load_config(notebook_scale("tiny").config_path, ["stages.proxy.steps=99"])
     with pytest.raises(ValueError, match="different config"):
         ensure_stages(other, run, ["proxy"])
-
-
-def test_score_run_names_a_repository_run_as_make_demo_does(monkeypatch, tmp_path):
-    calls = []
-
-    def fake_evaluate(runs, out, settings, experts, log):
-        calls.append((runs, out, Path.cwd()))
-        return [{"name": "x", "role": "expert"}]
-
-    written = []
-    monkeypatch.setattr(notebook_setup, "evaluate", fake_evaluate)
-    monkeypatch.setattr(
-        notebook_setup, "write_scoreboard", lambda rows, settings, out, command: written.append(out)
-    )
-    monkeypatch.chdir(tmp_path)
-    inside = notebook_scale("toy", notebook_setup.REPO_ROOT / "runs")
-    assert score_run(inside) == [{"name": "x", "role": "expert"}]
-    assert calls[-1] == (
-        [Path("runs/toy")],
-        notebook_setup.REPO_ROOT / "runs" / "toy" / "eval",
-        notebook_setup.REPO_ROOT,
-    )
-    assert Path.cwd() == tmp_path  # back where it was
-    score_run(notebook_scale("tiny", tmp_path / "runs"))
-    assert calls[-1] == ([tmp_path / "runs" / "tiny"], tmp_path / "runs" / "tiny" / "eval", tmp_path)
-    assert written == [calls[0][1], calls[1][1]]
 
 
 # ---------------------------------------------------------------- loss curves
@@ -475,9 +449,14 @@ def test_pca_columns_in_one_group_share_their_colours():
     assert titled.get_suptitle() == "stage 2"
     with pytest.raises(ValueError, match="column 'a'"):
         pca_columns_figure(images, {"a": torch.randn(3, 5, 4, 4)})
-    own = {"fake": TeacherOutput(torch.zeros(2, 8), grid)}
-    fig = estimate_pca_figure(images, own, {"proxy": {"fake": TeacherOutput(torch.zeros(2, 8), -grid)}})
-    assert [ax.get_title() for ax in fig.axes[1:3]] == ["fake\n4x4 patches", "proxy -> fake\n4x4 patches"]
+    experts = {"fake": TeacherOutput(torch.zeros(2, 8), grid)}
+    estimates = {"proxy": {"fake": TeacherOutput(torch.zeros(2, 8), -grid)}}
+    fig = estimate_pca_figure(images, experts, estimates, own={"proxy": torch.randn(2, 6, 2, 2)})
+    assert [ax.get_title() for ax in fig.axes[1:4]] == [
+        "fake\n4x4 patches",
+        "proxy -> fake\n4x4 patches",
+        "proxy (own)\n2x2 patches",
+    ]
 
 
 # ---------------------------------------------------------------- agreement and resolution

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
 from distill.teachers.base import TeacherOutput
 from workbench.encoders import EncoderFeatures, build_encoder
+from workbench.runs import read_scoreboard
 from workbench.scoreboard import (
     COLUMNS,
     EvalSettings,
     ExpertReferences,
     ProbeInputs,
     agreement_probe,
+    encoder_key,
     eval_data,
     evaluate,
     load_probe,
+    probe_folder,
     run_encoder_specs,
 )
 from workbench.scoreboard_report import best_rows, markdown_table, write_scoreboard
@@ -55,16 +60,28 @@ def test_every_encoder_gets_every_probe_that_applies(scoreboard, tiny_run):
         if distilled:
             assert 0 <= row["semantic_top1"] <= row["semantic_top5"] <= 1
     # trained dense probes are saved and reload to the same predictions
-    probe = load_probe(out / "probes" / "edges" / "segmentation.safetensors")
+    probe = load_probe(probe_folder(out, encoder_key("edges")) / "segmentation.safetensors")
     assert probe.task == "segmentation" and probe.num_classes == 11
 
 
-def test_a_second_evaluation_reuses_saved_rows_unless_a_checkpoint_changes(scoreboard, tiny_run):
+def test_a_second_evaluation_reuses_saved_rows_whatever_path_names_the_run(
+    scoreboard, tiny_run, tmp_path, monkeypatch
+):
     out, rows, _ = scoreboard
     logs: list[str] = []
     again = evaluate([tiny_run], out, TINY, experts=[], log=logs.append)
     assert all("reused" in line for line in logs)
     assert [r["seg_miou"] for r in again] == [r["seg_miou"] for r in rows[3:]]
+    # rows are keyed by content: a copy of the run, named by a relative path, reuses them too
+    shutil.copytree(tiny_run, tmp_path / "moved")
+    monkeypatch.chdir(tmp_path)
+    logs.clear()
+    moved = evaluate([Path("moved")], out, TINY, experts=[], log=logs.append)
+    assert len(logs) == 5 and all("reused" in line for line in logs)
+    assert [r["seg_miou"] for r in moved] == [r["seg_miou"] for r in rows[3:]]
+    # and the apps find a row by any path to the same checkpoint
+    write_scoreboard(moved, TINY, tmp_path / "board", "eupe eval --runs moved")
+    assert read_scoreboard(tmp_path / "board").row_for(str(tiny_run / "multires"))["name"] == "moved/multires"
 
 
 def test_written_scoreboard(scoreboard, tmp_path):

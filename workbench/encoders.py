@@ -13,14 +13,15 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from distill.checkpoint import read_meta
+from distill.checkpoint import MODEL_FILE, file_digest, read_meta
 from distill.config import ModelConfig
 from distill.distilled_teacher import DistilledTeacher
 from distill.models import DistilledModel, adaptor_key
-from distill.standardize import TeacherStandardizer
+from distill.run_dir import RunDir, checkpoint_folder, stage_of_checkpoint
+from distill.stages import STAGE_NAMES, stage_named
+from distill.standardize import TeacherStandardizer, load_standardizers
 from distill.teachers import EXPERTS, Teacher, TeacherOutput, build_teacher
 
 
@@ -40,69 +41,56 @@ class EncoderFeatures:
     experts: dict[str, TeacherOutput] = field(default_factory=dict)
 
 
-def load_standardizers(path: Path) -> dict[str, TeacherStandardizer]:
-    """A stage's saved standardisers by teacher name (the method is read from the saved scale's shape)."""
-    state = load_file(str(path))
-    names = sorted({key.rsplit(".", 3)[0] for key in state})
-    standardizers = {}
-    for name in names:
-        part = {key[len(name) + 1 :]: value for key, value in state.items() if key.startswith(f"{name}.")}
-        method = "phi-s" if part["summary.scale"].ndim == 2 else "standard"
-        standardizer = TeacherStandardizer(part["summary.mean"].numel(), part["patches.mean"].numel(), method)
-        standardizer.load_state_dict(part)
-        standardizers[name] = standardizer.eval()
-    return standardizers
-
-
 class ExpertMap(nn.Module):
-    """Maps a distilled backbone's features into its teachers' spaces (and on, through a proxy, to experts).
+    """Maps a distilled backbone's features into its teachers' spaces (and on, through a teacher stage such
+    as the proxy, to the experts).
 
     Args:
         model: the distilled model whose adaptors are used.
         standardizers: its stage's standardisers, by teacher name.
-        proxy: the map of the proxy, for a stage whose teacher is the proxy.
+        via: the map of the stage that taught it, for a stage taught by another stage (`Stage.taught_by`).
     """
 
     def __init__(
         self,
         model: DistilledModel,
         standardizers: dict[str, TeacherStandardizer],
-        proxy: ExpertMap | None = None,
+        via: tuple[str, ExpertMap] | None = None,
     ) -> None:
         super().__init__()
         self.adaptors = model.adaptors
         self.teacher_names = list(model.teacher_names)
         self.standardizers = nn.ModuleDict({adaptor_key(n): standardizers[n] for n in self.teacher_names})
-        self.proxy = proxy
+        self.via_name, self.via = via if via is not None else (None, None)
 
     def experts(self) -> list[str]:
         """The expert names this map reaches."""
-        return self.proxy.experts() if self.proxy is not None else list(self.teacher_names)
+        return self.via.experts() if self.via is not None else list(self.teacher_names)
 
     def forward(self, features: TeacherOutput) -> dict[str, TeacherOutput]:
         outputs = {}
         for name in self.teacher_names:
             key = adaptor_key(name)
             outputs[name] = self.standardizers[key].inverse(self.adaptors[key](features))
-        if self.proxy is not None:
-            return self.proxy(outputs["proxy"])
+        if self.via is not None:
+            return self.via(outputs[self.via_name])
         return outputs
 
 
-def stage_expert_map(stage_folder: Path, model: DistilledModel) -> ExpertMap | None:
-    """The expert map of a run stage (`runs/NAME/STAGE`), or None when its statistics are missing."""
-    saved = stage_folder / "standardizers.safetensors"
+def stage_expert_map(run: RunDir, stage: str, model: DistilledModel) -> ExpertMap | None:
+    """The expert map of a run's stage, or None when its statistics (or its teacher stage's) are missing."""
+    saved = run.standardizers(stage)
     if not saved.is_file():
         return None
-    standardizers = load_standardizers(saved)
-    proxy = None
-    if "proxy" in model.teacher_names:
-        proxy_folder = stage_folder.parent / "proxy"
-        proxy_model = DistilledTeacher(proxy_folder / "checkpoint").model
-        proxy = stage_expert_map(proxy_folder, proxy_model)
-        if proxy is None:
+    via = None
+    teacher_stages = [name for name in model.teacher_names if name in STAGE_NAMES]
+    if teacher_stages:
+        teacher = teacher_stages[0]
+        teacher_map = stage_expert_map(run, teacher, DistilledTeacher(run.checkpoint(teacher)).model)
+        if teacher_map is None:
             return None
-    return ExpertMap(model, standardizers, proxy)
+        via = (teacher, teacher_map)
+    return ExpertMap(model, load_standardizers(saved), via)
 
 
 class Encoder(nn.Module):
@@ -167,15 +155,6 @@ class Encoder(nn.Module):
         return EncoderFeatures(out.summary.float(), out.patches.float(), experts)
 
 
-def checkpoint_folder(path: str | Path) -> Path | None:
-    """The checkpoint folder `path` is (or, for a run stage folder, holds); None if neither."""
-    path = Path(path)
-    for folder in (path, path / "checkpoint"):
-        if (folder / "model.safetensors").is_file():
-            return folder
-    return None
-
-
 def is_checkpoint(path: str | Path) -> bool:
     """Whether `path` is a distilled checkpoint folder or a run stage folder holding one."""
     return checkpoint_folder(path) is not None
@@ -196,10 +175,31 @@ def distilled_encoder(path: str | Path, resolution: int | None = None, name: str
         backbone = DistilledTeacher(folder, resolution)
     except (KeyError, RuntimeError, OSError, SafetensorError) as error:
         raise ValueError(f"{folder} is not a readable distilled checkpoint: {error}") from error
-    stage_folder = folder.parent
-    kind = "proxy" if stage_folder.name == "proxy" else "student"
-    default_name = f"{stage_folder.parent.name}/{stage_folder.name}"
-    return Encoder(name or default_name, kind, backbone, stage_expert_map(stage_folder, backbone.model))
+    run, stage = stage_of_checkpoint(folder)
+    kind = stage_named(stage).model if stage in STAGE_NAMES else "student"  # a checkpoint outside a run
+    expert_map = stage_expert_map(run, stage, backbone.model)
+    return Encoder(name or distilled_name(folder), kind, backbone, expert_map)
+
+
+def distilled_name(checkpoint: Path) -> str:
+    """How a distilled checkpoint is named in tables and apps: `run/stage`."""
+    run, stage = stage_of_checkpoint(checkpoint)
+    return f"{run.name}/{stage}"
+
+
+def encoder_identity(spec: str) -> dict:
+    """What an encoder is, whatever path names it: its spec (an expert or timm name), or for a distilled
+    checkpoint the content of every file it reads (weights, statistics, and those of its teacher stage)."""
+    folder = checkpoint_folder(spec)
+    if folder is None:
+        return {"spec": spec}
+    run, stage = stage_of_checkpoint(folder)
+    identity = {"weights": file_digest(folder / MODEL_FILE)}
+    if run.standardizers(stage).is_file():
+        identity["standardizers"] = file_digest(run.standardizers(stage))
+        teachers = read_meta(folder)["teachers"]
+        identity |= {name: encoder_identity(str(run.stage(name))) for name in teachers if name in STAGE_NAMES}
+    return identity
 
 
 def random_encoder(like: str | Path, resolution: int | None = None, seed: int = 0) -> Encoder:

@@ -11,7 +11,8 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from distill.atomic import atomic_path
-from distill.teachers.base import Teacher
+from distill.teachers.base import Teacher, TeacherOutput
+from workbench.encoders import Encoder
 from workbench.pca import PCABasis
 
 
@@ -77,21 +78,66 @@ def pca_columns_figure(
     return fig
 
 
+def estimate_pca_figure(
+    images: Tensor,
+    experts: dict[str, TeacherOutput],
+    estimates: dict[str, dict[str, TeacherOutput]],
+    row_titles: Sequence[str] | None = None,
+    own: dict[str, Tensor] | None = None,
+) -> Figure:
+    """Each expert's PCA map next to distilled encoders' estimates of it, in the expert's colours.
+
+    Per expert, one basis is fitted jointly on the expert's patches and the estimates, so a colour
+    means the same direction of that expert's feature space in all its columns.
+
+    Args:
+        images: [B, 3, H, W] in [0, 1].
+        experts: expert name -> its own features of the images.
+        estimates: encoder name -> expert name -> the encoder's estimate (`EncoderFeatures.experts`).
+        row_titles: one per image.
+        own: encoder name -> its own [B, D, h, w] patch grid, drawn last with a basis of its own.
+    """
+    columns, groups = {}, {}
+    for expert, features in experts.items():
+        columns[expert] = features.patches
+        groups[expert] = expert
+        for encoder, guesses in estimates.items():
+            if expert in guesses:
+                columns[f"{encoder} -> {expert}"] = guesses[expert].patches
+                groups[f"{encoder} -> {expert}"] = expert
+    columns |= {f"{encoder} (own)": grid for encoder, grid in (own or {}).items()}
+    return pca_columns_figure(images, columns, groups, row_titles)
+
+
 @torch.no_grad()
-def pca_grid_figure(encoders: dict[str, Teacher], images: dict[str, Tensor], path: str | Path) -> Path:
+def pca_grid_figure(
+    encoders: dict[str, Teacher],
+    images: dict[str, Tensor],
+    path: str | Path,
+    students: dict[str, Encoder] | None = None,
+) -> Path:
     """A PNG grid: one row per image, the image then each encoder's PCA map of its patch features.
 
     Each encoder's PCA basis and colour range are fitted jointly on all the images, so a colour
-    means the same feature direction in every row of that column.
+    means the same feature direction in every row of that column. Each student adds its estimate of
+    every encoder it was taught (through the proxy or directly) next to it, in that encoder's basis,
+    and its own features last.
 
     Args:
         encoders: column title -> teacher.
         images: row title -> [3, H, W] image in [0, 1] (all the same size).
         path: output PNG path (written atomically).
+        students: column title -> distilled encoder (see `workbench.encoders.distilled_encoder`).
     """
     batch = torch.stack(list(images.values()))
-    columns = {name: encoder(batch).patches for name, encoder in encoders.items()}
-    fig = pca_columns_figure(batch, columns, row_titles=list(images))
+    features = {name: student(batch, with_experts=True) for name, student in (students or {}).items()}
+    fig = estimate_pca_figure(
+        batch,
+        {name: encoder(batch) for name, encoder in encoders.items()},
+        {name: f.experts for name, f in features.items()},
+        list(images),
+        {name: f.patches for name, f in features.items()},
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:

@@ -8,10 +8,9 @@ stages are reused; missing or unfinished ones are trained (resumed from their ch
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +18,10 @@ from torch import Tensor
 
 from distill.checkpoint import read_meta
 from distill.config import RunConfig
-from distill.pipeline import PIPELINE_ORDER, STAGE_READS, configured_stages, prepare_views, save_run_config
+from distill.pipeline import configured_stages, prepare_views, save_run_config
+from distill.run_dir import RunDir
 from distill.stage_teachers import expert_teacher
+from distill.stages import STAGE_NAMES, stage_named
 from distill.teachers import Teacher
 from distill.trainer import run_stage
 from workbench.scoreboard import EvalSettings, evaluate
@@ -105,8 +106,8 @@ def notebook_scale(name: str | None = None, runs_root: str | Path | None = None)
 
 def stage_step(run_dir: str | Path, stage: str) -> int:
     """The step a stage's checkpoint in `run_dir` has reached (0 when there is none)."""
-    checkpoint = Path(run_dir) / stage / "checkpoint"
-    return read_meta(checkpoint)["step"] if (checkpoint / "model.safetensors").is_file() else 0
+    run = RunDir(run_dir)
+    return read_meta(run.checkpoint(stage))["step"] if run.has_checkpoint(stage) else 0
 
 
 def pipeline_views(config: RunConfig) -> tuple[Tensor, str]:
@@ -129,13 +130,13 @@ def ensure_stages(
     Returns:
         The stages trained now, in pipeline order.
     """
-    wanted = {need for stage in stages for need in (stage, *STAGE_READS.get(stage, ()))}
+    wanted = {need for stage in stages for need in (stage, *stage_named(stage).reads)}
     unknown = sorted(s for s in wanted if s not in config.stages)
     if unknown:
         raise ValueError(f"stage '{unknown[0]}' is not configured (configured: {', '.join(config.stages)})")
     save_run_config(config, Path(run_dir))
     todo = []
-    for stage in [s for s in PIPELINE_ORDER if s in wanted]:
+    for stage in [s for s in STAGE_NAMES if s in wanted]:
         step, steps = stage_step(run_dir, stage), config.stages[stage].steps
         log(f"{stage:9s} {step}/{steps} steps: " + ("reused" if step >= steps else "to train"))
         if step < steps:
@@ -152,31 +153,15 @@ def config_experts(config: RunConfig) -> dict[str, Teacher]:
     return {t.name: expert_teacher(t.name, t.resolution, t.weights, t.checkpoint) for t in config.teachers}
 
 
-@contextlib.contextmanager
-def working_directory(path: Path) -> Iterator[None]:
-    """Run the block in `path` as the current directory, then go back."""
-    before = Path.cwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(before)
-
-
 def score_run(scale: NotebookScale, log: Callable[[str], None] = print) -> list[dict]:
     """Score the scale's run as `eupe eval` does (see `workbench.scoreboard.evaluate`), reusing saved rows.
 
-    The rows and `scoreboard.{json,md,png}` go to `scale.scoreboard_dir`. A run inside the repository
-    is named as `make demo` names it (`runs/toy`, from the repository root), because saved rows are
-    keyed by the encoders' paths as given: rows scored by `make demo` are then reused here, and the
-    other way round.
+    The rows and `scoreboard.{json,md,png}` go to `scale.scoreboard_dir`; rows are keyed by the encoders'
+    content, so rows `make demo` scored are reused here, and the other way round.
     """
-    run, out, home = scale.run_dir.resolve(), scale.scoreboard_dir.resolve(), Path.cwd()
-    if run.is_relative_to(REPO_ROOT):
-        run, home = run.relative_to(REPO_ROOT), REPO_ROOT
-    with working_directory(home):
-        rows = evaluate([run], out, scale.eval_settings, scale.scoreboard_experts, log=log)
-    write_scoreboard(
-        rows, scale.eval_settings, out, f"workbench.notebook_setup.score_run ({scale.name} scale)"
+    rows = evaluate(
+        [scale.run_dir], scale.scoreboard_dir, scale.eval_settings, scale.scoreboard_experts, log=log
     )
+    command = f"workbench.notebook_setup.score_run ({scale.name} scale)"
+    write_scoreboard(rows, scale.eval_settings, scale.scoreboard_dir, command)
     return rows

@@ -7,9 +7,7 @@ from collections.abc import Sequence
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from distill.teachers import TeacherOutput
 from workbench.features import new_figure
-from workbench.figures import pca_columns_figure
 
 
 def cka_figure(
@@ -43,31 +41,3 @@ def cka_figure(
         ax.set_title(title, fontsize=10)
     fig.colorbar(shown, ax=axes, fraction=0.03)
     return fig
-
-
-def estimate_pca_figure(
-    images: Tensor,
-    experts: dict[str, TeacherOutput],
-    estimates: dict[str, dict[str, TeacherOutput]],
-    row_titles: Sequence[str] | None = None,
-) -> Figure:
-    """Each expert's PCA map next to distilled encoders' estimates of it, in the expert's colours.
-
-    Per expert, one basis is fitted jointly on the expert's patches and the estimates, so a colour
-    means the same direction of that expert's feature space in all its columns.
-
-    Args:
-        images: [B, 3, H, W] in [0, 1].
-        experts: expert name -> its own features of the images.
-        estimates: encoder name -> expert name -> the encoder's estimate (`EncoderFeatures.experts`).
-        row_titles: one per image.
-    """
-    columns, groups = {}, {}
-    for expert, own in experts.items():
-        columns[expert] = own.patches
-        groups[expert] = expert
-        for encoder, guesses in estimates.items():
-            if expert in guesses:
-                columns[f"{encoder} -> {expert}"] = guesses[expert].patches
-                groups[f"{encoder} -> {expert}"] = expert
-    return pca_columns_figure(images, columns, groups, row_titles)

@@ -2,7 +2,7 @@
 
 A run is `RUN/config.yaml` plus one folder per stage (`RUN/proxy`, `RUN/student`, ...) holding
 `metrics.jsonl` (one JSON object per logged step) and `checkpoint/`. An evaluation
-(`eupe eval --runs RUN --out RUN/eval`) adds `RUN/eval/scoreboard.json` and `RUN/eval/probes/<slug>/`.
+(`eupe eval --runs RUN --out RUN/eval`) adds `RUN/eval/scoreboard.json` and `RUN/eval/probes/<encoder key>/`.
 Everything here is plain data (dataclasses, dicts, pandas frames) for the dashboard and the live demo.
 """
 
@@ -16,17 +16,17 @@ import pandas as pd
 import yaml
 
 from distill.checkpoint import read_meta
-from distill.config import STAGE_NAMES
 from distill.metrics_log import metric_records
-from distill.pipeline import STAGE_READS
-from workbench.scoreboard import COLUMNS, EFFICIENCY, ROLES, slug
+from distill.run_dir import RunDir, checkpoint_folder
+from distill.stages import STAGE_NAMES, STAGES, role_of
+from workbench.scoreboard import COLUMNS, EFFICIENCY, encoder_key, probe_folder
 
-STAGE_AFTER = {stage: reads[-1] for stage, reads in STAGE_READS.items()}  # the stage each one continues
+CONTINUES = {stage.name: stage.continues for stage in STAGES}  # the stage each one carries on from
 PROBE_TASKS = ("segmentation", "depth", "edges", "text")
 
 
 @dataclass(frozen=True)
-class Stage:
+class StageFolder:
     """One stage folder of a run."""
 
     run: str
@@ -41,13 +41,12 @@ class Stage:
     @property
     def role(self) -> str:
         """The stage's role in the paper's terms."""
-        return ROLES.get(self.name, self.name)
+        return role_of(self.name)
 
     @property
     def checkpoint(self) -> Path | None:
         """The checkpoint folder, if the stage has saved one."""
-        folder = self.folder / "checkpoint"
-        return folder if (folder / "model.safetensors").is_file() else None
+        return checkpoint_folder(self.folder)
 
 
 @dataclass(frozen=True)
@@ -56,9 +55,9 @@ class Run:
 
     name: str
     folder: Path
-    stages: tuple[Stage, ...]
+    stages: tuple[StageFolder, ...]
 
-    def stage(self, name: str) -> Stage:
+    def stage(self, name: str) -> StageFolder:
         """The stage called `name`."""
         for stage in self.stages:
             if stage.name == name:
@@ -72,7 +71,8 @@ class Run:
 
 def is_stage_folder(folder: Path) -> bool:
     """Whether a folder holds a stage's metrics or checkpoint."""
-    return (folder / "metrics.jsonl").is_file() or (folder / "checkpoint" / "model.safetensors").is_file()
+    run = RunDir(folder.parent)
+    return run.metrics(folder.name).is_file() or run.has_checkpoint(folder.name)
 
 
 def read_run(folder: str | Path) -> Run:
@@ -81,7 +81,7 @@ def read_run(folder: str | Path) -> Run:
     found = [f for f in sorted(folder.iterdir()) if f.is_dir() and is_stage_folder(f)]
     order = {name: i for i, name in enumerate(STAGE_NAMES)}
     found.sort(key=lambda f: (order.get(f.name, len(order)), f.name))
-    return Run(folder.name, folder, tuple(Stage(folder.name, f.name, f) for f in found))
+    return Run(folder.name, folder, tuple(StageFolder(folder.name, f.name, f) for f in found))
 
 
 def list_runs(root: str | Path) -> list[Run]:
@@ -92,20 +92,18 @@ def list_runs(root: str | Path) -> list[Run]:
     root = Path(root)
     if not root.is_dir():
         return []
-    if (root / "config.yaml").is_file():
+    if RunDir(root).config.is_file():
         return [read_run(root)]
     runs = []
     for folder in sorted(f for f in root.iterdir() if f.is_dir()):
-        if (folder / "config.yaml").is_file() or any(
-            is_stage_folder(f) for f in folder.iterdir() if f.is_dir()
-        ):
+        if RunDir(folder).config.is_file() or any(is_stage_folder(f) for f in folder.iterdir() if f.is_dir()):
             runs.append(read_run(folder))
     return runs
 
 
 def read_config(run: Run) -> dict:
     """The run's config.yaml as a dict ({} when absent)."""
-    path = run.folder / "config.yaml"
+    path = RunDir(run.folder).config
     if not path.is_file():
         return {}
     try:
@@ -115,7 +113,7 @@ def read_config(run: Run) -> dict:
     return config if isinstance(config, dict) else {}
 
 
-def read_metrics(stage: Stage) -> pd.DataFrame:
+def read_metrics(stage: StageFolder) -> pd.DataFrame:
     """A stage's logged steps (see `metric_records`), one row per step sorted by step (empty if none yet)."""
     rows = metric_records(stage.folder)
     if not rows:
@@ -133,7 +131,7 @@ def loss_terms(metrics: pd.DataFrame) -> pd.DataFrame:
     return long[["step", "teacher", "term", "value"]].dropna()
 
 
-def curves(stages: list[Stage], column: str, starts: dict[str, int] | None = None) -> pd.DataFrame:
+def curves(stages: list[StageFolder], column: str, starts: dict[str, int] | None = None) -> pd.DataFrame:
     """One metric of several stages side by side: index step, one column per stage label.
 
     Args:
@@ -148,7 +146,7 @@ def curves(stages: list[Stage], column: str, starts: dict[str, int] | None = Non
     return pd.DataFrame(series).rename_axis("step")
 
 
-def checkpoint_info(stage: Stage) -> dict:
+def checkpoint_info(stage: StageFolder) -> dict:
     """What a stage's checkpoint holds: step, architecture, teachers and size ({} when there is none)."""
     if stage.checkpoint is None:
         return {}
@@ -176,7 +174,7 @@ def timeline(run: Run) -> pd.DataFrame:
         metrics = read_metrics(stage)
         steps = int((planned.get(stage.name) or {}).get("steps", 0)) or None
         done = int(metrics["step"].max()) + 1 if len(metrics) else 0
-        start = ends.get(STAGE_AFTER.get(stage.name), 0)
+        start = ends.get(CONTINUES.get(stage.name), 0)
         ends[stage.name] = start + (steps or done)
         info = checkpoint_info(stage)
         rows.append(
@@ -212,20 +210,16 @@ class Scoreboard:
     settings: dict
 
     def row_for(self, spec: str) -> dict | None:
-        """The row of an encoder: an expert by name, a run stage by its last two path parts (run, stage)."""
-        for row in self.rows:
-            if row.get("spec") == spec or (
-                "/" in spec and Path(row.get("spec", "")).parts[-2:] == Path(spec).parts[-2:]
-            ):
-                return row
-        return None
+        """The row of an encoder, found by its content (`encoder_key`), whatever path named it then or now."""
+        key = encoder_key(spec)
+        return next((row for row in self.rows if row.get("encoder") == key), None)
 
     def probes(self, spec: str) -> dict[str, Path]:
         """The dense probes trained on an encoder's features, by task (only those saved)."""
         row = self.row_for(spec)
         if row is None:
             return {}
-        folder = self.folder / "probes" / slug(row["spec"])
+        folder = probe_folder(self.folder, row["encoder"])
         return {
             task: folder / f"{task}.safetensors"
             for task in PROBE_TASKS

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,9 +23,18 @@ from torch import Tensor
 from distill.atomic import atomic_path
 from distill.checkpoint import contiguous_state
 from distill.data.scenes import SEGMENT_CLASSES
+from distill.run_dir import RunDir, checkpoint_folder
+from distill.stages import STAGE_NAMES, STAGES
 from distill.teachers import EXPERTS, Teacher, TeacherOutput, build_teacher
 from workbench.efficiency import count_gflops, measure_latency
-from workbench.encoders import Encoder, EncoderFeatures, build_encoder, random_encoder
+from workbench.encoders import (
+    Encoder,
+    EncoderFeatures,
+    build_encoder,
+    distilled_name,
+    encoder_identity,
+    random_encoder,
+)
 from workbench.eval_data import EvalData, build_eval_data
 from workbench.expert_heads import expert_reading
 from workbench.metrics import binary_f_score
@@ -38,14 +46,9 @@ from workbench.probes import (
     train_dense_probe,
 )
 
-ROLES = {  # run stage -> role in the paper's terms
-    "proxy": "proxy (stage 1)",
-    "student": "EUPE student (stages 1-2)",
-    "multires": "EUPE student (stages 1-2-3)",
-    "direct": "direct student (baseline)",
-}
 EXPERT_ROLE = "expert"
 FLOOR_ROLE = "random init (floor)"
+OTHER_ROLE = "other"  # an extra encoder (`eupe eval --encoders`)
 
 
 @dataclass
@@ -117,11 +120,6 @@ def run_resolution(run: str | Path, default: int = 128) -> int:
     return default
 
 
-def slug(name: str) -> str:
-    """A file-name-safe form of an encoder name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
-
-
 def run_encoder_specs(runs: list[Path]) -> list[tuple[str, str]]:
     """(spec, role) of every distilled encoder in the runs, in pipeline order, then a random floor.
 
@@ -129,13 +127,11 @@ def run_encoder_specs(runs: list[Path]) -> list[tuple[str, str]]:
         FileNotFoundError: a run folder holds no checkpoints.
     """
     specs = []
-    for run in runs:
-        found = [
-            (str(run / stage), role) for stage, role in ROLES.items() if (run / stage / "checkpoint").is_dir()
-        ]
+    for run in map(RunDir, runs):
+        found = [(str(run.stage(s.name)), s.role) for s in STAGES if run.has_checkpoint(s.name)]
         if not found:
             raise FileNotFoundError(
-                f"{run} holds no stage checkpoints ({', '.join(ROLES)}): is it a run folder?"
+                f"{run.root} holds no stage checkpoints ({', '.join(STAGE_NAMES)}): is it a run folder?"
             )
         specs += found
     return specs
@@ -365,16 +361,27 @@ def score_encoder(
     return scores
 
 
-def encoder_identity(spec: str) -> dict:
-    """What keys a saved row: the spec, and the size and time of the checkpoint files it reads."""
-    files = sorted(Path(spec).glob("**/*.safetensors")) if Path(spec).is_dir() else []
-    return {"spec": spec, "files": [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]}
+def json_digest(value: object) -> str:
+    """16 hex digits of the SHA-256 of a JSON-able value."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def row_key(identity: dict, settings: EvalSettings) -> str:
-    """A hash of an encoder's identity and the evaluation settings."""
-    text = json.dumps({"encoder": identity, "settings": asdict(settings)}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def encoder_key(spec: str) -> str:
+    """What names a scored encoder's row and probes in an evaluation folder, from its content (see
+    `encoder_identity`), so a run folder can move, or be named by another path, and keep its rows.
+    A `random:<spec>` floor is keyed apart from the checkpoint whose architecture it takes."""
+    identity = encoder_identity(spec.removeprefix("random:"))
+    return json_digest(identity | {"random": True} if spec.startswith("random:") else identity)
+
+
+def row_path(out: Path, key: str) -> Path:
+    """Where `evaluate` saves the row of the encoder with `encoder_key` `key`."""
+    return out / "rows" / f"{key}.json"
+
+
+def probe_folder(out: Path, key: str) -> Path:
+    """Where `evaluate` saves the dense probes trained on the encoder with `encoder_key` `key`."""
+    return out / "probes" / key
 
 
 def write_json(path: Path, value: object) -> None:
@@ -402,8 +409,9 @@ def evaluate(
     """
     runs = [Path(r) for r in runs]
     specs = [(name, EXPERT_ROLE) for name in (experts if experts is not None else list(EXPERTS))]
-    specs += run_encoder_specs(runs) + [(spec, "other") for spec in extra or []]
-    floor_of = next((s for s, role in specs if role.startswith(("EUPE", "direct"))), None)
+    specs += run_encoder_specs(runs) + [(spec, OTHER_ROLE) for spec in extra or []]
+    student_roles = {s.role for s in STAGES if s.model == "student"}  # the floor: a student, random
+    floor_of = next((spec for spec, role in specs if role in student_roles), None)
     if floor_of is not None:
         specs.append((f"random:{floor_of}", FLOOR_ROLE))
     data = eval_data(settings)
@@ -411,25 +419,33 @@ def evaluate(
     rows = []
     for spec, role in specs:
         is_floor = spec.startswith("random:")
-        identity = encoder_identity(spec.removeprefix("random:")) | {
-            "random": is_floor,
-            "fashion": data.fashion_train is not None,  # a row scored without Fashion-MNIST is redone with it
-        }
-        path = out / "rows" / f"{slug(spec)}.json"
-        key = row_key(identity, settings)
+        encoder = encoder_key(spec)
+        # a row is redone when the settings change, or when it was scored without Fashion-MNIST
+        key = json_digest({"encoder": encoder, "fashion": data.fashion_train is not None, **asdict(settings)})
+        path = row_path(out, encoder)
         if path.is_file() and json.loads(path.read_text()).get("key") == key:
-            rows.append(json.loads(path.read_text()))
+            row = json.loads(path.read_text()) | {"spec": spec}  # the same content, maybe under a new path
+            if not is_floor and (folder := checkpoint_folder(spec)) is not None:
+                row["name"] = distilled_name(folder)
+            rows.append(row)
             log(f"{spec}: reused {path}")
             continue
         if is_floor:
-            encoder = random_encoder(spec.removeprefix("random:"), settings.resolution, settings.seed)
+            model = random_encoder(spec.removeprefix("random:"), settings.resolution, settings.seed)
         else:
-            encoder = build_encoder(spec, None if role == EXPERT_ROLE else settings.resolution)
-        log(f"{spec}: scoring {encoder.name} ({role})")
-        row = {"name": encoder.name, "role": role, "kind": encoder.kind, "spec": spec, "key": key}
-        row |= efficiency(encoder, settings.resolution, settings.latency_repeats)
-        encoder.to(device)
-        row |= score_encoder(encoder, data, settings, references, probe_dir=out / "probes" / slug(spec))
+            model = build_encoder(spec, None if role == EXPERT_ROLE else settings.resolution)
+        log(f"{spec}: scoring {model.name} ({role})")
+        row = {
+            "name": model.name,
+            "role": role,
+            "kind": model.kind,
+            "spec": spec,
+            "encoder": encoder,
+            "key": key,
+        }
+        row |= efficiency(model, settings.resolution, settings.latency_repeats)
+        model.to(device)
+        row |= score_encoder(model, data, settings, references, probe_dir=probe_folder(out, encoder))
         write_json(path, row)
         rows.append(row)
     return rows

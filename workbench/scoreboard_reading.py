@@ -4,21 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workbench.scoreboard import COLUMNS
+from distill.stages import BASELINE, EUPE_STUDENT, role_of
+from workbench.scoreboard import COLUMNS, FLOOR_ROLE
 
 COMPARISONS = (  # (first role, second role, what the comparison asks)
-    (
-        "EUPE student (stages 1-2-3)",
-        "direct student (baseline)",
-        "the recipe's claim: proxy first beats direct",
-    ),
-    (
-        "EUPE student (stages 1-2-3)",
-        "EUPE student (stages 1-2)",
-        "what stage 3 (the resolution pyramid) adds",
-    ),
-    ("EUPE student (stages 1-2-3)", "proxy (stage 1)", "how much of its proxy the student keeps"),
-    ("EUPE student (stages 1-2-3)", "random init (floor)", "whether distillation taught anything at all"),
+    (role_of(EUPE_STUDENT), role_of(BASELINE), "the recipe's claim: proxy first beats direct"),
+    (role_of(EUPE_STUDENT), role_of("student"), "what stage 3 (the resolution pyramid) adds"),
+    (role_of(EUPE_STUDENT), role_of("proxy"), "how much of its proxy the student keeps"),
+    (role_of(EUPE_STUDENT), FLOOR_ROLE, "whether distillation taught anything at all"),
 )
 
 

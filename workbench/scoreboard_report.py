@@ -10,17 +10,24 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from distill.atomic import atomic_path
+from distill.stages import STAGES
 from workbench.normalised_score import NORMALISED, with_normalised_scores
-from workbench.scoreboard import COLUMNS, EFFICIENCY, Column, EvalSettings, write_json
+from workbench.scoreboard import (
+    COLUMNS,
+    EFFICIENCY,
+    EXPERT_ROLE,
+    FLOOR_ROLE,
+    OTHER_ROLE,
+    Column,
+    EvalSettings,
+    write_json,
+)
 
 ROLE_COLOURS = {
-    "expert": "#7f7f7f",
-    "proxy (stage 1)": "#9467bd",
-    "EUPE student (stages 1-2)": "#aec7e8",
-    "EUPE student (stages 1-2-3)": "#1f77b4",
-    "direct student (baseline)": "#ff7f0e",
-    "random init (floor)": "#d62728",
-    "other": "#2ca02c",
+    EXPERT_ROLE: "#7f7f7f",
+    **{stage.role: stage.colour for stage in STAGES},
+    FLOOR_ROLE: "#d62728",
+    OTHER_ROLE: "#2ca02c",
 }
 
 
@@ -71,7 +78,7 @@ def bar_chart(rows: list[dict]) -> Figure:
     fig = Figure(figsize=(4.2 * ncols, 3.2 * nrows))
     axes = fig.subplots(nrows, ncols, squeeze=False)
     names = [r["name"] for r in rows]
-    colours = [ROLE_COLOURS.get(r["role"], "#2ca02c") for r in rows]
+    colours = [ROLE_COLOURS.get(r["role"], ROLE_COLOURS[OTHER_ROLE]) for r in rows]
     for ax, column in zip(axes.flat, columns, strict=False):
         values = [r.get(column.key) if r.get(column.key) is not None else 0.0 for r in rows]
         ax.barh(range(len(rows)), values, color=colours)

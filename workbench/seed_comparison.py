@@ -20,12 +20,13 @@ import torch
 from distill.atomic import atomic_path
 from distill.config import load_config
 from distill.pipeline import configured_stages, run_stages
+from distill.stages import BASELINE, EUPE_STUDENT, role_of
 from workbench.normalised_score import NORMALISED, with_normalised_scores
-from workbench.scoreboard import COLUMNS, EXPERT_ROLE, ROLES, EvalSettings, evaluate, write_json
+from workbench.scoreboard import COLUMNS, EXPERT_ROLE, EvalSettings, evaluate, write_json
 from workbench.scoreboard_report import write_scoreboard
 
 COMPARED = (NORMALISED, *COLUMNS)
-PAIRED = (ROLES["multires"], ROLES["direct"])  # the recipe's claim: the first beats the second
+PAIRED = (role_of(EUPE_STUDENT), role_of(BASELINE))  # the recipe's claim: the first beats the second
 
 
 @dataclass(frozen=True)

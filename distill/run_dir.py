@@ -1,0 +1,81 @@
+"""A run folder: every path in it, declared once.
+
+```
+RUN/config.yaml                          the run's config (`save_run_config`)
+RUN/<stage>/checkpoint/model.safetensors the stage's weights (and train_state.safetensors)
+RUN/<stage>/standardizers.safetensors    its teachers' frozen statistics
+RUN/<stage>/metrics.jsonl                its logged steps
+RUN/eval/                                `eupe eval`'s default output
+RUN/../.feature_cache/                   teacher targets, shared by the runs of one folder
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from distill.checkpoint import MODEL_FILE
+
+CONFIG_FILE = "config.yaml"
+CHECKPOINT_FOLDER = "checkpoint"
+STANDARDIZERS_FILE = "standardizers.safetensors"
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The paths of one run folder (nothing is created or read until asked)."""
+
+    root: Path
+
+    def __init__(self, root: str | Path) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def feature_cache(self) -> Path:
+        """Shared by the runs of one parent folder (the views' fingerprint keys each entry)."""
+        return self.root.parent / ".feature_cache"
+
+    def stage(self, name: str) -> Path:
+        return self.root / name
+
+    def checkpoint(self, stage: str) -> Path:
+        return self.root / stage / CHECKPOINT_FOLDER
+
+    def has_checkpoint(self, stage: str) -> bool:
+        """Whether the stage has saved weights."""
+        return (self.checkpoint(stage) / MODEL_FILE).is_file()
+
+    def standardizers(self, stage: str) -> Path:
+        return self.root / stage / STANDARDIZERS_FILE
+
+    def metrics(self, stage: str) -> Path:
+        return self.root / stage / METRICS_FILE
+
+
+def checkpoint_folder(path: str | Path) -> Path | None:
+    """The checkpoint folder `path` is (or, for a run stage folder, holds); None if neither."""
+    path = Path(path)
+    for folder in (path, path / CHECKPOINT_FOLDER):
+        if (folder / MODEL_FILE).is_file():
+            return folder
+    return None
+
+
+def stage_of_checkpoint(folder: Path) -> tuple[RunDir, str]:
+    """The run folder and stage name of a checkpoint folder (`RUN/<stage>/checkpoint`)."""
+    stage_folder = folder.parent
+    return RunDir(stage_folder.parent), stage_folder.name
