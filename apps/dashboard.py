@@ -18,6 +18,7 @@ import yaml
 
 from distill.cli import EXPERT_SOURCES
 from distill.data.photos import photo_names
+from distill.stages import BASELINE, EUPE_STUDENT
 from distill.teachers import EXPERTS
 from workbench import runs as wr
 from workbench.explorer import Explorer
@@ -231,7 +232,7 @@ def show_compare(runs: list[wr.Run]) -> None:
     """Two or more stages (of any runs): a curve overlaid, scoreboards side by side, config differences."""
     st.header("Compare")
     stages = {s.label: s for run in runs for s in run.stages}
-    defaults = [f"{runs[0].name}/{n}" for n in ("multires", "direct") if f"{runs[0].name}/{n}" in stages]
+    defaults = [f"{runs[0].name}/{n}" for n in (EUPE_STUDENT, BASELINE) if f"{runs[0].name}/{n}" in stages]
     chosen = st.multiselect(
         "Stages to compare (two or more)", list(stages), default=defaults or list(stages)[:2]
     )

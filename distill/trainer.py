@@ -225,7 +225,7 @@ def run_stage(
     resuming = run.has_checkpoint(stage)
     if resuming:
         load_into(model, checkpoint)
-    sharded = ctx.world_size > 1 and stage == "proxy" and train.fsdp
+    sharded = ctx.world_size > 1 and stage_named(stage).model == "proxy" and train.fsdp
     wrapped = distributed.wrap(model, ctx, fsdp=sharded)  # before the optimizer: FSDP2 swaps the parameters
     optimizer = torch.optim.AdamW(optimizer_groups(wrapped, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
     start = read_meta(checkpoint)["step"] if resuming else 0

@@ -19,6 +19,7 @@ from torch import Tensor
 from distill.data.images import pil_to_tensor, square_view
 from distill.data.photos import load_photo
 from distill.data.scenes import SEGMENT_CLASSES, SceneGenerator
+from distill.stages import EUPE_STUDENT, STAGES
 from distill.teachers import EXPERTS, TeacherOutput
 from workbench.encoders import EncoderFeatures, is_checkpoint
 from workbench.expert_heads import READINGS, expert_reading
@@ -145,8 +146,12 @@ class Explorer:
         specs = list(EXPERTS)
         for run in self.runs()[:1]:
             stages = {s.name: s for s in run.stages if s.checkpoint}
-            student = stages.get("multires") or stages.get("student") or stages.get("direct")
-            specs += [str(s.folder) for s in (stages.get("proxy"), student) if s is not None]
+            proxies = [s.name for s in STAGES if s.model == "proxy" and s.name in stages]
+            students = [s.name for s in STAGES if s.model == "student" and s.name in stages]
+            students.sort(
+                key=lambda name: name != EUPE_STUDENT
+            )  # the EUPE student first, else the others in order
+            specs += [str(stages[name].folder) for name in (*proxies[:1], *students[:1])]
         return specs
 
     def warm_up(self, specs: list[str] | None = None, resolution: int = 224) -> None:

@@ -110,13 +110,13 @@ def eval_data(settings: EvalSettings) -> EvalData:
 
 def run_resolution(run: str | Path, default: int = 128) -> int:
     """The resolution a run's student trained at (its first student-stage side), else `default`."""
-    path = Path(run) / "config.yaml"
+    path = RunDir(run).config
     if not path.is_file():
         return default
-    stages = yaml.safe_load(path.read_text()).get("stages", {})
-    for stage in ("student", "direct", "multires"):
-        if stage in stages:
-            return int(stages[stage]["resolutions"][0])
+    configured = yaml.safe_load(path.read_text()).get("stages", {})
+    for stage in STAGES:
+        if stage.model == "student" and stage.name in configured:
+            return int(configured[stage.name]["resolutions"][0])
     return default
 
 
