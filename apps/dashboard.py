@@ -16,12 +16,12 @@ import pandas as pd
 import streamlit as st
 import yaml
 
-from distill.cli import EXPERT_SOURCES
+from apps.cli import EXPERT_SOURCES
 from distill.data.photos import photo_names
 from distill.stages import BASELINE, EUPE_STUDENT
 from distill.teachers import EXPERTS
-from workbench import runs as wr
-from workbench.explorer import Explorer
+from workbench.explore import runs as wr
+from workbench.explore.explorer import Explorer
 
 BEST_STYLE = "background-color: rgba(46, 160, 67, 0.25); font-weight: bold"
 MAKE_A_RUN = (

@@ -1,6 +1,6 @@
 """`eupe app`: the live demo. Drop in an image and see what each expert, the proxy and the students see.
 
-A thin Gradio layer over `workbench.explorer.Explorer`: the callbacks below are plain functions of the
+A thin Gradio layer over `workbench.explore.explorer.Explorer`: the callbacks below are plain functions of the
 widgets' values (testable without a browser); features are computed once per image, encoder and
 resolution, so moving a display control, clicking a point or switching tabs recomputes nothing.
 Every error reaches the page as a one-line message (`gr.Error`), never as a stack trace.
@@ -21,8 +21,8 @@ import gradio as gr
 
 from distill.data.photos import photo_names
 from distill.teachers import EXPERTS
-from workbench.encoders import is_checkpoint
-from workbench.explorer import OWN_SPACE, Explorer, Panel, View
+from workbench.eval.encoders import is_checkpoint
+from workbench.explore.explorer import OWN_SPACE, Explorer, Panel, View
 
 log = logging.getLogger(__name__)
 RESOLUTION = {"minimum": 64, "maximum": 512, "step": 32, "value": 224}

@@ -62,8 +62,8 @@ def start_app(
         block: serve until interrupted (False: return at once, serving from a thread).
     """
     from apps.gradio_app import build_app
-    from workbench.explorer import Explorer
-    from workbench.feature_store import FeatureStore
+    from workbench.explore.explorer import Explorer
+    from workbench.explore.feature_store import FeatureStore
 
     explorer = Explorer(runs, store=FeatureStore(timm_weights=timm_weights))
     if warm_up:

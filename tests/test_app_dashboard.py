@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 from test_app_gradio import make_scored_run
 
 from apps.launch import DASHBOARD, dashboard_command
-from workbench import runs as wr
+from workbench.explore import runs as wr
 
 TIMEOUT = 120  # seconds per script run: the first one builds encoders on a loaded CPU
 

@@ -18,12 +18,12 @@ from PIL import Image
 from apps.gradio_app import Callbacks, build_app
 from apps.launch import serve
 from distill.data.scenes import SEGMENT_CLASSES
-from workbench.encoders import build_encoder
-from workbench.explorer import OWN_SPACE, Explorer
-from workbench.features import agreement_score
-from workbench.panels import palette
-from workbench.probes import DenseProbe
-from workbench.scoreboard import encoder_key, probe_folder, save_probe
+from workbench.eval.encoders import build_encoder
+from workbench.eval.probes import DenseProbe
+from workbench.eval.scoreboard import encoder_key, probe_folder, save_probe
+from workbench.eval.similarity import agreement_score
+from workbench.explore.explorer import OWN_SPACE, Explorer
+from workbench.viz.panels import palette
 
 SIDE = 64  # display and encoder resolution: the tiny run's models are trained at 64 px
 SEG_CLASS, DEPTH = 3, 2.0  # what the hand-made probes predict everywhere

@@ -21,7 +21,7 @@ from test_app_gradio import free_port, make_scored_run
 from apps.gradio_app import build_app
 from apps.launch import dashboard_command, serve
 from distill.data.photos import photo_array
-from workbench.explorer import Explorer
+from workbench.explore.explorer import Explorer
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

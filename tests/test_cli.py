@@ -2,7 +2,7 @@
 
 import pytest
 
-from distill.cli import main
+from apps.cli import main
 
 
 def test_teachers_show_writes_the_pca_figure(tiny_run, tmp_path):
@@ -32,7 +32,7 @@ def test_bad_input_gives_one_line_errors(tmp_path):
 
 
 def test_export_and_bench_encoders_on_a_run(tiny_run, tmp_path, capsys):
-    from distill.cli import main
+    from apps.cli import main
 
     target = tmp_path / "onnx" / "student.onnx"
     main(["export", "--checkpoint", str(tiny_run / "multires"), "--onnx", str(target), "--resolution", "64"])

@@ -12,8 +12,8 @@ from torch import nn
 
 from distill.config import ModelConfig
 from distill.models import DistilledModel
-from workbench import export as export_module
-from workbench.efficiency import (
+from workbench.eval import export as export_module
+from workbench.eval.efficiency import (
     EfficiencyRow,
     benchmark_encoder,
     count_gflops,
@@ -23,7 +23,7 @@ from workbench.efficiency import (
     rows_to_markdown,
     timing_summary,
 )
-from workbench.export import check_onnx, export_onnx, onnx_latency, onnx_output_names
+from workbench.eval.export import check_onnx, export_onnx, onnx_latency, onnx_output_names
 
 RES = 32
 

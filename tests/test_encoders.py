@@ -8,8 +8,8 @@ import torch
 from distill.models import adaptor_key
 from distill.standardize import TeacherStandardizer, load_standardizers
 from distill.teachers.base import TeacherOutput
-from workbench.encoders import build_encoder, random_encoder
-from workbench.expert_heads import expert_reading
+from workbench.eval.encoders import build_encoder, random_encoder
+from workbench.eval.expert_heads import expert_reading
 
 
 @pytest.mark.parametrize(("method", "dim"), [("standard", 6), ("phi-s", 8)])

@@ -5,8 +5,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from workbench.features import (
-    agreement_figure,
+from workbench.eval.similarity import (
     agreement_map,
     agreement_score,
     cka_matrix,
@@ -14,10 +13,9 @@ from workbench.features import (
     linear_cka,
     patch_rows_for_cka,
     query_patch,
-    similarity_figure,
     umap_embedding,
-    umap_figure,
 )
+from workbench.viz.comparison_figures import agreement_figure, similarity_figure, umap_figure
 
 
 def test_linear_cka_identity_rotation_scaling_and_independence():

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from workbench.normalised_score import column_references, normalised_columns, with_normalised_scores
-from workbench.scoreboard import EvalSettings
-from workbench.scoreboard_report import markdown_table, write_scoreboard
+from workbench.eval.normalised import column_references, normalised_columns, with_normalised_scores
+from workbench.eval.report import markdown_table, write_scoreboard
+from workbench.eval.scoreboard import EvalSettings
 
 EFFICIENCY = {"params_m": 1.0, "gflops": 0.1, "cpu_ms": 2.0}
 ROWS = [

@@ -26,20 +26,15 @@ from distill.stage_teachers import StageTeachers
 from distill.standardize import TeacherStandardizer
 from distill.teachers import build_teacher
 from distill.teachers.base import Teacher, TeacherOutput
-from workbench import notebook_setup
-from workbench.agreement import agreement_scores, agreement_table, encoder_agreement_figure
-from workbench.data_figures import image_grid_figure, scene_labels_figure
-from workbench.encoders import Encoder, ExpertMap
-from workbench.experts_view import imagenet_classes, read_experts, readings_figure, teacher_table, top_classes
-from workbench.figures import estimate_pca_figure, pca_columns_figure
-from workbench.image_folders import folder_images, write_photo_folder
-from workbench.notebook_setup import ensure_stages, notebook_scale, stage_step
-from workbench.representation_figures import cka_figure
-from workbench.resolution import input_side, patches_at_sides, resolution_figure, resolution_sweep
-from workbench.scoreboard import EvalSettings
-from workbench.scoreboard_reading import compare_roles, written_reading
-from workbench.stage_inspection import (
-    coordinate_scale_figure,
+from workbench import notebook as notebook_setup
+from workbench.eval.encoders import Encoder, ExpertMap
+from workbench.eval.expert_heads import imagenet_classes, read_experts, teacher_table, top_classes
+from workbench.eval.reading import compare_roles, written_reading
+from workbench.eval.resolution import input_side, patches_at_sides, resolution_sweep
+from workbench.eval.scoreboard import EvalSettings
+from workbench.eval.similarity import agreement_scores, agreement_table
+from workbench.explore.image_folders import folder_images, write_photo_folder
+from workbench.explore.training_step import (
     coordinate_std,
     coordinate_table,
     gradient_norm_table,
@@ -47,10 +42,23 @@ from workbench.stage_inspection import (
     loss_terms_table,
     stage_batch_loss,
     standardizer_table,
-    step_views_figure,
-    transform_title,
 )
-from workbench.training_curves import logged_teachers, loss_curves_figure, runs_curves_figure, watch_training
+from workbench.notebook import ensure_stages, notebook_scale, stage_step
+from workbench.viz.comparison_figures import (
+    cka_figure,
+    encoder_agreement_figure,
+    readings_figure,
+    resolution_figure,
+)
+from workbench.viz.data_figures import image_grid_figure, scene_labels_figure
+from workbench.viz.pca_figures import estimate_pca_figure, pca_columns_figure
+from workbench.viz.step_figures import coordinate_scale_figure, step_views_figure, transform_title
+from workbench.viz.training_curves import (
+    logged_teachers,
+    loss_curves_figure,
+    runs_curves_figure,
+    watch_training,
+)
 
 TINY_VIT = ModelConfig("vit_small_patch16_dinov3", {"embed_dim": 32, "depth": 1, "num_heads": 2}, 16)
 

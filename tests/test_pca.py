@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from workbench.pca import PCABasis, foreground_mask, pca_rgb
+from workbench.viz.pca import PCABasis, foreground_mask, pca_rgb
 
 
 def test_same_basis_gives_identical_colours_across_images():

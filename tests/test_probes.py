@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workbench.metrics import accuracy, binary_f_score, confusion_matrix, depth_metrics, mean_iou
-from workbench.probes import (
+from workbench.eval.metrics import accuracy, binary_f_score, confusion_matrix, depth_metrics, mean_iou
+from workbench.eval.probes import (
     DenseProbe,
     evaluate_dense_probe,
     knn_classify,

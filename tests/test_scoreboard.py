@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from distill.teachers.base import TeacherOutput
-from workbench.encoders import EncoderFeatures, build_encoder
-from workbench.runs import read_scoreboard
-from workbench.scoreboard import (
+from workbench.eval.encoders import EncoderFeatures, build_encoder
+from workbench.eval.report import best_rows, markdown_table, write_scoreboard
+from workbench.eval.scoreboard import (
     COLUMNS,
     EvalSettings,
     ExpertReferences,
@@ -25,7 +25,7 @@ from workbench.scoreboard import (
     probe_folder,
     run_encoder_specs,
 )
-from workbench.scoreboard_report import best_rows, markdown_table, write_scoreboard
+from workbench.explore.runs import read_scoreboard
 
 TINY = EvalSettings(
     resolution=64, scene_train=24, scene_test=16, fashion_train=40, fashion_test=20, photos=6, probe_steps=4,

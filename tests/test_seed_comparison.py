@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distill.cli import main
-from workbench.seed_comparison import PAIRED, aggregate, comparison_markdown, paired_difference, spread
+from apps.cli import main
+from workbench.eval.seeds import PAIRED, aggregate, comparison_markdown, paired_difference, spread
 
 EUPE, DIRECT = PAIRED
 

@@ -166,7 +166,7 @@ def test_two_process_gloo_step_matches_one_process_on_the_global_batch(tmp_path,
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     arguments = ["--config", str(path), "--stage", "proxy", "--out", str(ddp), *sharding]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [*launcher, "-m", "distill.cli", "distill", *arguments]
+    command = [*launcher, "-m", "apps.cli", "distill", *arguments]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     a, b = final_weights(single, "proxy"), final_weights(ddp, "proxy")

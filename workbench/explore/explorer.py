@@ -21,12 +21,13 @@ from distill.data.photos import load_photo
 from distill.data.scenes import SEGMENT_CLASSES, SceneGenerator
 from distill.stages import EUPE_STUDENT, STAGES
 from distill.teachers import EXPERTS, TeacherOutput
-from workbench.encoders import EncoderFeatures, is_checkpoint
-from workbench.expert_heads import READINGS, expert_reading
-from workbench.experts_view import top_classes
-from workbench.feature_store import FeatureStore
-from workbench.features import agreement_map, cosine_similarity_map
-from workbench.panels import (
+from workbench.eval.encoders import EncoderFeatures, is_checkpoint
+from workbench.eval.expert_heads import READINGS, expert_reading, top_classes
+from workbench.eval.scoreboard import load_probe
+from workbench.eval.similarity import agreement_map, cosine_similarity_map
+from workbench.explore.feature_store import FeatureStore
+from workbench.explore.runs import Run, find_probes, list_runs
+from workbench.viz.panels import (
     colorize,
     hex_colour,
     label_colours,
@@ -36,8 +37,6 @@ from workbench.panels import (
     pca_colours,
     to_picture,
 )
-from workbench.runs import Run, find_probes, list_runs
-from workbench.scoreboard import load_probe
 
 MAX_PIXELS = 40_000_000  # larger uploads are refused
 OWN_SPACE = "own features"

@@ -19,7 +19,7 @@ from distill.checkpoint import read_meta
 from distill.metrics_log import metric_records
 from distill.run_dir import RunDir, checkpoint_folder
 from distill.stages import STAGE_NAMES, STAGES, role_of
-from workbench.scoreboard import COLUMNS, EFFICIENCY, encoder_key, probe_folder
+from workbench.eval.scoreboard import COLUMNS, EFFICIENCY, encoder_key, probe_folder
 
 CONTINUES = {stage.name: stage.continues for stage in STAGES}  # the stage each one carries on from
 PROBE_TASKS = ("segmentation", "depth", "edges", "text")

@@ -10,7 +10,7 @@ from typing import TypeVar
 from matplotlib.figure import Figure
 
 from distill.metrics_log import metric_records
-from workbench.features import finish_line_panels, line_panels
+from workbench.viz.comparison_figures import finish_line_panels, line_panels
 
 T = TypeVar("T")
 TERMS = ("summary_cos", "patch_cos", "patch_smooth_l1", "total")  # as `distill.losses.teacher_loss` logs them

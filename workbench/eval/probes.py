@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workbench.metrics import accuracy, binary_f_score, depth_metrics, mean_iou
+from workbench.eval.metrics import accuracy, binary_f_score, depth_metrics, mean_iou
 
 Task = Literal["segmentation", "depth", "binary"]
 TASKS: tuple[str, ...] = get_args(Task)

@@ -26,8 +26,9 @@ from distill.data.scenes import SEGMENT_CLASSES
 from distill.run_dir import RunDir, checkpoint_folder
 from distill.stages import STAGE_NAMES, STAGES
 from distill.teachers import EXPERTS, Teacher, TeacherOutput, build_teacher
-from workbench.efficiency import count_gflops, measure_latency
-from workbench.encoders import (
+from workbench.eval.data import EvalData, build_eval_data
+from workbench.eval.efficiency import count_gflops, measure_latency
+from workbench.eval.encoders import (
     Encoder,
     EncoderFeatures,
     build_encoder,
@@ -35,10 +36,9 @@ from workbench.encoders import (
     encoder_identity,
     random_encoder,
 )
-from workbench.eval_data import EvalData, build_eval_data
-from workbench.expert_heads import expert_reading
-from workbench.metrics import binary_f_score
-from workbench.probes import (
+from workbench.eval.expert_heads import expert_reading
+from workbench.eval.metrics import binary_f_score
+from workbench.eval.probes import (
     DenseProbe,
     evaluate_dense_probe,
     knn_classify,

@@ -203,7 +203,7 @@ def benchmark_encoder(
         throughput_batch: batch size of the throughput measurement.
         warmup, repeats: calls per measurement (see `measure_latency`).
         threads: torch CPU threads during CPU measurements (None: as set).
-        onnx_path: an exported model of this encoder (`workbench.export.export_onnx`), also timed.
+        onnx_path: an exported model of this encoder (`workbench.eval.export.export_onnx`), also timed.
         seed: seed of the random images.
     """
     devices = list(default_devices() if devices is None else devices)
@@ -229,7 +229,7 @@ def benchmark_encoder(
         gflops = count_gflops(module_or_fn, images[:1].to(devices[-1]))
     onnx_ms = None
     if onnx_path is not None:
-        from workbench.export import onnx_latency  # export.py imports this module
+        from workbench.eval.export import onnx_latency  # export.py imports this module
 
         onnx_ms = onnx_latency(onnx_path, images[:1], warmup, repeats, threads)["median_ms"]
     params = count_parameters(module_or_fn) / 1e6 if isinstance(module_or_fn, nn.Module) else None

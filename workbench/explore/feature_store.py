@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from distill.teachers import EXPERTS
-from workbench.encoders import Encoder, EncoderFeatures, build_encoder, is_checkpoint
+from workbench.eval.encoders import Encoder, EncoderFeatures, build_encoder, is_checkpoint
 
 
 def image_key(image: Tensor) -> str:

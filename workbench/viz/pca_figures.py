@@ -12,8 +12,8 @@ from torch import Tensor
 
 from distill.atomic import atomic_path
 from distill.teachers.base import Teacher, TeacherOutput
-from workbench.encoders import Encoder
-from workbench.pca import PCABasis
+from workbench.eval.encoders import Encoder
+from workbench.viz.pca import PCABasis
 
 
 def to_image(tensor: Tensor, size: tuple[int, int]) -> Tensor:
@@ -127,7 +127,7 @@ def pca_grid_figure(
         encoders: column title -> teacher.
         images: row title -> [3, H, W] image in [0, 1] (all the same size).
         path: output PNG path (written atomically).
-        students: column title -> distilled encoder (see `workbench.encoders.distilled_encoder`).
+        students: column title -> distilled encoder (see `workbench.eval.encoders.distilled_encoder`).
     """
     batch = torch.stack(list(images.values()))
     features = {name: student(batch, with_experts=True) for name, student in (students or {}).items()}

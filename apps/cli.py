@@ -56,8 +56,8 @@ def teachers_show(args: argparse.Namespace) -> None:
     from distill.data.photos import load_photo
     from distill.data.scenes import SceneGenerator
     from distill.teachers import build_teacher
-    from workbench.encoders import distilled_encoder
-    from workbench.figures import pca_grid_figure
+    from workbench.eval.encoders import distilled_encoder
+    from workbench.viz.pca_figures import pca_grid_figure
 
     images = {name: square_view(load_photo(name), args.resolution) for name in args.photos}
     images["generated scene"] = SceneGenerator(args.resolution, seed=args.seed).batch(0, 1).images[0]
@@ -115,7 +115,7 @@ def bench_augment_run(args: argparse.Namespace) -> None:
 
 def encoder_specs(args: argparse.Namespace) -> list[str]:
     """The encoders named on the command line plus every stage checkpoint of the named runs."""
-    from workbench.scoreboard import run_encoder_specs
+    from workbench.eval.scoreboard import run_encoder_specs
 
     return list(args.encoders) + [spec for spec, _ in run_encoder_specs(args.runs or [])]
 
@@ -125,9 +125,9 @@ def bench_encoders_run(args: argparse.Namespace) -> None:
     import tempfile
 
     from distill.teachers import EXPERTS
-    from workbench.efficiency import benchmark_encoder, format_efficiency_table, rows_to_markdown
-    from workbench.encoders import build_encoder
-    from workbench.export import export_onnx
+    from workbench.eval.efficiency import benchmark_encoder, format_efficiency_table, rows_to_markdown
+    from workbench.eval.encoders import build_encoder
+    from workbench.eval.export import export_onnx
 
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -153,8 +153,8 @@ def bench_encoders_run(args: argparse.Namespace) -> None:
 def export_run(args: argparse.Namespace) -> None:
     """Export a distilled checkpoint to ONNX and check it against PyTorch on a generated scene batch."""
     from distill.data.scenes import SceneGenerator
-    from workbench.encoders import distilled_encoder
-    from workbench.export import check_onnx, export_onnx
+    from workbench.eval.encoders import distilled_encoder
+    from workbench.eval.export import check_onnx, export_onnx
 
     encoder = distilled_encoder(args.checkpoint)
     model = encoder.backbone.model
@@ -185,7 +185,7 @@ def eval_settings(args: argparse.Namespace, runs: list[Path] | None = None) -> o
     """`EvalSettings` from the command line (resolution default: the first run's student resolution)."""
     from dataclasses import fields
 
-    from workbench.scoreboard import EvalSettings, run_resolution
+    from workbench.eval.scoreboard import EvalSettings, run_resolution
 
     values = {
         f.name: getattr(args, f.name) for f in fields(EvalSettings) if getattr(args, f.name) is not None
@@ -198,8 +198,8 @@ def eval_settings(args: argparse.Namespace, runs: list[Path] | None = None) -> o
 def eval_run(args: argparse.Namespace) -> None:
     """Score every encoder of the runs (with the experts and a random floor) and write the scoreboard."""
     from distill.trainer import pick_device
-    from workbench.scoreboard import evaluate
-    from workbench.scoreboard_report import markdown_table, write_scoreboard
+    from workbench.eval.report import markdown_table, write_scoreboard
+    from workbench.eval.scoreboard import evaluate
 
     settings = eval_settings(args, args.runs)
     device = pick_device(args.device)
@@ -213,7 +213,7 @@ def eval_run(args: argparse.Namespace) -> None:
 def compare_run(args: argparse.Namespace) -> None:
     """Run and score the pipeline once per seed, then print and write mean ± std per encoder and probe."""
     from distill.trainer import pick_device
-    from workbench.seed_comparison import compare_seeds, train_seeds
+    from workbench.eval.seeds import compare_seeds, train_seeds
 
     name = args.name or args.config.stem
     runs = train_seeds(args.config, args.overrides, args.seeds, args.out, name)
@@ -228,8 +228,8 @@ def compare_run(args: argparse.Namespace) -> None:
 def probe_run(args: argparse.Namespace) -> None:
     """Run one probe on each named encoder and print its scores."""
     from distill.teachers import EXPERTS
-    from workbench.encoders import build_encoder
-    from workbench.scoreboard import ExpertReferences, eval_data, score_encoder
+    from workbench.eval.encoders import build_encoder
+    from workbench.eval.scoreboard import ExpertReferences, eval_data, score_encoder
 
     settings = eval_settings(args)
     data = eval_data(settings)
@@ -245,7 +245,7 @@ def add_eval_settings(parser: argparse.ArgumentParser) -> None:
     """One option per `EvalSettings` field (default: the dataclass's)."""
     from dataclasses import fields
 
-    from workbench.scoreboard import EvalSettings
+    from workbench.eval.scoreboard import EvalSettings
 
     for f in fields(EvalSettings):
         default = "the first run's student resolution, else 128" if f.name == "resolution" else f.default
@@ -347,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
     compare.set_defaults(run=compare_run)
 
-    from workbench.scoreboard import PROBES
+    from workbench.eval.scoreboard import PROBES
 
     probe = commands.add_parser("probe", help="run one probe on some encoders")
     probe.add_argument("probe", choices=list(PROBES))

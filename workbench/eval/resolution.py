@@ -6,15 +6,13 @@ import contextlib
 from collections.abc import Iterator, Sequence
 
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor
 
 from distill.data.images import resize
 from distill.standardize import TeacherStandardizer
 from distill.teachers import Teacher
-from workbench.agreement import agreement_scores
-from workbench.encoders import Encoder
-from workbench.features import finish_line_panels, line_panels
+from workbench.eval.encoders import Encoder
+from workbench.eval.similarity import agreement_scores
 
 
 @contextlib.contextmanager
@@ -70,25 +68,3 @@ def resolution_sweep(
                 estimates = encoder(view, with_experts=True).experts
             sweep[name][side] = agreement_scores(estimates, targets, standardizers)
     return sweep
-
-
-def resolution_figure(sweep: dict[str, dict[int, dict[str, float]]], marks: Sequence[int] = ()) -> Figure:
-    """One panel per expert: agreement against input side, one line per encoder.
-
-    Args:
-        sweep: `resolution_sweep` output.
-        marks: sides to mark with a dotted line (e.g. the sides the students trained at).
-    """
-    experts = list(
-        dict.fromkeys(e for per_side in sweep.values() for scores in per_side.values() for e in scores)
-    )
-    if not experts:
-        raise ValueError("resolution_figure needs a non-empty sweep")
-    fig, axes = line_panels(experts, xlabel="input side (px)", ylabel="agreement with the expert")
-    for ax, expert in zip(axes, experts, strict=True):
-        for name, per_side in sweep.items():
-            sides = sorted(s for s in per_side if expert in per_side[s])
-            ax.plot(sides, [per_side[s][expert] for s in sides], marker="o", label=name)
-        for side in marks:
-            ax.axvline(side, color="grey", linestyle=":", linewidth=1)
-    return finish_line_panels(fig, axes)

@@ -21,9 +21,9 @@ from distill.atomic import atomic_path
 from distill.config import load_config
 from distill.pipeline import configured_stages, run_stages
 from distill.stages import BASELINE, EUPE_STUDENT, role_of
-from workbench.normalised_score import NORMALISED, with_normalised_scores
-from workbench.scoreboard import COLUMNS, EXPERT_ROLE, EvalSettings, evaluate, write_json
-from workbench.scoreboard_report import write_scoreboard
+from workbench.eval.normalised import NORMALISED, with_normalised_scores
+from workbench.eval.report import write_scoreboard
+from workbench.eval.scoreboard import COLUMNS, EXPERT_ROLE, EvalSettings, evaluate, write_json
 
 COMPARED = (NORMALISED, *COLUMNS)
 PAIRED = (role_of(EUPE_STUDENT), role_of(BASELINE))  # the recipe's claim: the first beats the second

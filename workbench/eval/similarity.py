@@ -1,18 +1,16 @@
-"""Compare what encoders see: similarity to a clicked patch, student/expert agreement, CKA and UMAP."""
+"""Compare what encoders see, as numbers: similarity to a clicked patch, a distilled encoder's agreement
+with the experts' own features (maps, scores, tables), CKA between encoders, and UMAP embeddings."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from torch import Tensor
 
 from distill.adaptors import match_grids
+from distill.standardize import TeacherStandardizer
+from distill.teachers import TeacherOutput
 
 
 def check_grid(patches: Tensor, name: str) -> None:
@@ -196,151 +194,42 @@ def umap_embedding(
     return reducer.fit_transform(data.astype(np.float32)).astype(np.float32)
 
 
-def new_figure(panels: int, size: float = 3.2) -> tuple[Figure, list]:
-    """An Agg-backed figure with one row of `panels` axes."""
-    fig = Figure(figsize=(size * panels, size))
-    FigureCanvasAgg(fig)
-    return fig, list(fig.subplots(1, panels, squeeze=False)[0])
+def standardised(
+    features: dict[str, TeacherOutput], standardizers: dict[str, TeacherStandardizer]
+) -> dict[str, TeacherOutput]:
+    """Features in the standardised space training compares in (teachers without statistics are dropped)."""
+    return {name: standardizers[name](out) for name, out in features.items() if name in standardizers}
 
 
-def line_panels(titles: Sequence[str], xlabel: str, ylabel: str = "") -> tuple[Figure, list]:
-    """A row of gridded line-plot panels, one per title, sharing an x label; the first has `ylabel`.
-
-    Plot into the axes, then call `finish_line_panels`.
-    """
-    fig, axes = new_figure(len(titles), size=3.6)
-    for ax, title in zip(axes, titles, strict=True):
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel(xlabel)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel(ylabel)
-    return fig, axes
-
-
-def finish_line_panels(fig: Figure, axes: list, legend_size: int = 8, title: str = "") -> Figure:
-    """Put the legend on the first panel, add the figure title, lay it out, and return the figure."""
-    axes[0].legend(fontsize=legend_size)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def umap_figure(
-    embeddings: dict[str, np.ndarray],
-    labels: Sequence[int] | np.ndarray,
-    class_names: Sequence[str],
-    title: str,
-) -> Figure:
-    """One scatter panel per encoder of its 2-D embedding, points coloured by class, with a legend.
+def agreement_scores(
+    estimates: dict[str, TeacherOutput],
+    targets: dict[str, TeacherOutput],
+    standardizers: dict[str, TeacherStandardizer] | None = None,
+) -> dict[str, float]:
+    """Mean per-patch cosine similarity between each expert's features and an encoder's estimate of them.
 
     Args:
-        embeddings: encoder name -> [N, 2] (e.g. from `umap_embedding`).
-        labels: [N] class index per point.
-        class_names: name per class index.
-        title: figure title.
+        estimates: expert -> the encoder's estimate (`EncoderFeatures.experts`).
+        targets: expert -> the expert's own features of the same images.
+        standardizers: if given, both sides are standardised first (the space the loss compares in,
+            where a large shared mean no longer makes every patch look alike).
+
+    Returns:
+        expert -> agreement in [-1, 1], for the experts in both mappings.
     """
-    labels = np.asarray(labels)
-    if not embeddings:
-        raise ValueError("umap_figure needs at least one embedding")
-    if labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
-        raise ValueError(
-            f"labels must index class_names (0..{len(class_names) - 1}), got {labels.min()}..{labels.max()}"
-        )
-    for name, points in embeddings.items():
-        if np.shape(points) != (labels.size, 2):
-            raise ValueError(
-                f"embedding {name!r} must have shape [{labels.size}, 2], got {list(np.shape(points))}"
-            )
-    fig, axes = new_figure(len(embeddings))
-    cmap = matplotlib.colormaps["tab10" if len(class_names) <= 10 else "tab20"]
-    for ax, (name, points) in zip(axes, embeddings.items(), strict=True):
-        for index in np.unique(labels):
-            chosen = labels == index
-            ax.scatter(
-                *np.asarray(points)[chosen].T, s=8, color=cmap(index % cmap.N), label=class_names[index]
-            )
-        ax.set_title(name, fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="center right", fontsize=8, markerscale=2)
-    fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0, 0.85, 1))
-    return fig
+    names = [n for n in targets if n in estimates]
+    if standardizers is not None:
+        estimates, targets = standardised(estimates, standardizers), standardised(targets, standardizers)
+    return {n: agreement_score(estimates[n].patches, targets[n].patches) for n in names}
 
 
-def heatmap_figure(
-    image: Tensor,
-    maps: dict[str, Tensor],
-    vmin: float = -1.0,
-    vmax: float = 1.0,
-    cmap: str = "coolwarm",
-    query: tuple[float, float] | None = None,
-) -> Figure:
-    """The image, then one panel per encoder with its patch heatmap laid over the image.
-
-    Args:
-        image: [3, H, W] in [0, 1].
-        maps: panel title -> [h, w] values (any grid; drawn as patches stretched over the image).
-        vmin, vmax, cmap: colour scale shared by all panels.
-        query: optional (x, y) point in [0, 1] marked on every panel.
-    """
-    if image.ndim != 3 or image.shape[0] != 3:
-        raise ValueError(f"image must have shape [3, H, W], got {list(image.shape)}")
-    for name, values in maps.items():
-        if values.ndim != 2:
-            raise ValueError(f"map {name!r} must have shape [h, w], got {list(values.shape)}")
-    height, width = image.shape[-2:]
-    fig, axes = new_figure(1 + len(maps))
-    picture = image.detach().permute(1, 2, 0).clamp(0, 1).cpu().numpy()
-    axes[0].imshow(picture)
-    axes[0].set_title("input", fontsize=10)
-    for ax, (name, values) in zip(axes[1:], maps.items(), strict=True):
-        ax.imshow(picture)
-        shown = ax.imshow(
-            values.detach().float().cpu().numpy(),
-            extent=(0, width, height, 0),
-            alpha=0.65,
-            cmap=cmap,
-            vmin=vmin,
-            vmax=vmax,
-            interpolation="nearest",
-        )
-        ax.set_title(name, fontsize=10)
-    for ax in axes:
-        if query is not None:
-            ax.plot(query[0] * width, query[1] * height, marker="x", color="lime", markersize=10, mew=2)
-        ax.set_xlim(0, width)
-        ax.set_ylim(height, 0)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if maps:
-        fig.colorbar(shown, ax=axes, fraction=0.02, pad=0.01)
-    return fig
-
-
-def similarity_figure(image: Tensor, patches: dict[str, Tensor], query: tuple[float, float]) -> Figure:
-    """Cosine-similarity maps to the patch under `query` for several encoders, over one image.
-
-    Args:
-        image: [3, H, W] in [0, 1].
-        patches: encoder name -> [D, h, w] features of this image.
-        query: (x, y) in normalised image coordinates.
-    """
-    maps = {name: cosine_similarity_map(grid, query)[0] for name, grid in patches.items()}
-    return heatmap_figure(image, maps, query=query)
-
-
-def agreement_figure(image: Tensor, pairs: dict[str, tuple[Tensor, Tensor]]) -> Figure:
-    """Student/expert agreement maps for several experts over one image, titled with the mean.
-
-    Args:
-        image: [3, H, W] in [0, 1].
-        pairs: expert name -> (adapted [D, h, w], expert [D, h', w']) features of this image.
-    """
-    maps = {}
-    for name, (adapted, expert) in pairs.items():
-        values = agreement_map(adapted[None], expert[None])[0]
-        maps[f"{name}: {float(values.mean()):.2f}"] = values
-    return heatmap_figure(image, maps)
+def agreement_table(scores: dict[str, dict[str, float]]) -> str:
+    """A Markdown table: rows = encoders, columns = experts and their mean (see `agreement_scores`)."""
+    experts = list(dict.fromkeys(e for row in scores.values() for e in row))
+    if not experts:
+        raise ValueError("agreement_table needs at least one score")
+    lines = ["| encoder | " + " | ".join(experts) + " | mean |", "|---|" + "---:|" * (len(experts) + 1)]
+    for name, row in scores.items():
+        cells = [f"{row[e]:.3f}" if e in row else "—" for e in experts]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {sum(row.values()) / len(row):.3f} |")
+    return "\n".join(lines) + "\n"

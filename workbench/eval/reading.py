@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from distill.stages import BASELINE, EUPE_STUDENT, role_of
-from workbench.scoreboard import COLUMNS, FLOOR_ROLE
+from workbench.eval.scoreboard import COLUMNS, FLOOR_ROLE
 
 COMPARISONS = (  # (first role, second role, what the comparison asks)
     (role_of(EUPE_STUDENT), role_of(BASELINE), "the recipe's claim: proxy first beats direct"),

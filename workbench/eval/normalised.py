@@ -17,7 +17,7 @@ Without a floor row no column is usable, and no encoder has a score.
 
 from __future__ import annotations
 
-from workbench.scoreboard import COLUMNS, EXPERT_ROLE, FLOOR_ROLE, Column
+from workbench.eval.scoreboard import COLUMNS, EXPERT_ROLE, FLOOR_ROLE, Column
 
 NORMALISED = Column("normalised_score", "Norm. score")
 MIN_EXPERT_SHARE = 0.25  # of the floor's distance to a perfect score, that the best expert must close

@@ -11,8 +11,8 @@ from matplotlib.patches import Rectangle
 
 from distill.atomic import atomic_path
 from distill.stages import STAGES
-from workbench.normalised_score import NORMALISED, with_normalised_scores
-from workbench.scoreboard import (
+from workbench.eval.normalised import NORMALISED, with_normalised_scores
+from workbench.eval.scoreboard import (
     COLUMNS,
     EFFICIENCY,
     EXPERT_ROLE,

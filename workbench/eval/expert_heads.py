@@ -1,16 +1,53 @@
-"""The experts at a glance: what their features are, and what their own heads read out of images (or out
-of a distilled encoder's estimates of their features): ImageNet classes, text-region and edge maps."""
+"""The experts' own readings (ImageNet probabilities, text-region map, edge map) of any features in
+their space: the expert's own features, or a distilled encoder's estimate of them passed through the
+expert's head; and the experts at a glance (feature shapes, top ImageNet classes)."""
 
 from __future__ import annotations
 
 import functools
 
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor
 
+from distill.adaptors import bicubic_resize
 from distill.teachers import Teacher, TeacherOutput
-from workbench.expert_heads import READINGS, expert_reading
+
+READINGS = {  # expert -> what its head reads out
+    "semantic": "ImageNet-1k class probabilities [B, 1000]",
+    "text": "CRAFT text-region score [B, H, W]",
+    "edges": "HED dsn4 edge probability [B, H, W]",
+}
+
+
+def expert_grid(expert: Teacher, size: tuple[int, int]) -> tuple[int, int]:
+    """The patch grid the expert produces for images of `size` (height, width)."""
+    height, width = expert.input_size(*size)
+    return height // expert.patch_stride, width // expert.patch_stride
+
+
+@torch.no_grad()
+def expert_reading(name: str, expert: Teacher, features: TeacherOutput, size: tuple[int, int]) -> Tensor:
+    """The expert's head applied to features in its space.
+
+    Args:
+        name: "semantic", "text" or "edges".
+        expert: the expert teacher (its head is used).
+        features: features in the expert's space; patches on any grid are bicubically resized to the
+            grid the expert itself produces for images of `size`.
+        size: (height, width) of the images the features come from.
+
+    Returns:
+        See `READINGS`.
+    """
+    if name not in READINGS:
+        raise ValueError(f"no head reading for '{name}'; experts with heads: {', '.join(READINGS)}")
+    if name == "semantic":
+        return expert.head(features.summary.float()).softmax(-1)
+    grid = expert_grid(expert, size)
+    patches = features.patches.float()
+    if tuple(patches.shape[-2:]) != grid:
+        patches = bicubic_resize(patches, grid)
+    return expert.head(patches, size)[:, 0]
 
 
 def teacher_table(teachers: dict[str, Teacher]) -> str:
@@ -51,7 +88,7 @@ def top_classes(probabilities: Tensor, k: int = 3) -> list[list[tuple[str, float
 def read_experts(
     experts: dict[str, Teacher], images: Tensor, estimates: dict[str, TeacherOutput] | None = None
 ) -> dict[str, Tensor]:
-    """Each expert's head reading (see `workbench.expert_heads.READINGS`) of a batch of images.
+    """Each expert's head reading (see `workbench.eval.expert_heads.READINGS`) of a batch of images.
 
     Args:
         experts: name -> expert; names without a head reading are left out.
@@ -70,45 +107,3 @@ def read_experts(
         features = expert(images) if estimates is None else estimates[name]
         readings[name] = expert_reading(name, expert, features, size)
     return readings
-
-
-def readings_figure(
-    images: Tensor, readings: dict[str, dict[str, Tensor]], row_titles: list[str] | None = None
-) -> Figure:
-    """Rows = images: the image, captioned with each source's top ImageNet class, then every map reading
-    (text, edges) of every source side by side.
-
-    Args:
-        images: [B, 3, H, W] in [0, 1].
-        readings: source (e.g. "expert", "student") -> `read_experts` output for these images.
-        row_titles: one per image.
-    """
-    if not readings:
-        raise ValueError("readings_figure needs at least one source of readings")
-    maps = [
-        (expert, source)
-        for expert in READINGS
-        for source in readings
-        if expert in readings[source] and readings[source][expert].ndim == 3
-    ]
-    rows, cols = images.shape[0], 1 + len(maps)
-    fig = Figure(figsize=(2.4 * cols, 2.6 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    captions = {source: top_classes(r["semantic"], 1) for source, r in readings.items() if "semantic" in r}
-    for row in range(rows):
-        axes[row][0].imshow(images[row].permute(1, 2, 0).clamp(0, 1).cpu().numpy())
-        text = [f"{source}: {top[row][0][0]} ({top[row][0][1]:.2f})" for source, top in captions.items()]
-        axes[row][0].set_xlabel("\n".join(text), fontsize=7)
-        if row_titles:
-            axes[row][0].set_ylabel(row_titles[row], fontsize=9)
-        for col, (expert, source) in enumerate(maps, start=1):
-            axes[row][col].imshow(
-                readings[source][expert][row].float().cpu().numpy(), cmap="magma", vmin=0, vmax=1
-            )
-            if row == 0:
-                axes[row][col].set_title(f"{expert} map\n{source}", fontsize=9)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
-    return fig

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from workbench.pca import PCABasis, foreground_mask
+from workbench.viz.pca import PCABasis, foreground_mask
 
 
 def to_picture(rgb: Tensor, side: int) -> np.ndarray:

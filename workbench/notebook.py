@@ -24,8 +24,8 @@ from distill.stage_teachers import expert_teacher
 from distill.stages import STAGE_NAMES, stage_named
 from distill.teachers import Teacher
 from distill.trainer import run_stage
-from workbench.scoreboard import EvalSettings, evaluate
-from workbench.scoreboard_report import write_scoreboard
+from workbench.eval.report import write_scoreboard
+from workbench.eval.scoreboard import EvalSettings, evaluate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -154,7 +154,7 @@ def config_experts(config: RunConfig) -> dict[str, Teacher]:
 
 
 def score_run(scale: NotebookScale, log: Callable[[str], None] = print) -> list[dict]:
-    """Score the scale's run as `eupe eval` does (see `workbench.scoreboard.evaluate`), reusing saved rows.
+    """Score the scale's run as `eupe eval` does (`workbench.eval.scoreboard.evaluate`), reusing saved rows.
 
     The rows and `scoreboard.{json,md,png}` go to `scale.scoreboard_dir`; rows are keyed by the encoders'
     content, so rows `make demo` scored are reused here, and the other way round.
@@ -162,6 +162,6 @@ def score_run(scale: NotebookScale, log: Callable[[str], None] = print) -> list[
     rows = evaluate(
         [scale.run_dir], scale.scoreboard_dir, scale.eval_settings, scale.scoreboard_experts, log=log
     )
-    command = f"workbench.notebook_setup.score_run ({scale.name} scale)"
+    command = f"workbench.notebook.score_run ({scale.name} scale)"
     write_scoreboard(rows, scale.eval_settings, scale.scoreboard_dir, command)
     return rows
