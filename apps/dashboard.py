@@ -16,10 +16,10 @@ import pandas as pd
 import streamlit as st
 import yaml
 
-from apps.cli import EXPERT_SOURCES
 from distill.data.photos import photo_names
 from distill.stages import BASELINE, EUPE_STUDENT
 from distill.teachers import EXPERTS
+from distill.teachers.registry import expert_spec
 from workbench.explore import runs as wr
 from workbench.explore.explorer import Explorer
 
@@ -80,13 +80,10 @@ def show_experts(root: Path) -> None:
     rows = []
     for name in EXPERTS:
         encoder = explorer(str(root)).store.encoder(name)
-        what, package, licence = EXPERT_SOURCES[name]
         rows.append(
             {
                 "expert": name,
-                "model": what,
-                "package": package,
-                "licence": licence,
+                **expert_spec(name).facts(),
                 "params (M)": round(encoder.num_parameters() / 1e6, 2),
                 "summary dim": encoder.summary_dim,
                 "patches": f"{encoder.patch_dim} @ /{encoder.patch_stride}",

@@ -11,10 +11,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from distill.config import RunConfig
+from distill.device import pick_device
 from distill.models import DistilledModel
 from distill.pipeline import configured_stages, run_stages
 from distill.stages import stage_named
-from distill.trainer import pick_device
 
 # Dense bf16 tensor-core peaks (FLOP/s) for MFU; other devices report no MFU.
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}

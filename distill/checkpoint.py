@@ -10,8 +10,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+
+from distill.atomic import atomic_path
 
 MODEL_FILE = "model.safetensors"  # the weights, loadable without this code
 TRAIN_STATE_FILE = "train_state.safetensors"
@@ -56,24 +56,15 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None,
     meta: dict[str, Any],
 ) -> Path:
-    """Write a checkpoint folder atomically (a temporary folder renamed over the old one)."""
+    """Write a checkpoint folder atomically (see `atomic_path`)."""
     folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_path(folder) as tmp:
+        tmp.mkdir(parents=True)
         save_file(contiguous_state(model_state), str(tmp / MODEL_FILE), metadata={"meta": json.dumps(meta)})
         if optimizer is not None:
             tensors, groups = optimizer_tensors(optimizer)
             header = {"meta": json.dumps(meta), "param_groups": json.dumps(groups)}
             save_file(contiguous_state(tensors), str(tmp / TRAIN_STATE_FILE), metadata=header)
-        old = folder.with_name(f".{folder.name}.{os.getpid()}.old")
-        if folder.exists():
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

@@ -16,6 +16,8 @@ import yaml
 
 from distill.stages import STAGE_NAMES
 
+CONFIG_DIR = Path(__file__).with_name("configs")  # a link to the repository's configs/, shipped in the wheel
+
 
 class ConfigError(ValueError):
     """A bad configuration key or value (the message names it)."""
@@ -274,16 +276,33 @@ def apply_override(tree: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
+def config_path(name: str | Path) -> Path:
+    """The file `name` if it exists; else, for `toy`, `toy.yaml` or `configs/toy.yaml`, the packaged config,
+    so the shipped configs resolve from any folder.
+
+    Raises:
+        FileNotFoundError: neither exists.
+    """
+    path = Path(name)
+    if path.is_file():
+        return path
+    if path.parent in (Path("."), Path("configs")):
+        packaged = CONFIG_DIR / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+        if packaged.is_file():
+            return packaged
+        names = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+        raise FileNotFoundError(f"config file not found: {path} (packaged configs: {names})")
+    raise FileNotFoundError(f"config file not found: {path}")
+
+
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Read a YAML run config, apply `key.sub=value` overrides, and validate it.
+    """Read a YAML run config (see `config_path`), apply `key.sub=value` overrides, and validate it.
 
     Raises:
         ConfigError: unknown key, wrong type or bad value, with the key in the message.
         FileNotFoundError: no such config file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+    path = config_path(path)
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
+from distill.atomic import atomic_path
 from distill.teachers.base import TeacherOutput
 
 
@@ -98,6 +98,7 @@ class FeatureCache:
         count: int,
         compute: Callable[[slice], TeacherOutput],
         chunk: int = 64,
+        label: str = "teacher features",
     ) -> CachedFeatures:
         """Compute features for views 0..count-1 in chunks, write the entry atomically, and load it.
 
@@ -107,19 +108,17 @@ class FeatureCache:
             count: number of views.
             compute: maps a slice of view indices to standardised teacher features.
             chunk: views per `compute` call.
+            label: what the progress bar calls the entry.
         """
-        folder = self.entry(key)
-        tmp = folder.with_name(f".{key}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
+        with atomic_path(self.entry(key)) as tmp:
+            tmp.mkdir(parents=True)
             first = compute(slice(0, min(chunk, count)))
             arrays = {
                 name: np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=np.float16,
                                                 shape=(count, *value.shape[1:]))
                 for name, value in (("summary", first.summary), ("patches", first.patches))
             }  # fmt: skip
-            for start in range(0, count, chunk):
+            for start in tqdm(range(0, count, chunk), desc=f"feature cache: {label}", leave=False):
                 out = first if start == 0 else compute(slice(start, min(start + chunk, count)))
                 stop = start + out.summary.shape[0]
                 arrays["summary"][start:stop] = out.summary.float().cpu().numpy()
@@ -128,16 +127,17 @@ class FeatureCache:
                 array.flush()
             del arrays
             (tmp / "key.json").write_text(json.dumps({"key": key, **description}, indent=1, default=str))
-            shutil.rmtree(folder, ignore_errors=True)
-            os.replace(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         loaded = self.load(key)
         assert loaded is not None
         return loaded
 
     def get_or_build(
-        self, key: str, description: dict, count: int, compute: Callable[[slice], TeacherOutput]
+        self,
+        key: str,
+        description: dict,
+        count: int,
+        compute: Callable[[slice], TeacherOutput],
+        label: str = "teacher features",
     ) -> CachedFeatures:
         """The entry for `key`, computing it first if missing."""
-        return self.load(key) or self.build(key, description, count, compute)
+        return self.load(key) or self.build(key, description, count, compute, label=label)

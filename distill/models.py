@@ -5,9 +5,9 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from distill.adaptors import TeacherAdaptor
+from distill.backbones import create_timm_backbone, input_granularity, split_features
 from distill.config import ModelConfig
 from distill.teachers.base import TeacherOutput
-from distill.teachers.timm_teacher import create_timm_backbone, input_granularity, split_features
 
 
 def adaptor_key(teacher: str) -> str:

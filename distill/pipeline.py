@@ -10,10 +10,11 @@ from torch import Tensor
 from distill.atomic import atomic_path
 from distill.config import RunConfig, config_to_dict
 from distill.data.views import build_views
+from distill.device import pick_device
 from distill.feature_cache import fingerprint
 from distill.run_dir import RunDir
 from distill.stages import STAGE_NAMES
-from distill.trainer import StageResult, pick_device, run_stage
+from distill.trainer import StageResult, run_stage
 
 
 def configured_stages(config: RunConfig) -> list[str]:

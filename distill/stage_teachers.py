@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from distill.checkpoint import MODEL_FILE
 from distill.config import RunConfig
@@ -102,9 +103,10 @@ def build_stage_teachers(
             for _ in range(config.norm.warmup_batches)
         ]
         for name, teacher in teachers.items():
+            batches = tqdm(draws, desc=f"{stage}: {name} statistics", leave=False, disable=not save)
             outputs = (
                 teacher(resize(views[index].to(device).float().div(255), sides[i % len(sides)]))
-                for i, index in enumerate(draws)
+                for i, index in enumerate(batches)
             )
             standardizers[name].fit(outputs)
         if save:

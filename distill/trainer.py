@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import resource
 import time
 import warnings
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from distill.augment import ViewTransforms, draw_transforms, transform_grid, tra
 from distill.checkpoint import load_into, load_train_state, read_meta, save_checkpoint
 from distill.config import AugmentConfig, RunConfig, StageConfig
 from distill.data.images import resize
+from distill.device import peak_memory_gib, pick_device
 from distill.feature_cache import CachedFeatures, FeatureCache, fingerprint
 from distill.losses import distillation_loss
 from distill.metrics_log import MetricsLog, metric_records
@@ -49,20 +49,6 @@ class StageResult:
     images_per_second: float
     peak_memory_gib: float
     teacher_dims: dict[str, tuple[int, int]]
-
-
-def pick_device(name: str) -> torch.device:
-    """`auto` -> CUDA when available, else CPU; any other name as given."""
-    if name != "auto":
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def peak_memory_gib(device: torch.device) -> float:
-    """Peak GPU memory allocated since the last reset, or the process's peak resident memory on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -157,7 +143,9 @@ def cached_targets(
                 return teachers.targets(name, images)
 
             description = {"teacher": teachers.identity[name], "side": side, "data": data_key}
-            out[(name, side)] = cache.get_or_build(key, description, views.shape[0], compute)
+            out[(name, side)] = cache.get_or_build(
+                key, description, views.shape[0], compute, f"{name} at {side} px"
+            )
     return out
 
 

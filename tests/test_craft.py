@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from distill.teachers.base import TeacherOutput
 from distill.teachers.checks import (
     NO_TEXT_MAX_REGION,
     TEXT_CANVAS,
@@ -14,9 +15,11 @@ from distill.teachers.checks import (
     check_text,
     render_text,
 )
-from distill.teachers.craft import CRAFT, WEIGHTS, CRAFTTeacher, convert_craft_checkpoint, text_teacher
-from distill.teachers.registry import teacher_factory
+from distill.teachers.craft import CRAFT, CRAFTTeacher, convert_craft_checkpoint, text_teacher
+from distill.teachers.registry import expert_spec, teacher_factory
 from distill.teachers.weights import converted_path
+
+WEIGHTS = expert_spec("text").weights
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +54,7 @@ def test_shapes_and_head(teacher: CRAFTTeacher) -> None:
     assert out.patches.shape == (2, teacher.patch_dim, 32, 48) and teacher.patch_stride == 2
     scores = teacher.expert_output(images)
     assert scores.shape == (2, 2, 64, 96)
-    assert torch.equal(teacher.head(out.patches, (64, 96)), scores)
+    assert torch.equal(teacher.head(out, (64, 96)), scores)
 
 
 def test_frozen_eval_and_head_gradient(teacher: CRAFTTeacher) -> None:
@@ -62,7 +65,7 @@ def test_frozen_eval_and_head_gradient(teacher: CRAFTTeacher) -> None:
     teacher(torch.rand(1, 3, 64, 64))
     assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in state.items())  # BN stats untouched
     adapted = torch.randn(1, 32, 16, 16, requires_grad=True)  # e.g. a student's adapted patches
-    teacher.head(adapted, (32, 32)).sum().backward()
+    teacher.head(TeacherOutput(torch.zeros(1, 1024), adapted), (32, 32)).sum().backward()
     assert adapted.grad is not None and adapted.grad.abs().sum() > 0
 
 

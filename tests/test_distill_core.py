@@ -177,7 +177,7 @@ def test_paper_config_builds_on_meta_with_published_sizes():
     with torch.device("meta"):
         dims = {}
         for spec in config.teachers:
-            from distill.teachers.timm_teacher import TIMM_ALIASES
+            from distill.backbones import TIMM_ALIASES
 
             teacher = timm.create_model(TIMM_ALIASES[spec.name].split(".")[0], num_classes=0)
             dims[spec.name] = (teacher.num_features, teacher.num_features)

@@ -19,11 +19,10 @@ from workbench.eval.efficiency import (
     count_gflops,
     count_parameters,
     format_efficiency_table,
-    measure_latency,
     rows_to_markdown,
-    timing_summary,
 )
 from workbench.eval.export import check_onnx, export_onnx, onnx_latency, onnx_output_names
+from workbench.eval.latency import measure_latency, timing_summary
 
 RES = 32
 

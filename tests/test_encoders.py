@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -104,3 +106,14 @@ def test_expert_reading_of_the_experts_own_features_is_its_output():
             torch.testing.assert_close(reading, expert.expert_output(images)[:, 0])
         else:
             assert reading.shape == (2, 64, 64) and reading.min() >= 0 and reading.max() <= 1
+
+
+def test_a_student_reads_its_teacher_stage_only_when_its_expert_estimates_are_asked(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    shutil.rmtree(run / "proxy" / "checkpoint")  # the proxy the student's estimates go through
+    student = build_encoder(str(run / "multires"), resolution=64)
+    features = student(torch.rand(2, 3, 64, 64))  # own features: the proxy is not needed
+    assert features.patches.shape == (2, student.patch_dim, 4, 4) and features.experts == {}
+    with pytest.raises(FileNotFoundError, match="proxy"):
+        student.experts()

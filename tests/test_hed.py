@@ -15,9 +15,11 @@ from distill.teachers.checks import (
     check_edges,
     photo_batch,
 )
-from distill.teachers.hed import WEIGHTS, HEDTeacher, edges_teacher
-from distill.teachers.registry import teacher_factory
+from distill.teachers.hed import HEDTeacher, edges_teacher
+from distill.teachers.registry import expert_spec, teacher_factory
 from distill.teachers.weights import converted_path
+
+WEIGHTS = expert_spec("edges").weights
 
 SIDE = EDGE_SIDE
 
@@ -73,7 +75,7 @@ def test_shapes_and_head(teacher: HEDTeacher) -> None:
     assert out.patches.shape == (2, 512, SIDE // 8, SIDE // 8)
     with torch.no_grad():
         side4 = torch.sigmoid(teacher.net.logits(teacher.prepare(images).flip(1))[3])
-        head = teacher.head(out.patches, (SIDE, SIDE))
+        head = teacher.head(out, (SIDE, SIDE))
     assert head.shape == (2, 1, SIDE, SIDE)
     torch.testing.assert_close(head, side4)
 

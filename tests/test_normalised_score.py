@@ -8,7 +8,7 @@ import pytest
 
 from workbench.eval.normalised import column_references, normalised_columns, with_normalised_scores
 from workbench.eval.report import markdown_table, write_scoreboard
-from workbench.eval.scoreboard import EvalSettings
+from workbench.eval.settings import EvalSettings
 
 EFFICIENCY = {"params_m": 1.0, "gflops": 0.1, "cpu_ms": 2.0}
 ROWS = [

@@ -31,7 +31,7 @@ from workbench.eval.encoders import Encoder, ExpertMap
 from workbench.eval.expert_heads import imagenet_classes, read_experts, teacher_table, top_classes
 from workbench.eval.reading import compare_roles, written_reading
 from workbench.eval.resolution import input_side, patches_at_sides, resolution_sweep
-from workbench.eval.scoreboard import EvalSettings
+from workbench.eval.settings import EvalSettings
 from workbench.eval.similarity import agreement_scores, agreement_table
 from workbench.explore.image_folders import folder_images, write_photo_folder
 from workbench.explore.training_step import (

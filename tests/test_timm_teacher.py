@@ -4,8 +4,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from distill.backbones import TIMM_ALIASES, create_timm_backbone
 from distill.teachers import build_teacher
-from distill.teachers.timm_teacher import TIMM_ALIASES, TimmTeacher, create_timm_backbone
+from distill.teachers.timm_teacher import TimmTeacher
 
 TINY_VIT = "vit_small_patch16_dinov3_qkvb"  # DINOv3-style: RoPE, CLS + 4 registers
 

@@ -25,7 +25,8 @@ from distill.stages import STAGE_NAMES, stage_named
 from distill.teachers import Teacher
 from distill.trainer import run_stage
 from workbench.eval.report import write_scoreboard
-from workbench.eval.scoreboard import EvalSettings, evaluate
+from workbench.eval.scoreboard import evaluate
+from workbench.eval.settings import EvalSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,15 +1,34 @@
-"""Teachers: the three offline experts, any timm model, behind one interface (`Teacher`)."""
+"""Teachers: the offline experts (see `registry`), any timm model, behind one interface (`Teacher`).
+
+Importing this package needs no torch: the experts' names and facts come from the registry, and the
+torch-backed names (`Teacher`, `TeacherOutput`, `TimmTeacher`) are imported on first use.
+"""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from distill.teachers import craft, efficientnet_lite, hed  # noqa: F401  (register the experts)
-from distill.teachers.base import Teacher, TeacherOutput
 from distill.teachers.registry import registered_teachers, teacher_factory
-from distill.teachers.timm_teacher import TIMM_ALIASES, TimmTeacher
 
-EXPERTS = ("semantic", "text", "edges")
+if TYPE_CHECKING:
+    from distill.teachers.base import Teacher, TeacherOutput
+    from distill.teachers.timm_teacher import TimmTeacher
+
+EXPERTS = tuple(registered_teachers())  # the built-in experts, in registry order
+_LAZY = {
+    "Teacher": "distill.teachers.base",
+    "TeacherOutput": "distill.teachers.base",
+    "TimmTeacher": "distill.teachers.timm_teacher",
+}
+
+
+def __getattr__(name: str) -> object:
+    """The torch-backed exports, imported on first use."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)
 
 
 def build_teacher(spec: str, **kwargs: object) -> Teacher:
@@ -23,10 +42,12 @@ def build_teacher(spec: str, **kwargs: object) -> Teacher:
         from distill.distilled_teacher import DistilledTeacher
 
         return DistilledTeacher(spec, **kwargs)
-    if spec.startswith("timm:"):
-        return TimmTeacher(spec.removeprefix("timm:"), **kwargs)
-    if spec in TIMM_ALIASES:
-        return TimmTeacher(spec, **kwargs)
+    if spec not in registered_teachers():
+        from distill.backbones import TIMM_ALIASES
+        from distill.teachers.timm_teacher import TimmTeacher
+
+        if spec.startswith("timm:") or spec in TIMM_ALIASES:
+            return TimmTeacher(spec.removeprefix("timm:"), **kwargs)
     return teacher_factory(spec)(**kwargs)
 
 

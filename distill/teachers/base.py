@@ -40,8 +40,9 @@ class Teacher(nn.Module):
     """A frozen feature extractor with its own input normalisation and resizing.
 
     Subclasses set `summary_dim`, `patch_dim`, `patch_stride`, build their layers, call
-    `self.freeze()` once weights are loaded, and implement `encode` on normalised input.
-    Calling the teacher on a [B, 3, H, W] batch in [0, 1] returns a `TeacherOutput`.
+    `self.freeze()` once weights are loaded, and implement `encode` on normalised input; an expert
+    (see `registry`) also implements `head`. Calling the teacher on a [B, 3, H, W] batch in [0, 1]
+    returns a `TeacherOutput`.
 
     Args:
         mean: per-channel mean of the input normalisation (RGB, in [0, 1] units).
@@ -103,6 +104,11 @@ class Teacher(nn.Module):
     def encode(self, x: Tensor) -> TeacherOutput:
         """Features of a prepared (resized, normalised) batch."""
         raise NotImplementedError
+
+    def head(self, features: TeacherOutput, size: tuple[int, int]) -> Tensor:
+        """An expert's own prediction from (possibly adapted) features of images of `size` (height, width);
+        what it returns is the expert's `ExpertSpec.reading`. Teachers that are not experts have none."""
+        raise NotImplementedError(f"{type(self).__name__} has no expert head")
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> TeacherOutput:

@@ -1,12 +1,11 @@
 """Behaviour checks of the three offline experts on real photos and rendered text.
 
 Each check measures one thing the expert is known to do and compares it with a pass mark; the
-tests and `eupe teachers check` call the same functions.
+tests and `eupe teachers check` call the same functions. An expert's spec names its check.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +16,7 @@ from torch import Tensor
 from distill.data.images import square_view
 from distill.data.photos import load_photo
 from distill.teachers.base import Teacher
+from distill.teachers.registry import expert_spec, resolve
 
 IMAGENET_CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
@@ -166,12 +166,7 @@ def check_edges(teacher: Teacher) -> CheckResult:
     return CheckResult("edges", "edges follow Sobel on photos, none on flat images", measured, passed)
 
 
-CHECKS: dict[str, Callable[[Teacher], CheckResult]] = {
-    "semantic": check_semantic, "text": check_text, "edges": check_edges,
-}  # fmt: skip
-
-
 @torch.no_grad()
 def run_check(expert: str, teacher: Teacher) -> CheckResult:
-    """Run the behaviour check registered for `expert` on a built teacher."""
-    return CHECKS[expert](teacher)
+    """Run the behaviour check named in `expert`'s spec on a built teacher."""
+    return resolve(expert_spec(expert).check)(teacher)

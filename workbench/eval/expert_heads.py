@@ -11,11 +11,10 @@ from torch import Tensor
 
 from distill.adaptors import bicubic_resize
 from distill.teachers import Teacher, TeacherOutput
+from distill.teachers.registry import expert_spec, registered_teachers
 
-READINGS = {  # expert -> what its head reads out
-    "semantic": "ImageNet-1k class probabilities [B, 1000]",
-    "text": "CRAFT text-region score [B, H, W]",
-    "edges": "HED dsn4 edge probability [B, H, W]",
+READINGS = {  # built-in expert -> what `expert_reading` gives (its spec's reading description)
+    name: expert_spec(name).reading_description for name in registered_teachers()
 }
 
 
@@ -27,27 +26,26 @@ def expert_grid(expert: Teacher, size: tuple[int, int]) -> tuple[int, int]:
 
 @torch.no_grad()
 def expert_reading(name: str, expert: Teacher, features: TeacherOutput, size: tuple[int, int]) -> Tensor:
-    """The expert's head applied to features in its space.
+    """The expert's head applied to features in its space, read as its spec's `reading` says.
 
     Args:
-        name: "semantic", "text" or "edges".
+        name: a registered expert (e.g. "semantic", "text", "edges").
         expert: the expert teacher (its head is used).
-        features: features in the expert's space; patches on any grid are bicubically resized to the
-            grid the expert itself produces for images of `size`.
+        features: features in the expert's space; for a "map" reading, patches on any grid are
+            bicubically resized to the grid the expert itself produces for images of `size`.
         size: (height, width) of the images the features come from.
 
     Returns:
-        See `READINGS`.
+        "classes": [B, 1000] ImageNet probabilities (softmax of the head's logits); "map": channel 0
+        of the head's map, [B, H, W]. The expert's `ExpertSpec.reading_description` says what it is.
     """
-    if name not in READINGS:
-        raise ValueError(f"no head reading for '{name}'; experts with heads: {', '.join(READINGS)}")
-    if name == "semantic":
-        return expert.head(features.summary.float()).softmax(-1)
+    if expert_spec(name).reading == "classes":
+        return expert.head(TeacherOutput(features.summary.float(), features.patches), size).softmax(-1)
     grid = expert_grid(expert, size)
     patches = features.patches.float()
     if tuple(patches.shape[-2:]) != grid:
         patches = bicubic_resize(patches, grid)
-    return expert.head(patches, size)[:, 0]
+    return expert.head(TeacherOutput(features.summary, patches), size)[:, 0]
 
 
 def teacher_table(teachers: dict[str, Teacher]) -> str:
@@ -88,21 +86,21 @@ def top_classes(probabilities: Tensor, k: int = 3) -> list[list[tuple[str, float
 def read_experts(
     experts: dict[str, Teacher], images: Tensor, estimates: dict[str, TeacherOutput] | None = None
 ) -> dict[str, Tensor]:
-    """Each expert's head reading (see `workbench.eval.expert_heads.READINGS`) of a batch of images.
+    """Each expert's head reading (see `expert_reading`) of a batch of images.
 
     Args:
-        experts: name -> expert; names without a head reading are left out.
+        experts: name -> teacher; teachers that are not registered experts (no head) are left out.
         images: [B, 3, H, W] in [0, 1].
         estimates: read these features instead of the experts' own, e.g. a distilled encoder's
             `EncoderFeatures.experts` for the same images (experts missing from it are left out).
 
     Returns:
-        name -> [B, 1000] ImageNet probabilities (semantic) or [B, H, W] maps (text, edges).
+        name -> [B, 1000] ImageNet probabilities (e.g. semantic) or [B, H, W] maps (e.g. text, edges).
     """
     size = tuple(images.shape[-2:])
     readings = {}
     for name, expert in experts.items():
-        if name not in READINGS or (estimates is not None and name not in estimates):
+        if name not in registered_teachers() or (estimates is not None and name not in estimates):
             continue
         features = expert(images) if estimates is None else estimates[name]
         readings[name] = expert_reading(name, expert, features, size)

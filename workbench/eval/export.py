@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from distill.atomic import atomic_path
 from distill.models import DistilledModel, adaptor_key
-from workbench.eval.efficiency import evaluating, measure_latency
+from workbench.eval.latency import evaluating, measure_latency
 
 INPUT_NAME = "images"
 SINGLE_FILE_LIMIT = 2**31  # bytes of weights a single-file ONNX model (protobuf) can hold
@@ -193,7 +193,7 @@ def check_onnx(
 def onnx_latency(
     path: str | Path, images: Tensor, warmup: int = 2, repeats: int = 5, threads: int | None = None
 ) -> dict[str, float]:
-    """onnxruntime CPU wall time per batch of `images`, as `workbench.eval.efficiency.measure_latency`.
+    """onnxruntime CPU wall time per batch of `images`, as `workbench.eval.latency.measure_latency`.
 
     Returns:
         {"median_ms", "p90_ms", "throughput"} (throughput in images/s).

@@ -19,9 +19,9 @@ from workbench.eval.scoreboard import (
     FLOOR_ROLE,
     OTHER_ROLE,
     Column,
-    EvalSettings,
     write_json,
 )
+from workbench.eval.settings import EvalSettings
 
 ROLE_COLOURS = {
     EXPERT_ROLE: "#7f7f7f",

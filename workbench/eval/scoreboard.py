@@ -19,6 +19,7 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
+from tqdm import tqdm
 
 from distill.atomic import atomic_path
 from distill.checkpoint import contiguous_state
@@ -26,8 +27,9 @@ from distill.data.scenes import SEGMENT_CLASSES
 from distill.run_dir import RunDir, checkpoint_folder
 from distill.stages import STAGE_NAMES, STAGES
 from distill.teachers import EXPERTS, Teacher, TeacherOutput, build_teacher
+from distill.teachers.registry import expert_spec
 from workbench.eval.data import EvalData, build_eval_data
-from workbench.eval.efficiency import count_gflops, measure_latency
+from workbench.eval.efficiency import count_gflops
 from workbench.eval.encoders import (
     Encoder,
     EncoderFeatures,
@@ -37,6 +39,7 @@ from workbench.eval.encoders import (
     random_encoder,
 )
 from workbench.eval.expert_heads import expert_reading
+from workbench.eval.latency import measure_latency
 from workbench.eval.metrics import binary_f_score
 from workbench.eval.probes import (
     DenseProbe,
@@ -45,32 +48,11 @@ from workbench.eval.probes import (
     linear_classify,
     train_dense_probe,
 )
+from workbench.eval.settings import EvalSettings
 
 EXPERT_ROLE = "expert"
 FLOOR_ROLE = "random init (floor)"
 OTHER_ROLE = "other"  # an extra encoder (`eupe eval --encoders`)
-
-
-@dataclass
-class EvalSettings:
-    """What the evaluation reads and how long the probes train (all seeded).
-
-    The defaults keep a CPU evaluation of the toy run to minutes: the CRAFT and HED experts are
-    VGG16-sized. Dense probes read patch grids area-pooled to at most `max_grid` per side.
-    """
-
-    resolution: int = 128
-    scene_train: int = 384
-    scene_test: int = 192
-    fashion_train: int = 600
-    fashion_test: int = 300
-    fashion_resolution: int = 64
-    photos: int = 64
-    probe_steps: int = 300
-    max_grid: int = 32
-    batch_size: int = 32
-    latency_repeats: int = 5
-    seed: int = 0
 
 
 @dataclass
@@ -286,23 +268,24 @@ def dense_probe(name: str) -> Callable[..., ProbeResult]:
 def agreement_probe(inputs: ProbeInputs, settings: EvalSettings, references: ExpertReferences) -> ProbeResult:
     """How well an encoder's expert-space outputs, read by each expert's head, agree with the expert.
 
-    On the photo crops. Semantic: top-1 agreement (same ImageNet class) and top-5 agreement (the
-    expert's class among the encoder's top 5). Edges and text: F-score of the encoder's map against
-    the expert's own map thresholded at 0.5 (best threshold over the set for the encoder's map).
+    On the photo crops, by the kind of each expert's reading. Classes (semantic): `<name>_top1`, the
+    agreement on the class, and `<name>_top5`, the expert's class among the encoder's top 5. Maps
+    (edges, text): `<name>_agree_f`, the F-score of the encoder's map against the expert's own map
+    thresholded at 0.5 (best threshold over the set for the encoder's map).
     """
     if not inputs.encoder.experts():
         return ProbeResult({})
     readings = references.read(inputs.features("photos").experts)
-    expected = references.readings
     scores = {}
-    if "semantic" in readings:
-        expert_class = expected["semantic"].argmax(-1)
-        top5 = readings["semantic"].topk(5, dim=-1).indices
-        scores["semantic_top1"] = (top5[:, 0] == expert_class).float().mean().item()
-        scores["semantic_top5"] = (top5 == expert_class[:, None]).any(-1).float().mean().item()
-    for name in ("edges", "text"):
-        if name in readings and (expected[name] > 0.5).any():  # F is undefined where the expert fires nowhere
-            scores[f"{name}_agree_f"] = binary_f_score(readings[name], expected[name] > 0.5)["f"]
+    for name, reading in readings.items():
+        expected = references.readings[name]
+        if expert_spec(name).reading == "classes":
+            expert_class = expected.argmax(-1)
+            top5 = reading.topk(5, dim=-1).indices
+            scores[f"{name}_top1"] = (top5[:, 0] == expert_class).float().mean().item()
+            scores[f"{name}_top5"] = (top5 == expert_class[:, None]).any(-1).float().mean().item()
+        elif (expected > 0.5).any():  # F is undefined where the expert fires nowhere
+            scores[f"{name}_agree_f"] = binary_f_score(reading, expected > 0.5)["f"]
     return ProbeResult(scores)
 
 
@@ -353,7 +336,7 @@ def score_encoder(
     """Run the named probes (default: all) on one encoder; trained dense probes go to `probe_dir`."""
     inputs = ProbeInputs(encoder, data, settings.batch_size)
     scores = {}
-    for name in probes or list(PROBES):
+    for name in tqdm(probes or list(PROBES), desc=f"{encoder.name}: probes", leave=False):
         result = PROBES[name](inputs, settings, references)
         scores |= result.scores
         if result.probe is not None and probe_dir is not None:

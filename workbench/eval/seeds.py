@@ -23,7 +23,8 @@ from distill.pipeline import configured_stages, run_stages
 from distill.stages import BASELINE, EUPE_STUDENT, role_of
 from workbench.eval.normalised import NORMALISED, with_normalised_scores
 from workbench.eval.report import write_scoreboard
-from workbench.eval.scoreboard import COLUMNS, EXPERT_ROLE, EvalSettings, evaluate, write_json
+from workbench.eval.scoreboard import COLUMNS, EXPERT_ROLE, evaluate, write_json
+from workbench.eval.settings import EvalSettings
 
 COMPARED = (NORMALISED, *COLUMNS)
 PAIRED = (role_of(EUPE_STUDENT), role_of(BASELINE))  # the recipe's claim: the first beats the second

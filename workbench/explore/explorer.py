@@ -21,8 +21,9 @@ from distill.data.photos import load_photo
 from distill.data.scenes import SEGMENT_CLASSES, SceneGenerator
 from distill.stages import EUPE_STUDENT, STAGES
 from distill.teachers import EXPERTS, TeacherOutput
+from distill.teachers.registry import expert_spec, registered_teachers
 from workbench.eval.encoders import EncoderFeatures, is_checkpoint
-from workbench.eval.expert_heads import READINGS, expert_reading, top_classes
+from workbench.eval.expert_heads import expert_reading, top_classes
 from workbench.eval.scoreboard import load_probe
 from workbench.eval.similarity import agreement_map, cosine_similarity_map
 from workbench.explore.feature_store import FeatureStore
@@ -280,8 +281,8 @@ class Explorer:
 
     def teacher_student(self, key: str, spec: str, resolution: int) -> View:
         """A distilled encoder against each expert it reaches: per-patch agreement of its expert-space
-        estimate with the expert's features, and the expert's head read on both (ImageNet top-5 as the
-        table, edge and text maps as panels)."""
+        estimate with the expert's features, and the expert's head read on both (a classes reading,
+        ImageNet top-5, as the table; map readings, e.g. edges and text, as panels)."""
         view = View()
         student = self.store.features(key, spec, resolution)
         name = self.encoder_name(spec)
@@ -298,12 +299,12 @@ class Explorer:
                     overlay(image, colorize(values)), f"{expert} agreement · mean {float(values.mean()):.2f}"
                 )
             )
-            if expert not in READINGS:
+            if expert not in registered_teachers():  # e.g. a timm teacher: no head to read with
                 continue
             teacher = self.store.encoder(expert).backbone
             own = expert_reading(expert, teacher, TeacherOutput(features.summary, features.patches), size)[0]
             through = expert_reading(expert, teacher, estimate, size)[0]
-            if expert == "semantic":
+            if expert_spec(expert).reading == "classes":
                 view.table = [
                     [str(i + 1), a, b] for i, (a, b) in enumerate(zip(top5(own), top5(through), strict=True))
                 ]

@@ -9,13 +9,13 @@ import torch
 from torch import Tensor, nn
 
 from distill.config import RunConfig
+from distill.device import pick_device
 from distill.losses import distillation_loss
 from distill.models import DistilledModel, adaptor_key
 from distill.pipeline import save_run_config
 from distill.stage_teachers import StageTeachers, build_stage_teachers
 from distill.standardize import TeacherStandardizer, patch_rows
 from distill.teachers.base import TeacherOutput
-from distill.trainer import pick_device
 from workbench.viz.training_curves import TERMS
 
 

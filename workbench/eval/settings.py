@@ -1,0 +1,31 @@
+"""What an evaluation reads and runs: its settings and the probes' names, importable without torch (so
+`eupe --help` is quick)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# the keys of `workbench.eval.scoreboard.PROBES`, in its order (a test keeps the two equal)
+PROBE_NAMES = ("fashion", "scenes", "segmentation", "depth", "edges", "text", "agreement")
+
+
+@dataclass
+class EvalSettings:
+    """What the evaluation reads and how long the probes train (all seeded).
+
+    The defaults keep a CPU evaluation of the toy run to minutes: the CRAFT and HED experts are
+    VGG16-sized. Dense probes read patch grids area-pooled to at most `max_grid` per side.
+    """
+
+    resolution: int = 128
+    scene_train: int = 384
+    scene_test: int = 192
+    fashion_train: int = 600
+    fashion_test: int = 300
+    fashion_resolution: int = 64
+    photos: int = 64
+    probe_steps: int = 300
+    max_grid: int = 32
+    batch_size: int = 32
+    latency_repeats: int = 5
+    seed: int = 0
