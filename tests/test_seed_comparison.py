@@ -89,7 +89,7 @@ def test_compare_trains_and_scores_each_seed_then_writes_the_table(tmp_path, cap
         assert (run / "multires" / "checkpoint").is_dir() and (run / "eval" / "scoreboard.md").is_file()
         rows = json.loads((run / "eval" / "scoreboard.json").read_text())["rows"]
         assert rows[-1]["normalised_score"] == 0.0 and rows[0]["name"] == "semantic"
-        scored = {path.stem for path in (run / "eval" / "rows").glob("*.json")}
+        scored = {json.loads(path.read_text())["name"] for path in (run / "eval" / "rows").glob("*.json")}
         assert ("semantic" in scored) == (seed == 0)  # the experts are scored once and shared
     printed = capsys.readouterr().out
     table = (tmp_path / "tiny-compare.md").read_text()
