@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distill.teachers.base import TeacherOutput
+from distill.features import Features
 
 
 class MLPAdaptor(nn.Sequential):
@@ -31,10 +31,10 @@ class TeacherAdaptor(nn.Module):
         self.summary = MLPAdaptor(in_dim, hidden, summary_dim)
         self.patches = MLPAdaptor(in_dim, hidden, patch_dim)
 
-    def forward(self, features: TeacherOutput) -> TeacherOutput:
+    def forward(self, features: Features) -> Features:
         """Adapt backbone features (summary [B, D], patches [B, D, h, w]) to this teacher's dims."""
         patches = self.patches(features.patches.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        return TeacherOutput(summary=self.summary(features.summary), patches=patches)
+        return Features(summary=self.summary(features.summary), patches=patches)
 
 
 @functools.lru_cache(maxsize=64)

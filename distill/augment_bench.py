@@ -17,8 +17,9 @@ from torch import Tensor
 from distill.adaptors import bicubic_resize
 from distill.augment import ViewTransforms, draw_transforms, transform_grid, transform_images
 from distill.data.views import build_views
+from distill.features import Features
 from distill.standardize import TeacherStandardizer
-from distill.teachers import EXPERTS, Teacher, TeacherOutput, build_teacher
+from distill.teachers import EXPERTS, Teacher, build_teacher
 
 
 def patch_agreement(live: Tensor, cached: Tensor) -> dict[str, float]:
@@ -36,7 +37,7 @@ def summary_cosine(live: Tensor, cached: Tensor) -> float:
     return F.cosine_similarity(live, cached, dim=-1).mean().item()
 
 
-def fitted_standardizer(teacher: Teacher, outputs: list[TeacherOutput]) -> TeacherStandardizer:
+def fitted_standardizer(teacher: Teacher, outputs: list[Features]) -> TeacherStandardizer:
     """A per-coordinate standardiser fitted on all of `outputs`."""
     standardizer = TeacherStandardizer(teacher.summary_dim, teacher.patch_dim)
     standardizer.fit(outputs)
@@ -82,7 +83,7 @@ def bench_augment(
         standardize = fitted_standardizer(teacher, [raw, *live_raw.values()])
         cached = standardize(raw)
         grid = "x".join(map(str, cached.patches.shape[-2:]))
-        other = TeacherOutput(cached.summary.roll(1, 0), cached.patches.roll(1, 0))
+        other = Features(cached.summary.roll(1, 0), cached.patches.roll(1, 0))
         rows.append(
             {"teacher": name, "transform": "shuffled", "grid": grid,
              **patch_agreement(other.patches, cached.patches),

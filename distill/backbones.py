@@ -8,7 +8,7 @@ from pathlib import Path
 import timm
 from torch import Tensor, nn
 
-from distill.teachers.base import TeacherOutput
+from distill.features import Features
 
 # Short names for the published EUPE teachers and the released EUPE students.
 TIMM_ALIASES = {
@@ -71,7 +71,7 @@ def input_granularity(model: nn.Module) -> int:
     return int(model.feature_info[-1]["reduction"])
 
 
-def split_features(model: nn.Module, features: Tensor, grid: tuple[int, int]) -> TeacherOutput:
+def split_features(model: nn.Module, features: Tensor, grid: tuple[int, int]) -> Features:
     """Summary and patch grid from `forward_features` output of a timm model.
 
     The summary is the final-normed CLS token for ViTs that have one (as DINOv3 and EUPE use it),
@@ -82,7 +82,7 @@ def split_features(model: nn.Module, features: Tensor, grid: tuple[int, int]) ->
     uses_cls = getattr(model, "cls_token", None) is not None and getattr(model, "global_pool", "") != "map"
     summary = features[:, 0] if uses_cls else model.forward_head(features, pre_logits=True)
     if features.ndim == 4:
-        return TeacherOutput(summary=summary, patches=features)
+        return Features(summary=summary, patches=features)
     tokens = features[:, prefix_tokens(model) :]
     patches = tokens.transpose(1, 2).reshape(features.shape[0], features.shape[-1], *grid)
-    return TeacherOutput(summary=summary, patches=patches)
+    return Features(summary=summary, patches=patches)

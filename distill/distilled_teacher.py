@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from distill.checkpoint import load_into, read_meta
 from distill.config import ModelConfig
+from distill.features import Features
 from distill.models import DistilledModel
-from distill.teachers.base import Teacher, TeacherOutput
+from distill.teachers.base import Teacher
 
 
 def load_distilled(folder: str | Path) -> DistilledModel:
@@ -40,5 +41,9 @@ class DistilledTeacher(Teacher):
         self.patch_stride = model.stride
         self.freeze()
 
-    def encode(self, x: Tensor) -> TeacherOutput:
+    def encode(self, x: Tensor) -> Features:
         return self.model.features(x)
+
+    def encoder_modules(self) -> list[nn.Module]:
+        """The backbone alone: the adaptor heads are not part of the encoder."""
+        return [self.model.backbone]

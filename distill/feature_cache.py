@@ -21,7 +21,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from distill.atomic import atomic_path
-from distill.teachers.base import TeacherOutput
+from distill.features import Features
 
 
 def fingerprint(*parts: object) -> str:
@@ -55,15 +55,13 @@ class CachedFeatures:
             *(torch.as_tensor(np.asarray(a)).to(device) for a in (self.summary, self.patches))
         )
 
-    def take(self, index: Tensor, device: torch.device) -> TeacherOutput:
+    def take(self, index: Tensor, device: torch.device) -> Features:
         """Rows `index` as float32 tensors on `device`."""
         if isinstance(self.summary, Tensor):
             index = index.to(self.summary.device)
-            return TeacherOutput(
-                self.summary[index].to(device).float(), self.patches[index].to(device).float()
-            )
+            return Features(self.summary[index].to(device).float(), self.patches[index].to(device).float())
         rows = index.numpy()
-        return TeacherOutput(
+        return Features(
             summary=torch.from_numpy(self.summary[rows]).to(device).float(),
             patches=torch.from_numpy(self.patches[rows]).to(device).float(),
         )
@@ -96,7 +94,7 @@ class FeatureCache:
         key: str,
         description: dict,
         count: int,
-        compute: Callable[[slice], TeacherOutput],
+        compute: Callable[[slice], Features],
         chunk: int = 64,
         label: str = "teacher features",
     ) -> CachedFeatures:
@@ -136,7 +134,7 @@ class FeatureCache:
         key: str,
         description: dict,
         count: int,
-        compute: Callable[[slice], TeacherOutput],
+        compute: Callable[[slice], Features],
         label: str = "teacher features",
     ) -> CachedFeatures:
         """The entry for `key`, computing it first if missing."""

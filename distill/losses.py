@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distill.adaptors import match_grids
-from distill.teachers.base import TeacherOutput
+from distill.features import Features
 
 
 def cosine_distance(prediction: Tensor, target: Tensor, dim: int, mask: Tensor | None = None) -> Tensor:
@@ -20,8 +20,8 @@ def cosine_distance(prediction: Tensor, target: Tensor, dim: int, mask: Tensor |
 
 
 def teacher_loss(
-    prediction: TeacherOutput,
-    target: TeacherOutput,
+    prediction: Features,
+    target: Features,
     alpha: float = 0.9,
     beta: float = 0.1,
     patch_weight: float = 1.0,
@@ -54,8 +54,8 @@ def teacher_loss(
 
 
 def distillation_loss(
-    predictions: dict[str, TeacherOutput],
-    targets: dict[str, TeacherOutput],
+    predictions: dict[str, Features],
+    targets: dict[str, Features],
     alpha: float = 0.9,
     beta: float = 0.1,
     patch_weights: dict[str, float] | None = None,

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 from distill.adaptors import TeacherAdaptor
 from distill.backbones import create_timm_backbone, input_granularity, split_features
 from distill.config import ModelConfig
-from distill.teachers.base import TeacherOutput
+from distill.features import Features
 
 
 def adaptor_key(teacher: str) -> str:
@@ -37,13 +37,13 @@ class DistilledModel(nn.Module):
             {adaptor_key(n): TeacherAdaptor(self.dim, hidden, s, p) for n, (s, p) in teacher_dims.items()}
         )
 
-    def features(self, images: Tensor) -> TeacherOutput:
+    def features(self, images: Tensor) -> Features:
         """Backbone summary [B, D] and patches [B, D, H/stride, W/stride] of images in [0, 1]."""
         x = (images - self.input_mean) / self.input_std
         grid = (x.shape[-2] // self.stride, x.shape[-1] // self.stride)
         return split_features(self.backbone, self.backbone.forward_features(x), grid)
 
-    def forward(self, images: Tensor) -> dict[str, TeacherOutput]:
+    def forward(self, images: Tensor) -> dict[str, Features]:
         """Each teacher's adaptor output for images in [0, 1]."""
         features = self.features(images)
         return {name: self.adaptors[adaptor_key(name)](features) for name in self.teacher_names}

@@ -13,11 +13,11 @@ from distill.checkpoint import MODEL_FILE
 from distill.config import RunConfig
 from distill.data.images import resize
 from distill.distilled_teacher import DistilledTeacher
+from distill.features import Features
 from distill.run_dir import RunDir
 from distill.stages import EXPERTS, stage_named
 from distill.standardize import TeacherStandardizer, load_standardizers, save_standardizers
 from distill.teachers import Teacher, build_teacher
-from distill.teachers.base import TeacherOutput
 from distill.teachers.registry import registered_teachers
 
 
@@ -44,7 +44,7 @@ class StageTeachers:
         return {n: (t.summary_dim, t.patch_dim) for n, t in self.teachers.items()}
 
     @torch.no_grad()
-    def targets(self, name: str, images: Tensor) -> TeacherOutput:
+    def targets(self, name: str, images: Tensor) -> Features:
         """Standardised features of teacher `name` for images in [0, 1]."""
         return self.standardizers[name](self.teachers[name](images))
 

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from distill.atomic import atomic_path
 from distill.checkpoint import contiguous_state
-from distill.teachers.base import TeacherOutput
+from distill.features import Features
 
 
 def sylvester(order: int) -> Tensor:
@@ -140,7 +140,7 @@ class TeacherStandardizer(nn.Module):
         self.summary = Standardizer(summary_dim, method)
         self.patches = Standardizer(patch_dim, method)
 
-    def fit(self, outputs: Iterable[TeacherOutput]) -> None:
+    def fit(self, outputs: Iterable[Features]) -> None:
         """Estimate the statistics on warm-up teacher outputs, then freeze them."""
         full = self.summary.method == "phi-s"
         summary = MomentAccumulator(self.summary.mean.numel(), full)
@@ -151,21 +151,21 @@ class TeacherStandardizer(nn.Module):
         self.summary.fit(summary)
         self.patches.fit(patches)
 
-    def forward(self, out: TeacherOutput) -> TeacherOutput:
+    def forward(self, out: Features) -> Features:
         return self.map_features(out, self.summary.forward, self.patches.forward)
 
-    def inverse(self, out: TeacherOutput) -> TeacherOutput:
+    def inverse(self, out: Features) -> Features:
         """Standardised features (e.g. an adaptor's output) back in the teacher's own space."""
         return self.map_features(out, self.summary.inverse, self.patches.inverse)
 
     @staticmethod
     def map_features(
-        out: TeacherOutput, on_summary: Callable[[Tensor], Tensor], on_rows: Callable[[Tensor], Tensor]
-    ) -> TeacherOutput:
+        out: Features, on_summary: Callable[[Tensor], Tensor], on_rows: Callable[[Tensor], Tensor]
+    ) -> Features:
         """Map the summary and every patch row of `out`."""
         b, _, h, w = out.patches.shape
         patches = on_rows(patch_rows(out.patches)).reshape(b, h, w, -1).permute(0, 3, 1, 2)
-        return TeacherOutput(summary=on_summary(out.summary), patches=patches)
+        return Features(summary=on_summary(out.summary), patches=patches)
 
 
 def save_standardizers(standardizers: dict[str, TeacherStandardizer], path: Path) -> None:

@@ -25,13 +25,13 @@ from distill.config import AugmentConfig, RunConfig, StageConfig
 from distill.data.images import resize
 from distill.device import peak_memory_gib, pick_device
 from distill.feature_cache import CachedFeatures, FeatureCache, fingerprint
+from distill.features import Features
 from distill.losses import distillation_loss
 from distill.metrics_log import MetricsLog, metric_records
 from distill.models import DistilledModel
 from distill.run_dir import RunDir
 from distill.stage_teachers import StageTeachers, build_stage_teachers
 from distill.stages import stage_named
-from distill.teachers.base import TeacherOutput
 
 
 class NonFiniteLoss(RuntimeError):
@@ -138,7 +138,7 @@ def cached_targets(
                 teachers.identity[name], side, data_key, teachers.standardizers[name].state_dict()
             )
 
-            def compute(index: slice, name: str = name, side: int = side) -> TeacherOutput:
+            def compute(index: slice, name: str = name, side: int = side) -> Features:
                 images = resize(views[index].to(teachers.device).float().div(255), side)
                 return teachers.targets(name, images)
 
@@ -248,7 +248,7 @@ def run_stage(
         if targets is not None:  # cached targets of whole views: transform their grids like the images
             step_targets = {n: targets[(n, teacher_side)].take(index, device) for n in teachers.teachers}
             if transforms is not None:
-                step_targets = {n: TeacherOutput(t.summary, transform_grid(t.patches, transforms))
+                step_targets = {n: Features(t.summary, transform_grid(t.patches, transforms))
                                 for n, t in step_targets.items()}  # fmt: skip
                 summary_mask = transforms.summary_valid.to(device)
         else:  # online teachers see the transformed views themselves

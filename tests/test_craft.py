@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distill.teachers.base import TeacherOutput
+from distill.features import Features
 from distill.teachers.checks import (
     NO_TEXT_MAX_REGION,
     TEXT_CANVAS,
@@ -65,7 +65,7 @@ def test_frozen_eval_and_head_gradient(teacher: CRAFTTeacher) -> None:
     teacher(torch.rand(1, 3, 64, 64))
     assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in state.items())  # BN stats untouched
     adapted = torch.randn(1, 32, 16, 16, requires_grad=True)  # e.g. a student's adapted patches
-    teacher.head(TeacherOutput(torch.zeros(1, 1024), adapted), (32, 32)).sum().backward()
+    teacher.head(Features(torch.zeros(1, 1024), adapted), (32, 32)).sum().backward()
     assert adapted.grad is not None and adapted.grad.abs().sum() > 0
 
 

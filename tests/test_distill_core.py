@@ -9,9 +9,9 @@ import torch.nn.functional as F
 
 from distill.adaptors import MLPAdaptor, match_grids
 from distill.config import ConfigError, load_config
+from distill.features import Features
 from distill.losses import distillation_loss, teacher_loss
 from distill.standardize import TeacherStandardizer, hadamard
-from distill.teachers.base import TeacherOutput
 
 
 def test_loss_terms_equal_a_hand_computation():
@@ -21,11 +21,9 @@ def test_loss_terms_equal_a_hand_computation():
     # patches on a 1x2 grid, D=2: token 1 equal, token 2 opposite -> cos distances 0 and 2
     z_pat = torch.tensor([[[[1.0, 1.0]], [[0.0, 0.0]]]])  # [1, 2, 1, 2]
     y_pat = torch.tensor([[[[2.0, -3.0]], [[0.0, 0.0]]]])
-    pred = TeacherOutput(z_sum[:1].repeat(1, 1), z_pat)
-    target = TeacherOutput(y_sum[:1], y_pat)
-    terms = teacher_loss(
-        TeacherOutput(z_sum, z_pat.repeat(2, 1, 1, 1)), TeacherOutput(y_sum, y_pat.repeat(2, 1, 1, 1))
-    )
+    pred = Features(z_sum[:1].repeat(1, 1), z_pat)
+    target = Features(y_sum[:1], y_pat)
+    terms = teacher_loss(Features(z_sum, z_pat.repeat(2, 1, 1, 1)), Features(y_sum, y_pat.repeat(2, 1, 1, 1)))
     assert terms["summary_cos"].item() == pytest.approx(0.5)
     assert terms["patch_cos"].item() == pytest.approx(1.0)
     # smooth L1 (beta 1) over elements: |1-2|=1 -> 0.5, |1+3|=4 -> 3.5, zeros -> 0; mean over 4 = 1.0
@@ -39,12 +37,12 @@ def test_loss_terms_equal_a_hand_computation():
 
 def test_summary_mask_keeps_only_the_samples_whose_summary_target_applies():
     torch.manual_seed(0)
-    pred = TeacherOutput(torch.randn(4, 6), torch.randn(4, 6, 2, 2))
-    target = TeacherOutput(torch.randn(4, 6), torch.randn(4, 6, 2, 2))
+    pred = Features(torch.randn(4, 6), torch.randn(4, 6, 2, 2))
+    target = Features(torch.randn(4, 6), torch.randn(4, 6, 2, 2))
     mask = torch.tensor([True, False, True, False])
     masked = teacher_loss(pred, target, summary_mask=mask)
     kept = teacher_loss(
-        TeacherOutput(pred.summary[mask], pred.patches), TeacherOutput(target.summary[mask], target.patches)
+        Features(pred.summary[mask], pred.patches), Features(target.summary[mask], target.patches)
     )
     assert masked["summary_cos"].item() == pytest.approx(kept["summary_cos"].item())
     assert masked["patch_cos"].item() == pytest.approx(
@@ -56,8 +54,8 @@ def test_summary_mask_keeps_only_the_samples_whose_summary_target_applies():
 
 def test_loss_sums_over_teachers_and_logs_every_term():
     torch.manual_seed(0)
-    outs = {n: TeacherOutput(torch.randn(2, 4), torch.randn(2, 4, 3, 3)) for n in ("a", "b")}
-    tgts = {n: TeacherOutput(torch.randn(2, 4), torch.randn(2, 4, 3, 3)) for n in ("a", "b")}
+    outs = {n: Features(torch.randn(2, 4), torch.randn(2, 4, 3, 3)) for n in ("a", "b")}
+    tgts = {n: Features(torch.randn(2, 4), torch.randn(2, 4, 3, 3)) for n in ("a", "b")}
     total, logs = distillation_loss(outs, tgts, patch_weights={"b": 2.0})
     a = teacher_loss(outs["a"], tgts["a"])["total"]
     b = teacher_loss(outs["b"], tgts["b"], patch_weight=2.0)["total"]
@@ -79,7 +77,7 @@ def test_grids_are_matched_bicubically_up_to_the_larger():
 def test_grid_matching_enters_the_loss():
     y = torch.randn(1, 4, 8, 8)
     z = F.avg_pool2d(y, 2)  # a 4x4 prediction of an 8x8 target
-    terms = teacher_loss(TeacherOutput(torch.ones(1, 4), z), TeacherOutput(torch.ones(1, 4), y))
+    terms = teacher_loss(Features(torch.ones(1, 4), z), Features(torch.ones(1, 4), y))
     upsampled = F.interpolate(z, size=(8, 8), mode="bicubic", align_corners=False)
     expected = (1 - F.cosine_similarity(upsampled, y, dim=1)).mean()
     assert terms["patch_cos"].item() == pytest.approx(expected.item(), abs=1e-6)
@@ -97,9 +95,7 @@ def test_standardised_targets_have_zero_mean_unit_variance_on_estimation_data(me
     torch.manual_seed(0)
     mixing = torch.randn(16, 16)
     batches = [
-        TeacherOutput(
-            torch.randn(32, 12) * 5 + 3, (torch.randn(4, 5, 5, 16) @ mixing).permute(0, 3, 1, 2) + 7
-        )
+        Features(torch.randn(32, 12) * 5 + 3, (torch.randn(4, 5, 5, 16) @ mixing).permute(0, 3, 1, 2) + 7)
         for _ in range(4)
     ]
     std = TeacherStandardizer(12, 16, method)

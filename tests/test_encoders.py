@@ -7,9 +7,9 @@ import shutil
 import pytest
 import torch
 
+from distill.features import Features
 from distill.models import adaptor_key
 from distill.standardize import TeacherStandardizer, load_standardizers
-from distill.teachers.base import TeacherOutput
 from workbench.eval.encoders import build_encoder, random_encoder
 from workbench.eval.expert_heads import expert_reading
 
@@ -18,9 +18,7 @@ from workbench.eval.expert_heads import expert_reading
 def test_standardizer_inverse_undoes_standardisation(method, dim):
     torch.manual_seed(0)
     standardizer = TeacherStandardizer(dim, 4, method)
-    batches = [
-        TeacherOutput(torch.randn(16, dim) * 3 + 2, torch.randn(16, 4, 3, 3) * 0.5 - 1) for _ in range(2)
-    ]
+    batches = [Features(torch.randn(16, dim) * 3 + 2, torch.randn(16, 4, 3, 3) * 0.5 - 1) for _ in range(2)]
     standardizer.fit(batches)
     back = standardizer.inverse(standardizer(batches[0]))
     torch.testing.assert_close(back.summary, batches[0].summary, atol=1e-4, rtol=1e-4)
@@ -36,7 +34,7 @@ def test_proxy_expert_features_are_its_adaptor_outputs_unstandardised(tiny_run):
     standardizers = load_standardizers(tiny_run / "proxy" / "standardizers.safetensors")
     model = proxy.backbone.model
     for name, estimate in features.experts.items():
-        adapted = model.adaptors[adaptor_key(name)](TeacherOutput(features.summary, features.patches))
+        adapted = model.adaptors[adaptor_key(name)](Features(features.summary, features.patches))
         restandardised = standardizers[name](estimate)
         torch.testing.assert_close(restandardised.summary, adapted.summary, atol=1e-3, rtol=1e-3)
         torch.testing.assert_close(restandardised.patches, adapted.patches, atol=1e-3, rtol=1e-3)
@@ -51,7 +49,7 @@ def test_student_reaches_the_experts_through_the_proxy(tiny_run):
     features = student(images, with_experts=True)
     standardizers = load_standardizers(tiny_run / "multires" / "standardizers.safetensors")
     as_proxy = standardizers["proxy"].inverse(
-        student.backbone.model.adaptors["proxy"](TeacherOutput(features.summary, features.patches))
+        student.backbone.model.adaptors["proxy"](Features(features.summary, features.patches))
     )
     expected = proxy.expert_map(as_proxy)
     assert set(features.experts) == {"semantic", "text", "edges"}

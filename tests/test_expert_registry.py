@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from apps.cli import main
+from distill.features import Features
 from distill.teachers import EXPERTS, build_teacher, registry
-from distill.teachers.base import Teacher, TeacherOutput
+from distill.teachers.base import Teacher
 from distill.teachers.checks import CheckResult, run_check
 from distill.teachers.registry import (
     ExpertSpec,
@@ -39,11 +40,11 @@ class TinyEdges(Teacher):
         self.readout = nn.Conv2d(4, 1, 1)
         self.freeze()
 
-    def encode(self, x: Tensor) -> TeacherOutput:
+    def encode(self, x: Tensor) -> Features:
         patches = self.conv(x)
-        return TeacherOutput(summary=patches.mean((2, 3)), patches=patches)
+        return Features(summary=patches.mean((2, 3)), patches=patches)
 
-    def head(self, features: TeacherOutput, size: tuple[int, int]) -> Tensor:
+    def head(self, features: Features, size: tuple[int, int]) -> Tensor:
         logits = F.interpolate(self.readout(features.patches), size=tuple(size), mode="bilinear")
         return torch.sigmoid(logits)
 
@@ -103,7 +104,7 @@ def test_a_fourth_expert_is_one_registration(monkeypatch: pytest.MonkeyPatch) ->
         reading = expert_reading("tiny", teacher, own, (32, 48))
         assert reading.shape == (2, 32, 48)
         torch.testing.assert_close(reading, teacher.head(own, (32, 48))[:, 0])
-        coarse = TeacherOutput(own.summary, F.avg_pool2d(own.patches, 2))  # an estimate on a coarser grid
+        coarse = Features(own.summary, F.avg_pool2d(own.patches, 2))  # an estimate on a coarser grid
         assert expert_reading("tiny", teacher, coarse, (32, 48)).shape == (2, 32, 48)
         assert list(read_experts({"tiny": teacher}, images)) == ["tiny"]
         assert run_check("tiny", teacher).passed

@@ -5,15 +5,15 @@ import pytest
 import torch
 
 from distill.feature_cache import FeatureCache, fingerprint
-from distill.teachers.base import TeacherOutput
+from distill.features import Features
 
 
 def fake_teacher(calls):
-    def compute(index: slice) -> TeacherOutput:
+    def compute(index: slice) -> Features:
         calls.append(index)
         n = index.stop - index.start
         rows = torch.arange(index.start, index.stop, dtype=torch.float32)
-        return TeacherOutput(rows[:, None].repeat(1, 3), rows.view(n, 1, 1, 1).repeat(1, 2, 4, 4) / 7)
+        return Features(rows[:, None].repeat(1, 3), rows.view(n, 1, 1, 1).repeat(1, 2, 4, 4) / 7)
 
     return compute
 
@@ -44,7 +44,7 @@ def test_any_change_of_teacher_resolution_data_or_statistics_changes_the_key():
 def test_a_failed_build_leaves_no_entry(tmp_path):
     cache = FeatureCache(tmp_path)
 
-    def broken(index: slice) -> TeacherOutput:
+    def broken(index: slice) -> Features:
         if index.start > 0:
             raise RuntimeError("teacher crashed")
         return fake_teacher([])(index)

@@ -19,13 +19,14 @@ from distill.checkpoint import save_checkpoint
 from distill.config import ModelConfig, load_config
 from distill.data.scenes import SceneGenerator
 from distill.distilled_teacher import DistilledTeacher
+from distill.features import Features
 from distill.losses import distillation_loss
 from distill.metrics_log import metric_records
 from distill.models import DistilledModel
 from distill.stage_teachers import StageTeachers
 from distill.standardize import TeacherStandardizer
 from distill.teachers import build_teacher
-from distill.teachers.base import Teacher, TeacherOutput
+from distill.teachers.base import Teacher
 from workbench import notebook as notebook_setup
 from workbench.eval.encoders import Encoder, ExpertMap
 from workbench.eval.expert_heads import imagenet_classes, read_experts, teacher_table, top_classes
@@ -74,9 +75,9 @@ class FakeExpert(Teacher):
         self.summary_dim, self.patch_dim, self.patch_stride = 8, 6, 4
         self.freeze()
 
-    def encode(self, x: Tensor) -> TeacherOutput:
+    def encode(self, x: Tensor) -> Features:
         patches = self.conv(x)
-        return TeacherOutput(self.proj(patches.mean((2, 3))), patches)
+        return Features(self.proj(patches.mean((2, 3))), patches)
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +215,7 @@ def fitted_standardizer(method: str = "standard") -> TeacherStandardizer:
     scales = torch.tensor([1.0, 10.0, 0.1, 3.0])
     standardizer = TeacherStandardizer(4, 4, method)
     outputs = [
-        TeacherOutput(torch.randn(64, 4) * scales + 5, torch.randn(8, 4, 4, 4) * scales[:, None, None])
+        Features(torch.randn(64, 4) * scales + 5, torch.randn(8, 4, 4, 4) * scales[:, None, None])
         for _ in range(4)
     ]
     standardizer.fit(outputs)
@@ -237,7 +238,7 @@ def test_coordinate_scale_figure_shows_unit_spread_after_standardisation():
     standardizer = fitted_standardizer()
     torch.manual_seed(3)
     scales = torch.tensor([1.0, 10.0, 0.1, 3.0])
-    raw = TeacherOutput(torch.randn(256, 4) * scales + 5, torch.randn(16, 4, 4, 4) * scales[:, None, None])
+    raw = Features(torch.randn(256, 4) * scales + 5, torch.randn(16, 4, 4, 4) * scales[:, None, None])
     fig = coordinate_scale_figure({"fake": raw}, {"fake": standardizer(raw)})
     lines = {line.get_label(): line.get_ydata() for line in fig.axes[0].lines}
     assert lines["summary, raw"][0] == pytest.approx(10.0, rel=0.15)
@@ -348,7 +349,7 @@ def test_coordinate_table_reports_one_coordinate_before_and_after_standardisatio
     standardizer = fitted_standardizer()
     torch.manual_seed(3)
     scales = torch.tensor([1.0, 10.0, 0.1, 3.0])
-    raw = TeacherOutput(torch.randn(256, 4) * scales + 5, torch.randn(16, 4, 4, 4) * scales[:, None, None])
+    raw = Features(torch.randn(256, 4) * scales + 5, torch.randn(16, 4, 4, 4) * scales[:, None, None])
     table = coordinate_table({"fake": raw}, {"fake": standardizer(raw)}, coordinate=1)
     cells = {row.split("|")[2].strip(): row.split("|")[3:7] for row in table.splitlines()[2:]}
     raw_mean, raw_std, mean, std = (float(c) for c in cells["summary"])
@@ -457,8 +458,8 @@ def test_pca_columns_in_one_group_share_their_colours():
     assert titled.get_suptitle() == "stage 2"
     with pytest.raises(ValueError, match="column 'a'"):
         pca_columns_figure(images, {"a": torch.randn(3, 5, 4, 4)})
-    experts = {"fake": TeacherOutput(torch.zeros(2, 8), grid)}
-    estimates = {"proxy": {"fake": TeacherOutput(torch.zeros(2, 8), -grid)}}
+    experts = {"fake": Features(torch.zeros(2, 8), grid)}
+    estimates = {"proxy": {"fake": Features(torch.zeros(2, 8), -grid)}}
     fig = estimate_pca_figure(images, experts, estimates, own={"proxy": torch.randn(2, 6, 2, 2)})
     assert [ax.get_title() for ax in fig.axes[1:4]] == [
         "fake\n4x4 patches",
@@ -472,12 +473,12 @@ def test_pca_columns_in_one_group_share_their_colours():
 
 def test_agreement_scores_and_table():
     torch.manual_seed(0)
-    a = TeacherOutput(torch.randn(2, 8), torch.randn(2, 6, 4, 4) + 3)
+    a = Features(torch.randn(2, 8), torch.randn(2, 6, 4, 4) + 3)
     targets = {"x": a, "y": a}
-    estimates = {"x": a, "y": TeacherOutput(a.summary, -a.patches), "z": a}
+    estimates = {"x": a, "y": Features(a.summary, -a.patches), "z": a}
     scores = agreement_scores(estimates, targets)
     assert scores == pytest.approx({"x": 1.0, "y": -1.0})
-    shifted = {"x": TeacherOutput(a.summary, a.patches + torch.randn(2, 6, 4, 4))}
+    shifted = {"x": Features(a.summary, a.patches + torch.randn(2, 6, 4, 4))}
     standardizer = TeacherStandardizer(8, 6)
     standardizer.patches.mean.fill_(3.0)  # standardising removes the shared offset the raw cosine rewards
     raw = agreement_scores(shifted, {"x": a})["x"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill.teachers.base import TeacherOutput
+from distill.features import Features
 from workbench.eval.encoders import EncoderFeatures, build_encoder
 from workbench.eval.report import best_rows, markdown_table, write_scoreboard
 from workbench.eval.scoreboard import (
@@ -128,7 +128,7 @@ def test_agreement_is_perfect_for_the_experts_own_features():
     assert scores["semantic_top1"] == scores["semantic_top5"] == 1.0
     assert scores["edges_agree_f"] == pytest.approx(1.0)
     # a shuffled estimate disagrees
-    shuffled = {"semantic": TeacherOutput(own["semantic"].summary.roll(1, 0), own["semantic"].patches)}
+    shuffled = {"semantic": Features(own["semantic"].summary.roll(1, 0), own["semantic"].patches)}
     inputs.cache["photos"] = EncoderFeatures(torch.zeros(12, 1), torch.zeros(12, 1, 1, 1), shuffled)
     assert agreement_probe(inputs, TINY, references).scores["semantic_top1"] < 1.0
     assert build_encoder("edges").experts() == []

@@ -1,7 +1,7 @@
 """Teachers: the offline experts (see `registry`), any timm model, behind one interface (`Teacher`).
 
 Importing this package needs no torch: the experts' names and facts come from the registry, and the
-torch-backed names (`Teacher`, `TeacherOutput`, `TimmTeacher`) are imported on first use.
+torch-backed names (`Teacher`, `TimmTeacher`) are imported on first use.
 """
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ from typing import TYPE_CHECKING
 from distill.teachers.registry import registered_teachers, teacher_factory
 
 if TYPE_CHECKING:
-    from distill.teachers.base import Teacher, TeacherOutput
+    from distill.teachers.base import Teacher
     from distill.teachers.timm_teacher import TimmTeacher
 
 EXPERTS = tuple(registered_teachers())  # the built-in experts, in registry order
 _LAZY = {
     "Teacher": "distill.teachers.base",
-    "TeacherOutput": "distill.teachers.base",
     "TimmTeacher": "distill.teachers.timm_teacher",
 }
 
@@ -51,4 +50,4 @@ def build_teacher(spec: str, **kwargs: object) -> Teacher:
     return teacher_factory(spec)(**kwargs)
 
 
-__all__ = ["EXPERTS", "Teacher", "TeacherOutput", "TimmTeacher", "build_teacher", "registered_teachers"]
+__all__ = ["EXPERTS", "Teacher", "TimmTeacher", "build_teacher", "registered_teachers"]

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-@dataclass
-class TeacherOutput:
-    """Features of one image batch.
-
-    Attributes:
-        summary: [B, D_summary] global (CLS-like) vector per image.
-        patches: [B, D_patch, h, w] dense feature grid.
-    """
-
-    summary: Tensor
-    patches: Tensor
+from distill.features import Features
 
 
 def check_images(images: Tensor) -> None:
@@ -42,7 +29,7 @@ class Teacher(nn.Module):
     Subclasses set `summary_dim`, `patch_dim`, `patch_stride`, build their layers, call
     `self.freeze()` once weights are loaded, and implement `encode` on normalised input; an expert
     (see `registry`) also implements `head`. Calling the teacher on a [B, 3, H, W] batch in [0, 1]
-    returns a `TeacherOutput`.
+    returns a `Features`.
 
     Args:
         mean: per-channel mean of the input normalisation (RGB, in [0, 1] units).
@@ -85,6 +72,10 @@ class Teacher(nn.Module):
         """Teachers stay in eval mode whatever the caller asks."""
         return super().train(False)
 
+    def encoder_modules(self) -> list[nn.Module]:
+        """The modules that compute its features (what a parameter count of the encoder counts)."""
+        return [self]
+
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """The (height, width) the network is run at for an image of the given size."""
         if self.resolution is not None:
@@ -101,15 +92,15 @@ class Teacher(nn.Module):
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
         return ((x - self.input_mean) / self.input_std).contiguous(memory_format=torch.channels_last)
 
-    def encode(self, x: Tensor) -> TeacherOutput:
+    def encode(self, x: Tensor) -> Features:
         """Features of a prepared (resized, normalised) batch."""
         raise NotImplementedError
 
-    def head(self, features: TeacherOutput, size: tuple[int, int]) -> Tensor:
+    def head(self, features: Features, size: tuple[int, int]) -> Tensor:
         """An expert's own prediction from (possibly adapted) features of images of `size` (height, width);
         what it returns is the expert's `ExpertSpec.reading`. Teachers that are not experts have none."""
         raise NotImplementedError(f"{type(self).__name__} has no expert head")
 
     @torch.no_grad()
-    def forward(self, images: Tensor) -> TeacherOutput:
+    def forward(self, images: Tensor) -> Features:
         return self.encode(self.prepare(images))

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distill.teachers.base import Teacher, TeacherOutput
+from distill.features import Features
+from distill.teachers.base import Teacher
 from distill.teachers.weights import load_expert_weights
 
 # VGG16-BN cut into CRAFT's four tapped stages (strides 2, 4, 8, 16): conv widths, "M" a 2x2 max-pool.
@@ -129,11 +130,11 @@ class CRAFTTeacher(Teacher):
         self.net.load_state_dict(load_expert_weights("text", convert_craft_checkpoint), assign=True)
         self.freeze()
 
-    def encode(self, x: Tensor) -> TeacherOutput:
+    def encode(self, x: Tensor) -> Features:
         deep, patches = self.net.trunk(x)
-        return TeacherOutput(summary=deep.mean((2, 3)), patches=patches)
+        return Features(summary=deep.mean((2, 3)), patches=patches)
 
-    def head(self, features: TeacherOutput, size: tuple[int, int]) -> Tensor:
+    def head(self, features: Features, size: tuple[int, int]) -> Tensor:
         """Region and affinity scores [B, 2, *size] from (possibly adapted) 32-d stride-2 patch features.
 
         Gradients flow to the patches (the head's own weights are frozen); the summary is unused.

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distill.teachers.base import Teacher, TeacherOutput
+from distill.features import Features
+from distill.teachers.base import Teacher
 from distill.teachers.weights import load_expert_weights
 
 # (repeats, kernel, stride, expansion, in_channels, out_channels) of Lite0's seven stages.
@@ -138,11 +139,11 @@ class EfficientNetLite0Teacher(Teacher):
         self.net.load_state_dict(load_expert_weights("semantic", convert_lite0_checkpoint))
         self.freeze()
 
-    def encode(self, x: Tensor) -> TeacherOutput:
+    def encode(self, x: Tensor) -> Features:
         patches = self.net.features(x)
-        return TeacherOutput(summary=patches.mean((2, 3)), patches=patches)
+        return Features(summary=patches.mean((2, 3)), patches=patches)
 
-    def head(self, features: TeacherOutput, size: tuple[int, int]) -> Tensor:
+    def head(self, features: Features, size: tuple[int, int]) -> Tensor:
         """ImageNet-1k logits [B, 1000] from a (possibly adapted) 1280-d summary (patches and size unused)."""
         return self.net.classifier(features.summary)
 

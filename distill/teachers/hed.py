@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distill.teachers.base import Teacher, TeacherOutput
+from distill.features import Features
+from distill.teachers.base import Teacher
 from distill.teachers.weights import load_expert_weights
 
 VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))  # (convs, channels) of conv1..conv5
@@ -114,11 +115,11 @@ class HEDTeacher(Teacher):
         self.net.load_state_dict(load_expert_weights("edges", convert_hed_h5))
         self.freeze()
 
-    def encode(self, x: Tensor) -> TeacherOutput:
+    def encode(self, x: Tensor) -> Features:
         maps = self.net.trunk(x.flip(1))
-        return TeacherOutput(summary=maps[4].mean((2, 3)), patches=maps[3])
+        return Features(summary=maps[4].mean((2, 3)), patches=maps[3])
 
-    def head(self, features: TeacherOutput, size: tuple[int, int]) -> Tensor:
+    def head(self, features: Features, size: tuple[int, int]) -> Tensor:
         """dsn4 edge probability [B, 1, *size] from (possibly adapted) 512-d conv4_3 patches; no summary."""
         return torch.sigmoid(self.net.side_logits(3, features.patches, size))
 

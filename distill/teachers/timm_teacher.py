@@ -12,7 +12,8 @@ from distill.backbones import (
     input_granularity,
     split_features,
 )
-from distill.teachers.base import Teacher, TeacherOutput
+from distill.features import Features
+from distill.teachers.base import Teacher
 
 
 class TimmTeacher(Teacher):
@@ -41,6 +42,6 @@ class TimmTeacher(Teacher):
         self.patch_stride = self.size_multiple
         self.freeze()
 
-    def encode(self, x: Tensor) -> TeacherOutput:
+    def encode(self, x: Tensor) -> Features:
         grid = (x.shape[-2] // self.patch_stride, x.shape[-1] // self.patch_stride)
         return split_features(self.model, self.model.forward_features(x), grid)

@@ -1,7 +1,7 @@
 """Encoder efficiency: parameters, GFLOPs, latency and throughput on CPU, GPU and onnxruntime.
 
 Every function takes any callable `fn(images)` with images [B, 3, H, W] in [0, 1]; encoders are
-usually `nn.Module`s returning a `TeacherOutput`, but the output is never inspected.
+usually `nn.Module`s returning a `Features`, but the output is never inspected.
 """
 
 from __future__ import annotations

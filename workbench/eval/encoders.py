@@ -20,11 +20,12 @@ from torch import Tensor, nn
 from distill.checkpoint import MODEL_FILE, file_digest, read_meta
 from distill.config import ModelConfig
 from distill.distilled_teacher import DistilledTeacher
+from distill.features import Features
 from distill.models import DistilledModel, adaptor_key
 from distill.run_dir import RunDir, checkpoint_folder, stage_of_checkpoint
 from distill.stages import STAGE_NAMES, stage_named
 from distill.standardize import TeacherStandardizer, load_standardizers
-from distill.teachers import EXPERTS, Teacher, TeacherOutput, build_teacher
+from distill.teachers import EXPERTS, Teacher, build_teacher
 
 
 @dataclass
@@ -40,7 +41,7 @@ class EncoderFeatures:
 
     summary: Tensor
     patches: Tensor
-    experts: dict[str, TeacherOutput] = field(default_factory=dict)
+    experts: dict[str, Features] = field(default_factory=dict)
 
 
 class ExpertMap(nn.Module):
@@ -69,7 +70,7 @@ class ExpertMap(nn.Module):
         """The expert names this map reaches."""
         return self.via.experts() if self.via is not None else list(self.teacher_names)
 
-    def forward(self, features: TeacherOutput) -> dict[str, TeacherOutput]:
+    def forward(self, features: Features) -> dict[str, Features]:
         outputs = {}
         for name in self.teacher_names:
             key = adaptor_key(name)
@@ -163,9 +164,8 @@ class Encoder(nn.Module):
 
     def num_parameters(self, with_adaptors: bool = False) -> int:
         """Parameters of the backbone (plus the adaptor chain when asked)."""
-        distilled = isinstance(self.backbone, DistilledTeacher)
-        network = self.backbone.model.backbone if distilled else self.backbone
-        modules = [network] + ([self.expert_map] if with_adaptors and self.expert_map else [])
+        modules = self.backbone.encoder_modules()
+        modules += [self.expert_map] if with_adaptors and self.expert_map else []
         return sum(p.numel() for m in modules for p in m.parameters())
 
     @torch.no_grad()

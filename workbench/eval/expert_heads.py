@@ -10,7 +10,8 @@ import torch
 from torch import Tensor
 
 from distill.adaptors import bicubic_resize
-from distill.teachers import Teacher, TeacherOutput
+from distill.features import Features
+from distill.teachers import Teacher
 from distill.teachers.registry import expert_spec, registered_teachers
 
 READINGS = {  # built-in expert -> what `expert_reading` gives (its spec's reading description)
@@ -25,7 +26,7 @@ def expert_grid(expert: Teacher, size: tuple[int, int]) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def expert_reading(name: str, expert: Teacher, features: TeacherOutput, size: tuple[int, int]) -> Tensor:
+def expert_reading(name: str, expert: Teacher, features: Features, size: tuple[int, int]) -> Tensor:
     """The expert's head applied to features in its space, read as its spec's `reading` says.
 
     Args:
@@ -40,12 +41,12 @@ def expert_reading(name: str, expert: Teacher, features: TeacherOutput, size: tu
         of the head's map, [B, H, W]. The expert's `ExpertSpec.reading_description` says what it is.
     """
     if expert_spec(name).reading == "classes":
-        return expert.head(TeacherOutput(features.summary.float(), features.patches), size).softmax(-1)
+        return expert.head(Features(features.summary.float(), features.patches), size).softmax(-1)
     grid = expert_grid(expert, size)
     patches = features.patches.float()
     if tuple(patches.shape[-2:]) != grid:
         patches = bicubic_resize(patches, grid)
-    return expert.head(TeacherOutput(features.summary, patches), size)[:, 0]
+    return expert.head(Features(features.summary, patches), size)[:, 0]
 
 
 def teacher_table(teachers: dict[str, Teacher]) -> str:
@@ -84,7 +85,7 @@ def top_classes(probabilities: Tensor, k: int = 3) -> list[list[tuple[str, float
 
 @torch.no_grad()
 def read_experts(
-    experts: dict[str, Teacher], images: Tensor, estimates: dict[str, TeacherOutput] | None = None
+    experts: dict[str, Teacher], images: Tensor, estimates: dict[str, Features] | None = None
 ) -> dict[str, Tensor]:
     """Each expert's head reading (see `expert_reading`) of a batch of images.
 

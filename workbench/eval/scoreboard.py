@@ -24,9 +24,10 @@ from tqdm import tqdm
 from distill.atomic import atomic_path
 from distill.checkpoint import contiguous_state
 from distill.data.scenes import SEGMENT_CLASSES
+from distill.features import Features
 from distill.run_dir import RunDir, checkpoint_folder
 from distill.stages import STAGE_NAMES, STAGES
-from distill.teachers import EXPERTS, Teacher, TeacherOutput, build_teacher
+from distill.teachers import EXPERTS, Teacher, build_teacher
 from distill.teachers.registry import expert_spec
 from workbench.eval.data import EvalData, build_eval_data
 from workbench.eval.efficiency import count_gflops
@@ -125,10 +126,10 @@ def extract(encoder: Encoder, images: Tensor, batch_size: int, with_experts: boo
     parts = []
     for start in range(0, len(images), batch_size):
         out = encoder(images[start : start + batch_size], with_experts)
-        experts = {n: TeacherOutput(e.summary.cpu(), e.patches.cpu()) for n, e in out.experts.items()}
+        experts = {n: Features(e.summary.cpu(), e.patches.cpu()) for n, e in out.experts.items()}
         parts.append(EncoderFeatures(out.summary.cpu(), out.patches.half().cpu(), experts))
     experts = {
-        name: TeacherOutput(
+        name: Features(
             *(torch.cat([getattr(p.experts[name], f) for p in parts]) for f in ("summary", "patches"))
         )
         for name in parts[0].experts
@@ -176,7 +177,7 @@ class ExpertReferences:
             self.readings = {n: expert_reading(n, e, e(self.photos), size) for n, e in self.experts.items()}
         return self
 
-    def read(self, features: dict[str, TeacherOutput]) -> dict[str, Tensor]:
+    def read(self, features: dict[str, Features]) -> dict[str, Tensor]:
         """Each expert's head applied to an encoder's estimate of that expert's features."""
         size = tuple(self.photos.shape[-2:])
         return {

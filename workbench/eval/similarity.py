@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distill.adaptors import match_grids
+from distill.features import Features
 from distill.standardize import TeacherStandardizer
-from distill.teachers import TeacherOutput
 
 
 def check_grid(patches: Tensor, name: str) -> None:
@@ -195,15 +195,15 @@ def umap_embedding(
 
 
 def standardised(
-    features: dict[str, TeacherOutput], standardizers: dict[str, TeacherStandardizer]
-) -> dict[str, TeacherOutput]:
+    features: dict[str, Features], standardizers: dict[str, TeacherStandardizer]
+) -> dict[str, Features]:
     """Features in the standardised space training compares in (teachers without statistics are dropped)."""
     return {name: standardizers[name](out) for name, out in features.items() if name in standardizers}
 
 
 def agreement_scores(
-    estimates: dict[str, TeacherOutput],
-    targets: dict[str, TeacherOutput],
+    estimates: dict[str, Features],
+    targets: dict[str, Features],
     standardizers: dict[str, TeacherStandardizer] | None = None,
 ) -> dict[str, float]:
     """Mean per-patch cosine similarity between each expert's features and an encoder's estimate of them.

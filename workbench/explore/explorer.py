@@ -19,8 +19,9 @@ from torch import Tensor
 from distill.data.images import pil_to_tensor, square_view
 from distill.data.photos import load_photo
 from distill.data.scenes import SEGMENT_CLASSES, SceneGenerator
+from distill.features import Features
 from distill.stages import EUPE_STUDENT, STAGES
-from distill.teachers import EXPERTS, TeacherOutput
+from distill.teachers import EXPERTS
 from distill.teachers.registry import expert_spec, registered_teachers
 from workbench.eval.encoders import EncoderFeatures, is_checkpoint
 from workbench.eval.expert_heads import expert_reading, top_classes
@@ -302,7 +303,7 @@ class Explorer:
             if expert not in registered_teachers():  # e.g. a timm teacher: no head to read with
                 continue
             teacher = self.store.encoder(expert).backbone
-            own = expert_reading(expert, teacher, TeacherOutput(features.summary, features.patches), size)[0]
+            own = expert_reading(expert, teacher, Features(features.summary, features.patches), size)[0]
             through = expert_reading(expert, teacher, estimate, size)[0]
             if expert_spec(expert).reading == "classes":
                 view.table = [

@@ -10,12 +10,12 @@ from torch import Tensor, nn
 
 from distill.config import RunConfig
 from distill.device import pick_device
+from distill.features import Features
 from distill.losses import distillation_loss
 from distill.models import DistilledModel, adaptor_key
 from distill.pipeline import save_run_config
 from distill.stage_teachers import StageTeachers, build_stage_teachers
 from distill.standardize import TeacherStandardizer, patch_rows
-from distill.teachers.base import TeacherOutput
 from workbench.viz.training_curves import TERMS
 
 
@@ -98,9 +98,7 @@ def loss_terms_table(logs: dict[str, float]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def coordinate_table(
-    raw: dict[str, TeacherOutput], standardised: dict[str, TeacherOutput], coordinate: int = 0
-) -> str:
+def coordinate_table(raw: dict[str, Features], standardised: dict[str, Features], coordinate: int = 0) -> str:
     """A Markdown table: mean and std over a batch of one coordinate of each teacher's summary and patch
     features (patches: over every patch of every image), raw and standardised."""
     lines = [

@@ -11,7 +11,8 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from distill.atomic import atomic_path
-from distill.teachers.base import Teacher, TeacherOutput
+from distill.features import Features
+from distill.teachers.base import Teacher
 from workbench.eval.encoders import Encoder
 from workbench.viz.pca import PCABasis
 
@@ -80,8 +81,8 @@ def pca_columns_figure(
 
 def estimate_pca_figure(
     images: Tensor,
-    experts: dict[str, TeacherOutput],
-    estimates: dict[str, dict[str, TeacherOutput]],
+    experts: dict[str, Features],
+    estimates: dict[str, dict[str, Features]],
     row_titles: Sequence[str] | None = None,
     own: dict[str, Tensor] | None = None,
 ) -> Figure:

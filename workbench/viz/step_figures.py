@@ -7,8 +7,8 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from distill.augment import ViewTransforms
+from distill.features import Features
 from distill.standardize import patch_rows
-from distill.teachers.base import TeacherOutput
 from workbench.viz.comparison_figures import finish_line_panels, line_panels
 from workbench.viz.data_figures import image_grid_figure
 
@@ -25,7 +25,7 @@ def transform_title(transforms: ViewTransforms | None, position: int) -> str:
     return ", ".join(parts) or "as is"
 
 
-def coordinate_scale_figure(raw: dict[str, TeacherOutput], standardised: dict[str, TeacherOutput]) -> Figure:
+def coordinate_scale_figure(raw: dict[str, Features], standardised: dict[str, Features]) -> Figure:
     """One panel per teacher: the per-coordinate std of its features on a batch, before and after
     standardisation, coordinates sorted from the widest (log scale).
 
