@@ -19,8 +19,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from distill.atomic import atomic_path
+from distill.run_dir import MODEL_FILE
 
-MODEL_FILE = "model.safetensors"  # the weights, loadable without this code
 TRAIN_STATE_FILE = "train_state.safetensors"
 
 

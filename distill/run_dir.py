@@ -12,25 +12,20 @@ RUN/../.feature_cache/                   teacher targets, shared by the runs of 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from distill.checkpoint import MODEL_FILE
-
+MODEL_FILE = "model.safetensors"  # a checkpoint's weights, loadable without this code
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_FOLDER = "checkpoint"
 STANDARDIZERS_FILE = "standardizers.safetensors"
 METRICS_FILE = "metrics.jsonl"
 
 
-@dataclass(frozen=True)
 class RunDir:
     """The paths of one run folder (nothing is created or read until asked)."""
 
-    root: Path
-
     def __init__(self, root: str | Path) -> None:
-        object.__setattr__(self, "root", Path(root))
+        self.root = Path(root)
 
     @property
     def name(self) -> str:

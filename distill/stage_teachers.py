@@ -9,12 +9,12 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from distill.checkpoint import MODEL_FILE
+from distill.checkpoint import file_digest
 from distill.config import RunConfig
 from distill.data.images import resize
 from distill.distilled_teacher import DistilledTeacher
 from distill.features import Features
-from distill.run_dir import RunDir
+from distill.run_dir import MODEL_FILE, RunDir
 from distill.stages import EXPERTS, stage_named
 from distill.standardize import TeacherStandardizer, load_standardizers, save_standardizers
 from distill.teachers import Teacher, build_teacher
@@ -82,10 +82,7 @@ def build_stage_teachers(
                 f"stage '{stage}' needs the {taught_by} checkpoint {teacher}: run the {taught_by} stage first"
             )
         teachers = {taught_by: DistilledTeacher(teacher)}
-        stat = (teacher / MODEL_FILE).stat()
-        identity = {
-            taught_by: {"checkpoint": str(teacher.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns}
-        }
+        identity = {taught_by: {"weights": file_digest(teacher / MODEL_FILE)}}  # content, wherever it lies
         gammas = {taught_by: 1.0}
     teachers = {n: t.to(device) for n, t in teachers.items()}
     saved = run.standardizers(stage)

@@ -52,3 +52,25 @@ def test_a_failed_build_leaves_no_entry(tmp_path):
     with pytest.raises(RuntimeError, match="teacher crashed"):
         cache.build("k", {}, 8, broken, chunk=4)
     assert cache.load("k") is None and not any(tmp_path.iterdir())
+
+
+def test_a_stage_taught_by_the_proxy_keys_its_targets_by_the_proxy_weights_content(tiny_run, tmp_path):
+    import shutil
+
+    from distill.checkpoint import file_digest
+    from distill.config import load_config
+    from distill.stage_teachers import build_stage_teachers
+
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_run, moved)  # same weights, another path and other file times
+    config = load_config(tiny_run / "config.yaml")
+    views = torch.zeros(0, 3, 64, 64, dtype=torch.uint8)  # the saved statistics are reloaded, not fitted
+    here, there = (
+        build_stage_teachers(config, "student", run, torch.device("cpu"), views, save=False).identity
+        for run in (tiny_run, moved)
+    )
+    assert (
+        here
+        == there
+        == {"proxy": {"weights": file_digest(tiny_run / "proxy" / "checkpoint" / "model.safetensors")}}
+    )

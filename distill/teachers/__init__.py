@@ -10,6 +10,7 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from distill.run_dir import MODEL_FILE
 from distill.teachers.registry import registered_teachers, teacher_factory
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def build_teacher(spec: str, **kwargs: object) -> Teacher:
     Keyword arguments go to the expert's factory, to `TimmTeacher` (weights, checkpoint, resolution)
     or to `DistilledTeacher` (resolution).
     """
-    if (Path(spec) / "model.safetensors").is_file():
+    if (Path(spec) / MODEL_FILE).is_file():
         from distill.distilled_teacher import DistilledTeacher
 
         return DistilledTeacher(spec, **kwargs)

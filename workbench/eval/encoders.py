@@ -17,12 +17,12 @@ import torch
 from safetensors import SafetensorError
 from torch import Tensor, nn
 
-from distill.checkpoint import MODEL_FILE, file_digest, read_meta
+from distill.checkpoint import file_digest, read_meta
 from distill.config import ModelConfig
 from distill.distilled_teacher import DistilledTeacher
 from distill.features import Features
 from distill.models import DistilledModel, adaptor_key
-from distill.run_dir import RunDir, checkpoint_folder, stage_of_checkpoint
+from distill.run_dir import MODEL_FILE, RunDir, checkpoint_folder, stage_of_checkpoint
 from distill.stages import STAGE_NAMES, stage_named
 from distill.standardize import TeacherStandardizer, load_standardizers
 from distill.teachers import EXPERTS, Teacher, build_teacher
