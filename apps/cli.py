@@ -72,6 +72,13 @@ def distill_run(args: argparse.Namespace) -> None:
 
     config = load_config(args.config, args.overrides)
     stages = [args.stage] if getattr(args, "stage", None) else (args.stages or configured_stages(config))
+    if args.dry_run:
+        from distill.plan import dry_run
+
+        print(dry_run(config, stages, args.world_size, args.gpu_memory_gib))
+        return
+    if args.out is None:
+        raise ValueError("--out is required (the run folder), except with --dry-run")
     results = run_stages(config, args.out, stages)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only the first process reports
         return
@@ -88,6 +95,14 @@ def bench_distill_run(args: argparse.Namespace) -> None:
 
     config = load_config(args.config, args.overrides)
     print(format_bench(bench_distill(config, args.steps, args.stages)))
+
+
+def bench_data_run(args: argparse.Namespace) -> None:
+    """Print the streaming loader's images/s by source and workers, and its peak memory by corpus size."""
+    from distill.data_bench import bench_data, format_data_bench
+
+    rows = bench_data(tuple(args.sizes), tuple(args.workers), args.side, args.batch, args.steps, args.root)
+    print(format_data_bench(rows))
 
 
 def bench_augment_run(args: argparse.Namespace) -> None:
@@ -295,7 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--config", type=Path, required=True)
-        sub.add_argument("--out", type=Path, required=True, help="run folder (resumed if it exists)")
+        sub.add_argument("--out", type=Path, help="run folder (resumed if it exists)")
+        sub.add_argument(
+            "--dry-run", action="store_true",
+            help="print the plan (parameters, FLOPs, memory per GPU, data check) without training",
+        )  # fmt: skip
+        sub.add_argument("--world-size", type=int, default=1, help="GPUs the --dry-run plans for")
+        sub.add_argument("--gpu-memory-gib", type=float, default=80.0, help="per GPU, for --dry-run")
         if name == "distill":
             sub.add_argument("--stage", required=True, choices=STAGE_NAMES)
         else:
@@ -382,6 +403,14 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--stages", nargs="+", choices=STAGE_NAMES)
     distill.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
     distill.set_defaults(run=bench_distill_run)
+    data = bench.add_parser("data", help="streaming loader: images/s by source and workers, memory by corpus")
+    data.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000], help="generated corpus sizes")
+    data.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    data.add_argument("--side", type=int, default=224)
+    data.add_argument("--batch", type=int, default=64)
+    data.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
+    data.add_argument("--root", type=Path, help="keep the generated corpora here (reused when run again)")
+    data.set_defaults(run=bench_data_run)
     augment = bench.add_parser("augment", help="cached expert targets under flips and crops vs live experts")
     augment.add_argument("--count", type=int, default=32, help="views")
     augment.add_argument("--resolution", type=int, default=128, help="view side in pixels")

@@ -2,7 +2,8 @@
 
 A checkpoint is a folder with `model.safetensors` (weights; loadable without this code), and
 `train_state.safetensors` (optimizer moments keyed `<param index>.<name>`; metadata in its header:
-step, optimizer param groups, scheduler state, anything else JSON-able).
+step, optimizer param groups, scheduler state, anything else JSON-able), or, for a sharded (FSDP2) run,
+a `train_state/` folder written by torch.distributed.checkpoint (see distill.stage_checkpoint).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from distill.atomic import atomic_path
 from distill.run_dir import MODEL_FILE
 
 TRAIN_STATE_FILE = "train_state.safetensors"
+SHARDED_STATE_FOLDER = "train_state"  # torch.distributed.checkpoint: sharded weights and optimizer moments
 
 
 def contiguous_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -50,6 +52,20 @@ def restore_optimizer(
     optimizer.load_state_dict({"state": per_param, "param_groups": groups})
 
 
+def write_checkpoint_files(
+    folder: Path,
+    model_state: dict[str, Tensor],
+    optimizer: torch.optim.Optimizer | None,
+    meta: dict[str, Any],
+) -> None:
+    """Write the weights (and the optimizer state, when given) into an existing folder."""
+    save_file(contiguous_state(model_state), str(folder / MODEL_FILE), metadata={"meta": json.dumps(meta)})
+    if optimizer is not None:
+        tensors, groups = optimizer_tensors(optimizer)
+        header = {"meta": json.dumps(meta), "param_groups": json.dumps(groups)}
+        save_file(contiguous_state(tensors), str(folder / TRAIN_STATE_FILE), metadata=header)
+
+
 def save_checkpoint(
     folder: str | Path,
     model_state: dict[str, Tensor],
@@ -60,11 +76,7 @@ def save_checkpoint(
     folder = Path(folder)
     with atomic_path(folder) as tmp:
         tmp.mkdir(parents=True)
-        save_file(contiguous_state(model_state), str(tmp / MODEL_FILE), metadata={"meta": json.dumps(meta)})
-        if optimizer is not None:
-            tensors, groups = optimizer_tensors(optimizer)
-            header = {"meta": json.dumps(meta), "param_groups": json.dumps(groups)}
-            save_file(contiguous_state(tensors), str(tmp / TRAIN_STATE_FILE), metadata=header)
+        write_checkpoint_files(tmp, model_state, optimizer, meta)
     return folder
 
 

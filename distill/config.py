@@ -65,16 +65,22 @@ class DataConfig:
         source: `scenes` (generated), `photos` (random crops of the bundled photos), `fashion`
             (Fashion-MNIST's train split, unlabelled), `mixed` (a mixture of those), `folder:<path>` or
             `shards:<glob>`.
-        num_images: size of the fixed view set (what the feature cache holds).
+        num_images: size of the fixed view set (what the feature cache holds); unused when streaming.
         seed: seed of the generator and of view sampling.
         mix: `mixed`'s share of each source, e.g. {scenes: 0.5, photos: 0.25, fashion: 0.25}; None = 3/4
             scenes and 1/4 photos. Without Fashion-MNIST installed, its share goes to scenes (with a warning).
+        stream: stream a `folder:` or `shards:` source from disk (decoded, randomly cropped by
+            `augment.scale` and flipped by `augment.flip` in DataLoader workers; teachers run online)
+            instead of holding `num_images` fixed views in memory.
+        workers: DataLoader worker processes of a stream (0 = decode in the training process).
     """
 
     source: str = "mixed"
     num_images: int = 2048
     seed: int = 0
     mix: dict[str, float] | None = None
+    stream: bool = False
+    workers: int = 2
 
 
 @dataclass
@@ -132,11 +138,14 @@ class AugmentConfig:
             side; the crop's teacher grids are resampled over the same region, and its summary terms
             are skipped (a cached summary describes the whole view).
         min_crop_cells: the smallest crop side, in the student's patch cells at the view resolution.
+        scale: a stream's random-resized crop: the range of the crop's share of the image's area
+            (None = centred square views); fixed views use `crop` instead.
     """
 
     flip: float = 0.0
     crop: float = 0.0
     min_crop_cells: int = 5
+    scale: list[float] | None = field(default_factory=lambda: [0.35, 1.0])
 
 
 @dataclass
@@ -149,8 +158,10 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 100
-    feature_cache: bool = True
+    feature_cache: bool = True  # cache the teachers' targets of fixed views (a stream's teachers run online)
     fsdp: bool = False  # shard the proxy with FSDP2 under torchrun (DDP otherwise)
+    activation_checkpointing: bool = False  # recompute the backbone's blocks in the backward pass
+    compile: bool = False  # torch.compile the trained model
 
 
 @dataclass
@@ -251,8 +262,18 @@ def _validate(config: RunConfig) -> RunConfig:
         raise ConfigError(f"config key 'augment.min_crop_cells' must be >= 1, got {augment.min_crop_cells}")
     if not config.teachers:
         raise ConfigError("config key 'teachers' must list at least one teacher")
-    if config.data.num_images <= 0:
-        raise ConfigError(f"config key 'data.num_images' must be positive, got {config.data.num_images}")
+    data = config.data
+    if data.num_images <= 0:
+        raise ConfigError(f"config key 'data.num_images' must be positive, got {data.num_images}")
+    if data.stream and not data.source.startswith(("folder:", "shards:")):
+        raise ConfigError(f"config key 'data.stream' needs a folder: or shards: source, got '{data.source}'")
+    if data.workers < 0:
+        raise ConfigError(f"config key 'data.workers' must be >= 0, got {data.workers}")
+    scale = augment.scale
+    if scale is not None and not (len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1):
+        raise ConfigError(
+            f"config key 'augment.scale' must be [low, high] with 0 < low <= high <= 1, got {scale}"
+        )
     return config
 
 

@@ -1,13 +1,16 @@
 """The same training code on one process or under `torchrun` (DDP, or FSDP2 for the proxy).
 
 Backend: NCCL on CUDA, gloo on CPU. Each process handles `batch_size / world_size` of every global
-batch; gradients are averaged, so a step matches a single-process step on the whole batch.
+batch; gradients are averaged, so a step matches a single-process step on the whole batch. FSDP2's
+training state (sharded weights and AdamW moments) is saved and loaded with torch.distributed.checkpoint,
+which reshards on load, so a run resumes exactly on another number of processes.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -64,6 +67,35 @@ def full_state_dict(model: nn.Module, ctx: Context) -> dict[str, Tensor]:
 
         return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     return getattr(model, "module", model).state_dict()
+
+
+def save_sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer, folder: Path) -> None:
+    """Every process writes its shards of the weights and optimizer moments into `folder` (a collective)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    weights, moments = get_state_dict(model, optimizer)
+    dcp.save({"model": weights, "optimizer": moments}, checkpoint_id=str(folder))
+
+
+def load_sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer, folder: Path) -> None:
+    """Inverse of `save_sharded_state`, on any number of processes (a collective)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    weights, moments = get_state_dict(model, optimizer)
+    state = {"model": weights, "optimizer": moments}
+    dcp.load(state, checkpoint_id=str(folder))
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+
+def broadcast_object(value: object, ctx: Context) -> object:
+    """The main process's `value`, on every process."""
+    if ctx.world_size == 1:
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
 
 
 def mean_logs(logs: dict[str, Tensor], ctx: Context) -> dict[str, Tensor]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from torch import Tensor
 
 from distill.atomic import atomic_path
-from distill.config import RunConfig, config_to_dict
+from distill.config import RunConfig, config_to_dict, load_config
+from distill.data.training_data import FixedViews, StreamingData, TrainingData
 from distill.data.views import build_views
 from distill.device import pick_device
 from distill.feature_cache import fingerprint
@@ -32,21 +32,30 @@ def view_resolution(config: RunConfig, stages: list[str]) -> int:
     return max(sides)
 
 
-def prepare_views(config: RunConfig, stages: list[str]) -> tuple[Tensor, str]:
-    """The run's fixed training views and their fingerprint (which keys the feature cache)."""
+def prepare_data(config: RunConfig, stages: list[str]) -> TrainingData:
+    """The run's training data: a stream of its folder or shards, or fixed views with their fingerprint
+    (which keys the feature cache)."""
     data = config.data
-    device = pick_device(config.train.device)
     side = view_resolution(config, stages)
-    views = build_views(data.source, data.num_images, side, data.seed, device, data.mix)
-    return views, fingerprint(data.source, data.num_images, data.seed, views)
+    if data.stream:
+        scale = None if config.augment.scale is None else tuple(config.augment.scale)
+        return StreamingData(data.source, side, data.workers, scale, config.augment.flip)
+    views = build_views(
+        data.source, data.num_images, side, data.seed, pick_device(config.train.device), data.mix
+    )
+    return FixedViews(views, fingerprint(data.source, data.num_images, data.seed, views))
 
 
 def save_run_config(config: RunConfig, run_dir: Path) -> None:
-    """Write config.yaml into the run folder; refuse to mix a different config into an existing run."""
+    """Write config.yaml into the run folder; refuse to mix a different config into an existing run.
+
+    The saved config is read back through `load_config`, so keys added to the schema since it was written
+    take their defaults and an older run still resumes.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     path = RunDir(run_dir).config
     text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
-    if path.is_file() and yaml.safe_load(path.read_text()) != yaml.safe_load(text):
+    if path.is_file() and config_to_dict(load_config(path)) != yaml.safe_load(text):
         raise ValueError(
             f"{run_dir} holds a run with a different config; resume with the same config or use a new --out"
         )
@@ -64,5 +73,5 @@ def run_stages(
     if missing:
         raise ValueError(f"stage '{missing[0]}' is not configured (configured: {', '.join(config.stages)})")
     save_run_config(config, run_dir)
-    views, data_key = prepare_views(config, stages)
-    return {stage: run_stage(config, stage, run_dir, views, data_key) for stage in stages}
+    data = prepare_data(config, stages)
+    return {stage: run_stage(config, stage, run_dir, data) for stage in stages}

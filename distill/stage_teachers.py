@@ -12,6 +12,7 @@ from tqdm import tqdm
 from distill.checkpoint import file_digest
 from distill.config import RunConfig
 from distill.data.images import resize
+from distill.data.training_data import TrainingData
 from distill.distilled_teacher import DistilledTeacher
 from distill.features import Features
 from distill.run_dir import MODEL_FILE, RunDir
@@ -31,6 +32,7 @@ class StageTeachers:
         identity: name -> JSON-able description (keys the feature cache).
         patch_weights: name -> gamma on its patch terms.
         device: where the teachers run.
+        amp: autocast dtype of their forward passes (None = fp32).
     """
 
     teachers: dict[str, Teacher]
@@ -38,15 +40,22 @@ class StageTeachers:
     identity: dict[str, dict]
     patch_weights: dict[str, float]
     device: torch.device
+    amp: torch.dtype | None = None
 
     def dims(self) -> dict[str, tuple[int, int]]:
         """name -> (summary_dim, patch_dim)."""
         return {n: (t.summary_dim, t.patch_dim) for n, t in self.teachers.items()}
 
-    @torch.no_grad()
+    def raw(self, name: str, images: Tensor) -> Features:
+        """Teacher `name`'s features (fp32) for images in [0, 1], under the teachers' autocast."""
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+            out = self.teachers[name](images)
+        return Features(out.summary.float(), out.patches.float())
+
     def targets(self, name: str, images: Tensor) -> Features:
         """Standardised features of teacher `name` for images in [0, 1]."""
-        return self.standardizers[name](self.teachers[name](images))
+        with torch.no_grad():
+            return self.standardizers[name](self.raw(name, images))
 
 
 def expert_teacher(spec_name: str, resolution: int | None, weights: str, checkpoint: str | None) -> Teacher:
@@ -57,14 +66,22 @@ def expert_teacher(spec_name: str, resolution: int | None, weights: str, checkpo
 
 
 def build_stage_teachers(
-    config: RunConfig, stage: str, run_dir: Path, device: torch.device, views: Tensor, save: bool = True
+    config: RunConfig,
+    stage: str,
+    run_dir: Path,
+    device: torch.device,
+    data: TrainingData,
+    save: bool = True,
+    amp: torch.dtype | None = None,
 ) -> StageTeachers:
-    """Build a stage's teachers and fit (or reload) their standardisation on warm-up batches.
+    """Build a stage's frozen teachers and fit (or reload) their standardisation on warm-up batches.
 
-    Warm-up: `norm.warmup_batches` batches of the stage's batch size drawn from the views, at each
-    of the stage's teacher sides in turn; with `save`, the fitted statistics are written to
-    `run_dir/<stage>/standardizers.safetensors`. Statistics already saved there are reloaded instead
-    (and the file left as it is), so a resumed run standardises exactly as before.
+    Warm-up: `norm.warmup_batches` batches of the stage's batch size from the data (`data.warmup`: the
+    same on every process), at each of the stage's teacher sides in turn; with `save`, the fitted
+    statistics are written to `run_dir/<stage>/standardizers.safetensors`. Statistics already saved there
+    are reloaded instead (and the file left as it is), so a resumed run standardises exactly as before.
+    With `amp` bf16 on a GPU the teachers' weights are stored in bf16 (half the memory); their forward
+    passes run under autocast at `amp` wherever they run.
     """
     run = RunDir(run_dir)
     taught_by = stage_named(stage).taught_by
@@ -84,7 +101,9 @@ def build_stage_teachers(
         teachers = {taught_by: DistilledTeacher(teacher)}
         identity = {taught_by: {"weights": file_digest(teacher / MODEL_FILE)}}  # content, wherever it lies
         gammas = {taught_by: 1.0}
-    teachers = {n: t.to(device) for n, t in teachers.items()}
+    low_precision = amp is not None and device.type == "cuda"
+    teachers = {n: t.to(device, dtype=amp if low_precision else None).eval() for n, t in teachers.items()}
+    stage_teachers = StageTeachers(teachers, {}, identity, gammas, device, amp)
     saved = run.standardizers(stage)
     if saved.is_file():  # a resumed stage standardises exactly as before
         standardizers = load_standardizers(saved, device)
@@ -94,19 +113,16 @@ def build_stage_teachers(
             for n, t in teachers.items()
         }
         batch, sides = config.stages[stage].batch_size, config.stages[stage].teacher_sides
-        generator = torch.Generator().manual_seed(config.train.seed + 17)
-        draws = [
-            torch.randint(views.shape[0], (batch,), generator=generator)
-            for _ in range(config.norm.warmup_batches)
-        ]
-        for name, teacher in teachers.items():
-            batches = tqdm(draws, desc=f"{stage}: {name} statistics", leave=False, disable=not save)
+        for name in teachers:
+            warmup = data.warmup(batch, config.norm.warmup_batches, config.train.seed)
+            batches = tqdm(warmup, total=config.norm.warmup_batches, desc=f"{stage}: {name} statistics",
+                           leave=False, disable=not save)  # fmt: skip
             outputs = (
-                teacher(resize(views[index].to(device).float().div(255), sides[i % len(sides)]))
-                for i, index in enumerate(batches)
+                stage_teachers.raw(name, resize(images.to(device).float().div(255), sides[i % len(sides)]))
+                for i, images in enumerate(batches)
             )
             standardizers[name].fit(outputs)
         if save:
             save_standardizers(standardizers, saved)
-    stage_teachers = StageTeachers(teachers, standardizers, identity, gammas, device)
+    stage_teachers.standardizers = standardizers
     return stage_teachers

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +19,10 @@ from tqdm import tqdm
 
 from distill import distributed
 from distill.augment import ViewTransforms, draw_transforms, transform_grid, transform_images
-from distill.checkpoint import load_into, load_train_state, read_meta, save_checkpoint
+from distill.checkpoint import load_into, read_meta
 from distill.config import AugmentConfig, RunConfig, StageConfig
 from distill.data.images import resize
+from distill.data.training_data import FixedViews, TrainingData
 from distill.device import peak_memory_gib, pick_device
 from distill.feature_cache import CachedFeatures, FeatureCache, fingerprint
 from distill.features import Features
@@ -30,6 +30,7 @@ from distill.losses import distillation_loss
 from distill.metrics_log import MetricsLog, metric_records
 from distill.models import DistilledModel
 from distill.run_dir import RunDir
+from distill.stage_checkpoint import resume_optimizer, save_stage_checkpoint
 from distill.stage_teachers import StageTeachers, build_stage_teachers
 from distill.stages import stage_named
 
@@ -69,19 +70,6 @@ def learning_rate(step: int, stage: StageConfig) -> float:
 def step_generator(seed: int, step: int) -> torch.Generator:
     """The random stream of one step (independent of everything before it)."""
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
-
-
-def batch_indices(num_views: int, batch_size: int, step: int, seed: int) -> Tensor:
-    """View indices of a step: consecutive slices of a per-epoch permutation (a batch may wrap epochs)."""
-    position = step * batch_size
-    chunks = []
-    while len(chunks) == 0 or sum(len(c) for c in chunks) < batch_size:
-        epoch, offset = divmod(position, num_views)
-        order = torch.randperm(num_views, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
-        take = order[offset : offset + batch_size - sum(len(c) for c in chunks)]
-        chunks.append(take)
-        position += len(take)
-    return torch.cat(chunks)
 
 
 def step_sides(stage: StageConfig, generator: torch.Generator) -> tuple[int, int]:
@@ -127,10 +115,11 @@ def fits_on_device(views: Tensor, targets: dict, device: torch.device, share: fl
 
 
 def cached_targets(
-    teachers: StageTeachers, views: Tensor, sides: list[int], cache_root: Path, data_key: str
+    teachers: StageTeachers, data: FixedViews, sides: list[int], cache_root: Path
 ) -> dict[tuple[str, int], CachedFeatures]:
     """Standardised teacher features of every view at every teacher side, from (or into) the cache."""
     cache = FeatureCache(cache_root)
+    views, data_key = data.views, data.key
     out = {}
     for name in teachers.teachers:
         for side in sides:
@@ -158,17 +147,14 @@ def finished_stage(folder: Path, checkpoint: Path, device: torch.device) -> Stag
     return StageResult(folder, meta["step"], 0, metrics, 0.0, peak_memory_gib(device), dims)
 
 
-def run_stage(
-    config: RunConfig, stage: str, run_dir: str | Path, views: Tensor, data_key: str
-) -> StageResult:
+def run_stage(config: RunConfig, stage: str, run_dir: str | Path, data: TrainingData) -> StageResult:
     """Train one stage of the pipeline into `run_dir/<stage>`, resuming from its checkpoint if present.
 
     Args:
         config: the run's configuration.
         stage: `proxy`, `student`, `multires` or `direct`.
         run_dir: the run folder (a stage reads the checkpoints of `Stage.reads` from it).
-        views: uint8 [N, 3, R, R] fixed training views.
-        data_key: fingerprint of the view set (names the feature-cache entries).
+        data: fixed views in memory (their targets cached when `train.feature_cache`) or a stream.
     """
     if stage not in config.stages:
         raise ValueError(f"stage '{stage}' is not configured (configured: {', '.join(config.stages)})")
@@ -180,31 +166,34 @@ def run_stage(
     if run.has_checkpoint(stage) and read_meta(checkpoint)["step"] >= cfg.steps:
         return finished_stage(folder, checkpoint, device)
     torch.manual_seed(train.seed)
+    amp = autocast_dtype(train.precision, device)
+    model_config = getattr(config, stage_named(stage).model)
+    local_batch = cfg.batch_size // ctx.world_size
+    if local_batch * ctx.world_size != cfg.batch_size:
+        raise ValueError(f"batch size {cfg.batch_size} does not split over {ctx.world_size} processes")
 
-    teacher_sides = cfg.teacher_sides
-    teachers = build_stage_teachers(config, stage, run_dir, device, views, save=ctx.is_main)
+    teachers = build_stage_teachers(config, stage, run_dir, device, data, save=ctx.is_main, amp=amp)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     targets = None
-    if train.feature_cache:  # the main process fills the cache; the others then read it
+    if train.feature_cache and isinstance(data, FixedViews):  # the main process fills it; the others read
         cache_root = run.feature_cache
         if ctx.is_main:
-            targets = cached_targets(teachers, views, teacher_sides, cache_root, data_key)
+            targets = cached_targets(teachers, data, cfg.teacher_sides, cache_root)
         distributed.barrier(ctx)
         if not ctx.is_main:
-            targets = cached_targets(teachers, views, teacher_sides, cache_root, data_key)
-
-    if device.type == "cuda" and targets is not None and fits_on_device(views, targets, device):
-        views = views.to(device)
+            targets = cached_targets(teachers, data, cfg.teacher_sides, cache_root)
+    if device.type == "cuda" and targets is not None and fits_on_device(data.views, targets, device):
+        data = data.to(device)
         targets = {key: features.to(device) for key, features in targets.items()}
-    model_config = getattr(config, stage_named(stage).model)
     model = DistilledModel(model_config, teachers.dims()).to(device)
     off_grid = [side for side in cfg.resolutions if side % model.stride]
     if off_grid:
         raise ValueError(f"stages.{stage}.resolutions {off_grid} are not multiples of {model_config.arch}'s "
                          f"stride {model.stride}")  # fmt: skip
-    cells = views.shape[-1] // model.stride  # crops align to the model's patch grid at the view side
-    if config.augment.crop > 0 and not 1 <= config.augment.min_crop_cells < cells:
+    cells = data.side // model.stride  # crops align to the model's patch grid at the view side
+    grid_augment = isinstance(data, FixedViews) and config.augment.crop > 0  # a stream crops as it decodes
+    if grid_augment and not 1 <= config.augment.min_crop_cells < cells:
         raise ValueError(f"augment.min_crop_cells must lie in [1, {cells - 1}] for views of {cells} "
                          f"patch cells, got {config.augment.min_crop_cells}")  # fmt: skip
     starts_from = stage_named(stage).starts_from
@@ -213,49 +202,46 @@ def run_stage(
     resuming = run.has_checkpoint(stage)
     if resuming:
         load_into(model, checkpoint)
+    if train.activation_checkpointing:
+        model.backbone.set_grad_checkpointing(True)
     sharded = ctx.world_size > 1 and stage_named(stage).model == "proxy" and train.fsdp
     wrapped = distributed.wrap(model, ctx, fsdp=sharded)  # before the optimizer: FSDP2 swaps the parameters
     optimizer = torch.optim.AdamW(optimizer_groups(wrapped, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
     start = read_meta(checkpoint)["step"] if resuming else 0
-    if resuming and not sharded:
-        load_train_state(checkpoint, optimizer)
-    elif resuming:
-        warnings.warn(f"{stage}: FSDP checkpoints hold no optimizer state; resuming at step {start} "
-                      "with fresh AdamW moments (not an exact resume)", stacklevel=2)  # fmt: skip
-    amp = autocast_dtype(train.precision, device)
-    local_batch = cfg.batch_size // ctx.world_size
-    if local_batch * ctx.world_size != cfg.batch_size:
-        raise ValueError(f"batch size {cfg.batch_size} does not split over {ctx.world_size} processes")
+    if resuming:
+        resume_optimizer(checkpoint, wrapped, optimizer, sharded, stage)
+    forward = torch.compile(wrapped) if train.compile else wrapped
 
     folder.mkdir(parents=True, exist_ok=True)
     log = MetricsLog(folder, resume_step=start) if ctx.is_main else None
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=stage, disable=not ctx.is_main)
+    batches = data.batches(cfg.batch_size, train.seed, start, cfg.steps, ctx.rank, ctx.world_size)
     metrics: dict[str, float] = {}
     timer, images_seen = time.perf_counter(), 0
     first_bad = torch.tensor(-1, device=device)
-    for step in bar:
+    for step, batch in zip(bar, batches, strict=True):
         rng = step_generator(train.seed, step)
-        index = batch_indices(views.shape[0], cfg.batch_size, step, train.seed)
         side, teacher_side = step_sides(cfg, rng)
-        index = index[ctx.rank * local_batch : (ctx.rank + 1) * local_batch]
         torch.manual_seed(train.seed * 1_000_003 + step)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, cfg)
 
-        full = views[index.to(views.device)].to(device).float().div(255)
-        transforms = view_transforms(config.augment, len(index), cells, rng)
+        full = batch.images.to(device).float().div(255)
+        fixed = batch.index is not None  # a stream's images come cropped and flipped already
+        transforms = view_transforms(config.augment, len(full), cells, rng) if fixed else None
         summary_mask = None
         if targets is not None:  # cached targets of whole views: transform their grids like the images
-            step_targets = {n: targets[(n, teacher_side)].take(index, device) for n in teachers.teachers}
+            names = teachers.teachers
+            step_targets = {n: targets[(n, teacher_side)].take(batch.index, device) for n in names}
             if transforms is not None:
                 step_targets = {n: Features(t.summary, transform_grid(t.patches, transforms))
                                 for n, t in step_targets.items()}  # fmt: skip
                 summary_mask = transforms.summary_valid.to(device)
-        else:  # online teachers see the transformed views themselves
+        else:  # online teachers see the transformed views themselves, all at once per step
             teacher_view = transformed(full, transforms, teacher_side)
             step_targets = {n: teachers.targets(n, teacher_view) for n in teachers.teachers}
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            predictions = wrapped(transformed(full, transforms, side))
+            predictions = forward(transformed(full, transforms, side))
         loss, logs = distillation_loss(predictions, step_targets, config.loss.alpha, config.loss.beta,
                                        teachers.patch_weights, config.loss.smooth_l1_beta,
                                        summary_mask)  # fmt: skip
@@ -285,12 +271,9 @@ def run_stage(
                     {k.split("/")[0]: f"{v:.3f}" for k, v in metrics.items() if k.endswith("/total")}
                 )
         if (step + 1) % train.checkpoint_every == 0 or last:
-            state = distributed.full_state_dict(wrapped, ctx)
-            if ctx.is_main:
-                meta = {"step": step + 1, "stage": stage, "teachers": teachers.dims(),
-                        "model_config": dataclasses.asdict(model_config)}  # fmt: skip
-                save_checkpoint(checkpoint, state, None if sharded else optimizer, meta)
-            distributed.barrier(ctx)
+            meta = {"step": step + 1, "stage": stage, "teachers": teachers.dims(),
+                    "model_config": dataclasses.asdict(model_config)}  # fmt: skip
+            save_stage_checkpoint(checkpoint, wrapped, optimizer, meta, ctx, sharded)
     throughput = images_seen / max(time.perf_counter() - timer, 1e-9)
     final_step = read_meta(checkpoint)["step"] if run.has_checkpoint(stage) else start
     return StageResult(folder, final_step, final_step - start, metrics, throughput, peak_memory_gib(device),

@@ -59,12 +59,13 @@ def test_a_stage_taught_by_the_proxy_keys_its_targets_by_the_proxy_weights_conte
 
     from distill.checkpoint import file_digest
     from distill.config import load_config
+    from distill.data.training_data import FixedViews
     from distill.stage_teachers import build_stage_teachers
 
     moved = tmp_path / "moved"
     shutil.copytree(tiny_run, moved)  # same weights, another path and other file times
     config = load_config(tiny_run / "config.yaml")
-    views = torch.zeros(0, 3, 64, 64, dtype=torch.uint8)  # the saved statistics are reloaded, not fitted
+    views = FixedViews(torch.zeros(0, 3, 64, 64, dtype=torch.uint8), "")  # statistics reloaded, not fitted
     here, there = (
         build_stage_teachers(config, "student", run, torch.device("cpu"), views, save=False).identity
         for run in (tiny_run, moved)

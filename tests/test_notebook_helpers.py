@@ -18,6 +18,7 @@ from distill.augment import ViewTransforms
 from distill.checkpoint import save_checkpoint
 from distill.config import ModelConfig, load_config
 from distill.data.scenes import SceneGenerator
+from distill.data.training_data import FixedViews
 from distill.distilled_teacher import DistilledTeacher
 from distill.features import Features
 from distill.losses import distillation_loss
@@ -116,7 +117,8 @@ def fake_checkpoint(run_dir: Path, stage: str, step: int) -> None:
 def test_ensure_stages_trains_only_unfinished_stages_and_what_they_read(monkeypatch, tmp_path):
     config = load_config(notebook_scale("tiny").config_path)
     trained: list[str] = []
-    monkeypatch.setattr(notebook_setup, "pipeline_views", lambda config: (torch.zeros(1), "key"))
+    fixed = FixedViews(torch.zeros(1), "key")
+    monkeypatch.setattr(notebook_setup, "prepare_data", lambda config, stages: fixed)
     monkeypatch.setattr(notebook_setup, "run_stage", lambda config, stage, *args: trained.append(stage))
     run = tmp_path / "run"
     fake_checkpoint(run, "proxy", config.stages["proxy"].steps)  # finished
@@ -303,7 +305,7 @@ def test_step_sides_and_optimizer_groups_are_those_of_run_stage(tmp_path, monkey
     monkeypatch.setattr(trainer, "transformed", recording)
     monkeypatch.setattr(torch.optim, "AdamW", RecordingAdamW)
     views = (torch.rand(6, 3, 64, 64) * 255).to(torch.uint8)
-    trainer.run_stage(config, "proxy", tmp_path, views, "fake-data")
+    trainer.run_stage(config, "proxy", tmp_path, FixedViews(views, "fake-data"))
 
     cfg = config.stages["proxy"]
     assert len(seen) == 2 * cfg.steps  # online teachers: the teachers' view, then the model's

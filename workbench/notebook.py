@@ -14,11 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from torch import Tensor
-
 from distill.checkpoint import read_meta
 from distill.config import RunConfig
-from distill.pipeline import configured_stages, prepare_views, save_run_config
+from distill.data.training_data import FixedViews
+from distill.pipeline import configured_stages, prepare_data, save_run_config
 from distill.run_dir import RunDir
 from distill.stage_teachers import expert_teacher
 from distill.stages import STAGE_NAMES, stage_named
@@ -111,9 +110,18 @@ def stage_step(run_dir: str | Path, stage: str) -> int:
     return read_meta(run.checkpoint(stage))["step"] if run.has_checkpoint(stage) else 0
 
 
-def pipeline_views(config: RunConfig) -> tuple[Tensor, str]:
-    """The run's training views and their key, as `eupe pipeline` makes them for all configured stages."""
-    return prepare_views(config, configured_stages(config))
+def pipeline_views(config: RunConfig) -> FixedViews:
+    """The run's fixed training views and their key, as `eupe pipeline` makes them for all configured stages.
+
+    Raises:
+        ValueError: the config streams its data (`data.stream`): a stream has no fixed views to show.
+    """
+    data = prepare_data(config, configured_stages(config))
+    if not isinstance(data, FixedViews):
+        raise ValueError(
+            "this config streams its data (data.stream: true); the notebooks step through fixed views"
+        )
+    return data
 
 
 def ensure_stages(
@@ -143,9 +151,9 @@ def ensure_stages(
         if step < steps:
             todo.append(stage)
     if todo:
-        views, data_key = pipeline_views(config)
+        data = prepare_data(config, configured_stages(config))
         for stage in todo:
-            run_stage(config, stage, run_dir, views, data_key)
+            run_stage(config, stage, run_dir, data)
     return todo
 
 

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from distill.config import RunConfig
+from distill.data.training_data import FixedViews
 from distill.device import pick_device
 from distill.features import Features
 from distill.losses import distillation_loss
@@ -19,7 +20,7 @@ from distill.standardize import TeacherStandardizer, patch_rows
 from workbench.viz.training_curves import TERMS
 
 
-def stage_teachers(config: RunConfig, run_dir: str | Path, stage: str, views: Tensor) -> StageTeachers:
+def stage_teachers(config: RunConfig, run_dir: str | Path, stage: str, data: FixedViews) -> StageTeachers:
     """A stage's teachers and standardisers exactly as its training builds them.
 
     Statistics the run folder already holds for the stage are reloaded; otherwise they are fitted on
@@ -29,13 +30,13 @@ def stage_teachers(config: RunConfig, run_dir: str | Path, stage: str, views: Te
         config: the run's configuration.
         run_dir: the run folder (refused if it holds a run of another config).
         stage: `proxy`, `student`, `multires` or `direct`.
-        views: the run's uint8 training views (`workbench.notebook.pipeline_views`).
+        data: the run's training views (`workbench.notebook.pipeline_views`).
     """
     run_dir = Path(run_dir)
     if stage not in config.stages:
         raise ValueError(f"stage '{stage}' is not configured (configured: {', '.join(config.stages)})")
     save_run_config(config, run_dir)
-    return build_stage_teachers(config, stage, run_dir, pick_device(config.train.device), views)
+    return build_stage_teachers(config, stage, run_dir, pick_device(config.train.device), data)
 
 
 def coordinate_std(standardizer: TeacherStandardizer, kind: str) -> Tensor:

@@ -1,0 +1,136 @@
+"""Streaming training end to end (configs/paper_shaped.yaml): a folder larger than the run holds in memory,
+DataLoader workers, online teachers, and a kill mid-stage that resumes exactly, on one process and under
+torchrun (DDP, and FSDP2 checkpointed with torch.distributed.checkpoint, optimizer state included)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from distill import pipeline
+from distill.checkpoint import SHARDED_STATE_FOLDER, read_meta
+from distill.config import load_config
+from distill.data.stream import StreamingImages
+from distill.data.training_data import StreamingData
+from distill.pipeline import run_stages
+
+CONFIG = "configs/paper_shaped.yaml"
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """160 JPEGs of assorted sizes (more than any stage of the paper-shaped config draws in its views)."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i in range(160):
+        small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+        size = (int(rng.integers(72, 140)), int(rng.integers(72, 140)))
+        Image.fromarray(small).resize(size, Image.BICUBIC).save(root / f"{i:04d}.jpg", quality=90)
+    return root
+
+
+def overrides(folder):
+    return [f"data.source=folder:{folder}"]
+
+
+def weights(run_dir, stage="proxy"):
+    return load_file(str(run_dir / stage / "checkpoint" / "model.safetensors"))
+
+
+def assert_same_weights(a, b, tolerance=0.0):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=tolerance, atol=tolerance)
+
+
+def launch(command, out, stage_steps):
+    """Start `command`; SIGKILL its whole process group (workers included) as soon as the stage's first
+    checkpoint is written, and return the step it holds (it must be short of the stage's end)."""
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    checkpoint = out / "proxy" / "checkpoint"
+    deadline = time.monotonic() + 300
+    while not (checkpoint / "model.safetensors").is_file():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(
+                f"the run ended before its first checkpoint: {process.stderr.read()[-2000:]}"
+            )
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    step = read_meta(checkpoint)["step"]
+    assert step < stage_steps, "killed too late: the stage had finished"
+    return step
+
+
+def cli(out, *extra, launcher=(sys.executable,)):
+    return [*launcher, "-m", "apps.cli", "distill", "--config", CONFIG, "--stage", "proxy", "--out", str(out),
+            *extra]  # fmt: skip
+
+
+def finish(command):
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_a_stream_never_holds_the_views_in_memory_and_trains_every_stage(tmp_path, image_folder, monkeypatch):
+    def no_views(*args, **kwargs):
+        raise AssertionError("a streaming run must not build fixed views")
+
+    monkeypatch.setattr(pipeline, "build_views", no_views)
+    config = load_config(CONFIG, overrides(image_folder))
+    data = pipeline.prepare_data(config, list(config.stages))
+    assert isinstance(data, StreamingData)
+    budget = 64  # views a fixed-view run of this size would hold; the stream draws from more images
+    stream = StreamingImages(config.data.source, data.side, 8, seed=0)
+    drawn = {int(i) for step in range(160 // 8) for i in stream[step].ids}
+    assert len(drawn) == 160 > budget
+    results = run_stages(config, tmp_path / "run", list(config.stages))
+    for stage, result in results.items():
+        assert result.steps == config.stages[stage].steps
+        logged = [
+            json.loads(line)["loss"] for line in (result.folder / "metrics.jsonl").read_text().splitlines()
+        ]
+        assert len(logged) == result.steps and all(np.isfinite(logged)), stage
+
+
+@pytest.mark.slow
+def test_a_killed_streaming_run_resumes_exactly_with_workers(tmp_path, image_folder):
+    steps = load_config(CONFIG).stages["proxy"].steps
+    finish(cli(tmp_path / "whole", *overrides(image_folder)))
+    cut = tmp_path / "cut"
+    launch(cli(cut, *overrides(image_folder)), cut, steps)
+    finish(cli(cut, *overrides(image_folder)))
+    assert_same_weights(weights(tmp_path / "whole"), weights(cut))
+    logged = [json.loads(line)["step"] for line in (cut / "proxy" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == list(range(steps))  # steps after the checkpoint were logged once, by the rerun
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sharding", ["train.fsdp=false", "train.fsdp=true"], ids=["ddp", "fsdp2"])
+def test_a_killed_torchrun_run_resumes_exactly(tmp_path, image_folder, sharding):
+    steps = load_config(CONFIG).stages["proxy"].steps
+    arguments = [*overrides(image_folder), sharding]
+    finish(cli(tmp_path / "whole", *arguments, launcher=TORCHRUN))
+    cut = tmp_path / "cut"
+    launch(cli(cut, *arguments, launcher=TORCHRUN), cut, steps)
+    assert (cut / "proxy" / "checkpoint" / SHARDED_STATE_FOLDER).is_dir() == sharding.endswith("true")
+    finish(cli(cut, *arguments, launcher=TORCHRUN))
+    assert_same_weights(weights(tmp_path / "whole"), weights(cut))
+    if sharding.endswith("true"):  # the sharded state also resumes on one process (resharded on load)
+        alone = tmp_path / "alone"
+        launch(cli(alone, *arguments, launcher=TORCHRUN), alone, steps)
+        finish(cli(alone, *arguments))
+        assert_same_weights(weights(tmp_path / "whole"), weights(alone), tolerance=1e-4)
