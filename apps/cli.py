@@ -97,6 +97,14 @@ def bench_distill_run(args: argparse.Namespace) -> None:
     print(format_bench(bench_distill(config, args.steps, args.stages)))
 
 
+def cache_build_run(args: argparse.Namespace) -> None:
+    """Write the teacher-feature store of a config's streamed corpus (resumed where it stopped)."""
+    from distill.feature_store import cache_build_main
+
+    cache_build_main(args.config, args.out, args.side, args.grid, args.budget_gb, args.overrides,
+                     args.shard_size, args.batch)  # fmt: skip
+
+
 def bench_data_run(args: argparse.Namespace) -> None:
     """Print the streaming loader's images/s by source and workers, and its peak memory by corpus size."""
     from distill.data_bench import bench_data, format_data_bench
@@ -325,6 +333,24 @@ def build_parser() -> argparse.ArgumentParser:
             )
         sub.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
         sub.set_defaults(run=distill_run)
+
+    cache = commands.add_parser("cache", help="teacher-feature stores").add_subparsers(
+        dest="action", required=True
+    )
+    build = cache.add_parser(
+        "build", help="every teacher's features of every sample of a config's corpus, by sample id (float16)"
+    )
+    build.add_argument("--config", type=Path, required=True)
+    build.add_argument("--out", type=Path, required=True, help="store folder (resumed if it exists)")
+    build.add_argument("--side", type=int, required=True, help="the centred views' side (the teachers' side)")
+    build.add_argument(
+        "--grid", type=int, required=True, help="patch grids are average-pooled to grid x grid"
+    )
+    build.add_argument("--budget-gb", type=float, required=True, help="refuse a larger projected store (GiB)")
+    build.add_argument("--shard-size", type=int, default=1024, help="samples per shard folder")
+    build.add_argument("--batch", type=int, default=64, help="teacher batch size")
+    build.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
+    build.set_defaults(run=cache_build_run)
 
     evaluation = commands.add_parser(
         "eval", help="scoreboard: every probe on the experts, each run's encoders and a random floor"

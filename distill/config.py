@@ -73,6 +73,9 @@ class DataConfig:
             `augment.scale` and flipped by `augment.flip` in DataLoader workers; teachers run online)
             instead of holding `num_images` fixed views in memory.
         workers: DataLoader worker processes of a stream (0 = decode in the training process).
+        store: a teacher-feature store of this source (`eupe cache build`): the stages the experts teach
+            read their targets from it by sample id instead of running the teachers; the stream then
+            gives centred views, flipped and cropped with their target grids by `augment.flip`/`crop`.
     """
 
     source: str = "mixed"
@@ -81,6 +84,7 @@ class DataConfig:
     mix: dict[str, float] | None = None
     stream: bool = False
     workers: int = 2
+    store: str | None = None
 
 
 @dataclass
@@ -267,6 +271,8 @@ def _validate(config: RunConfig) -> RunConfig:
         raise ConfigError(f"config key 'data.num_images' must be positive, got {data.num_images}")
     if data.stream and not data.source.startswith(("folder:", "shards:")):
         raise ConfigError(f"config key 'data.stream' needs a folder: or shards: source, got '{data.source}'")
+    if data.store is not None and not data.stream:
+        raise ConfigError("config key 'data.store' needs data.stream: true (a store holds a streamed corpus)")
     if data.workers < 0:
         raise ConfigError(f"config key 'data.workers' must be >= 0, got {data.workers}")
     scale = augment.scale

@@ -37,6 +37,8 @@ def prepare_data(config: RunConfig, stages: list[str]) -> TrainingData:
     (which keys the feature cache)."""
     data = config.data
     side = view_resolution(config, stages)
+    if data.store is not None:  # centred views: flips and crops apply to them and their stored grids alike
+        return StreamingData(data.source, side, data.workers, None, 0.0)
     if data.stream:
         scale = None if config.augment.scale is None else tuple(config.augment.scale)
         return StreamingData(data.source, side, data.workers, scale, config.augment.flip)
@@ -46,21 +48,25 @@ def prepare_data(config: RunConfig, stages: list[str]) -> TrainingData:
     return FixedViews(views, fingerprint(data.source, data.num_images, data.seed, views))
 
 
-def save_run_config(config: RunConfig, run_dir: Path) -> None:
-    """Write config.yaml into the run folder; refuse to mix a different config into an existing run.
+def check_run_config(config: RunConfig, run_dir: Path) -> None:
+    """Refuse to mix a different config into an existing run.
 
     The saved config is read back through `load_config`, so keys added to the schema since it was written
     take their defaults and an older run still resumes.
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
     path = RunDir(run_dir).config
-    text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
-    if path.is_file() and config_to_dict(load_config(path)) != yaml.safe_load(text):
+    if path.is_file() and config_to_dict(load_config(path)) != config_to_dict(config):
         raise ValueError(
             f"{run_dir} holds a run with a different config; resume with the same config or use a new --out"
         )
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+
+
+def save_run_config(config: RunConfig, run_dir: Path) -> None:
+    """Write config.yaml into the run folder (after `check_run_config`)."""
+    check_run_config(config, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(RunDir(run_dir).config) as tmp:
+        tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
 def run_stages(
@@ -72,6 +78,7 @@ def run_stages(
     missing = [s for s in stages if s not in config.stages]
     if missing:
         raise ValueError(f"stage '{missing[0]}' is not configured (configured: {', '.join(config.stages)})")
+    check_run_config(config, run_dir)
+    data = prepare_data(config, stages)  # a bad data source fails here, before the run folder is written
     save_run_config(config, run_dir)
-    data = prepare_data(config, stages)
     return {stage: run_stage(config, stage, run_dir, data) for stage in stages}

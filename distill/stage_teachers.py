@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
 from distill.checkpoint import file_digest
-from distill.config import RunConfig
+from distill.config import RunConfig, TeacherConfig
 from distill.data.images import resize
-from distill.data.training_data import TrainingData
 from distill.distilled_teacher import DistilledTeacher
 from distill.features import Features
 from distill.run_dir import MODEL_FILE, RunDir
@@ -20,6 +20,10 @@ from distill.stages import EXPERTS, stage_named
 from distill.standardize import TeacherStandardizer, load_standardizers, save_standardizers
 from distill.teachers import Teacher, build_teacher
 from distill.teachers.registry import registered_teachers
+
+if TYPE_CHECKING:  # the store and the data are read here, not built: no import cycle at run time
+    from distill.data.training_data import TrainingData
+    from distill.feature_store import FeatureStore
 
 
 @dataclass
@@ -65,6 +69,22 @@ def expert_teacher(spec_name: str, resolution: int | None, weights: str, checkpo
     return build_teacher(spec_name, weights=weights, checkpoint=checkpoint, resolution=resolution)
 
 
+def teacher_identity(spec: TeacherConfig, seed: int) -> dict:
+    """What names a teacher's features (keys cached targets and feature stores): its config fields, and the
+    seed of random weights (`run_stage` seeds torch with `train.seed` before building teachers)."""
+    identity = {"name": spec.name, "resolution": spec.resolution, "weights": spec.weights,
+                "checkpoint": spec.checkpoint}  # fmt: skip
+    return identity | {"seed": seed} if spec.weights == "random" else identity
+
+
+def configured_experts(config: RunConfig) -> tuple[dict[str, Teacher], dict[str, dict], dict[str, float]]:
+    """The config's teachers (experts or timm models), and per name its identity and patch weight."""
+    specs = config.teachers
+    teachers = {s.name: expert_teacher(s.name, s.resolution, s.weights, s.checkpoint) for s in specs}
+    identity = {s.name: teacher_identity(s, config.train.seed) for s in specs}
+    return teachers, identity, {s.name: s.patch_weight for s in specs}
+
+
 def build_stage_teachers(
     config: RunConfig,
     stage: str,
@@ -73,6 +93,7 @@ def build_stage_teachers(
     data: TrainingData,
     save: bool = True,
     amp: torch.dtype | None = None,
+    store: FeatureStore | None = None,
 ) -> StageTeachers:
     """Build a stage's frozen teachers and fit (or reload) their standardisation on warm-up batches.
 
@@ -81,17 +102,13 @@ def build_stage_teachers(
     statistics are written to `run_dir/<stage>/standardizers.safetensors`. Statistics already saved there
     are reloaded instead (and the file left as it is), so a resumed run standardises exactly as before.
     With `amp` bf16 on a GPU the teachers' weights are stored in bf16 (half the memory); their forward
-    passes run under autocast at `amp` wherever they run.
+    passes run under autocast at `amp` wherever they run. With a feature `store` the statistics are those
+    of the stored features of the warm-up batches' samples (the targets the stage will read).
     """
     run = RunDir(run_dir)
     taught_by = stage_named(stage).taught_by
     if taught_by == EXPERTS:
-        teachers, identity, gammas = {}, {}, {}
-        for spec in config.teachers:
-            teachers[spec.name] = expert_teacher(spec.name, spec.resolution, spec.weights, spec.checkpoint)
-            identity[spec.name] = {"name": spec.name, "resolution": spec.resolution, "weights": spec.weights,
-                                   "checkpoint": spec.checkpoint}  # fmt: skip
-            gammas[spec.name] = spec.patch_weight
+        teachers, identity, gammas = configured_experts(config)
     else:
         teacher = run.checkpoint(taught_by)
         if not run.has_checkpoint(taught_by):
@@ -112,14 +129,18 @@ def build_stage_teachers(
             n: TeacherStandardizer(t.summary_dim, t.patch_dim, config.norm.method).to(device)
             for n, t in teachers.items()
         }
-        batch, sides = config.stages[stage].batch_size, config.stages[stage].teacher_sides
+        batch_size, sides = config.stages[stage].batch_size, config.stages[stage].teacher_sides
         for name in teachers:
-            warmup = data.warmup(batch, config.norm.warmup_batches, config.train.seed)
+            warmup = data.warmup(batch_size, config.norm.warmup_batches, config.train.seed)
             batches = tqdm(warmup, total=config.norm.warmup_batches, desc=f"{stage}: {name} statistics",
                            leave=False, disable=not save)  # fmt: skip
             outputs = (
-                stage_teachers.raw(name, resize(images.to(device).float().div(255), sides[i % len(sides)]))
-                for i, images in enumerate(batches)
+                store.take(name, batch.index, device)
+                if store is not None
+                else stage_teachers.raw(
+                    name, resize(batch.images.to(device).float().div(255), sides[i % len(sides)])
+                )
+                for i, batch in enumerate(batches)
             )
             standardizers[name].fit(outputs)
         if save:

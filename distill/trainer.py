@@ -25,6 +25,7 @@ from distill.data.images import resize
 from distill.data.training_data import FixedViews, TrainingData
 from distill.device import peak_memory_gib, pick_device
 from distill.feature_cache import CachedFeatures, FeatureCache, fingerprint
+from distill.feature_store import StandardizedTargets, stage_store
 from distill.features import Features
 from distill.losses import distillation_loss
 from distill.metrics_log import MetricsLog, metric_records
@@ -172,18 +173,27 @@ def run_stage(config: RunConfig, stage: str, run_dir: str | Path, data: Training
     if local_batch * ctx.world_size != cfg.batch_size:
         raise ValueError(f"batch size {cfg.batch_size} does not split over {ctx.world_size} processes")
 
-    teachers = build_stage_teachers(config, stage, run_dir, device, data, save=ctx.is_main, amp=amp)
+    store = stage_store(config, stage)
+    teachers = build_stage_teachers(config, stage, run_dir, device, data, ctx.is_main, amp, store)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     targets = None
-    if train.feature_cache and isinstance(data, FixedViews):  # the main process fills it; the others read
+    if store is not None:  # targets read by sample id, standardised as they are taken
+        targets = {(n, store.side): StandardizedTargets(store.targets(n), teachers.standardizers[n])
+                   for n in teachers.teachers}  # fmt: skip
+    elif train.feature_cache and isinstance(data, FixedViews):  # the main process fills it; the others read
         cache_root = run.feature_cache
         if ctx.is_main:
             targets = cached_targets(teachers, data, cfg.teacher_sides, cache_root)
         distributed.barrier(ctx)
         if not ctx.is_main:
             targets = cached_targets(teachers, data, cfg.teacher_sides, cache_root)
-    if device.type == "cuda" and targets is not None and fits_on_device(data.views, targets, device):
+    if (
+        isinstance(data, FixedViews)
+        and targets is not None
+        and device.type == "cuda"
+        and fits_on_device(data.views, targets, device)
+    ):
         data = data.to(device)
         targets = {key: features.to(device) for key, features in targets.items()}
     model = DistilledModel(model_config, teachers.dims()).to(device)
@@ -192,8 +202,7 @@ def run_stage(config: RunConfig, stage: str, run_dir: str | Path, data: Training
         raise ValueError(f"stages.{stage}.resolutions {off_grid} are not multiples of {model_config.arch}'s "
                          f"stride {model.stride}")  # fmt: skip
     cells = data.side // model.stride  # crops align to the model's patch grid at the view side
-    grid_augment = isinstance(data, FixedViews) and config.augment.crop > 0  # a stream crops as it decodes
-    if grid_augment and not 1 <= config.augment.min_crop_cells < cells:
+    if not data.augments and config.augment.crop > 0 and not 1 <= config.augment.min_crop_cells < cells:
         raise ValueError(f"augment.min_crop_cells must lie in [1, {cells - 1}] for views of {cells} "
                          f"patch cells, got {config.augment.min_crop_cells}")  # fmt: skip
     starts_from = stage_named(stage).starts_from
@@ -227,8 +236,7 @@ def run_stage(config: RunConfig, stage: str, run_dir: str | Path, data: Training
             group["lr"] = learning_rate(step, cfg)
 
         full = batch.images.to(device).float().div(255)
-        fixed = batch.index is not None  # a stream's images come cropped and flipped already
-        transforms = view_transforms(config.augment, len(full), cells, rng) if fixed else None
+        transforms = None if data.augments else view_transforms(config.augment, len(full), cells, rng)
         summary_mask = None
         if targets is not None:  # cached targets of whole views: transform their grids like the images
             names = teachers.teachers

@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from distill import pipeline
 from distill.checkpoint import SHARDED_STATE_FOLDER, read_meta
@@ -104,6 +105,8 @@ def test_a_stream_never_holds_the_views_in_memory_and_trains_every_stage(tmp_pat
             json.loads(line)["loss"] for line in (result.folder / "metrics.jsonl").read_text().splitlines()
         ]
         assert len(logged) == result.steps and all(np.isfinite(logged)), stage
+        curves = EventAccumulator(str(result.folder / "tensorboard")).Reload()  # `tensorboard --logdir runs`
+        assert [event.value for event in curves.Scalars("loss")] == pytest.approx(logged, rel=1e-6)
 
 
 @pytest.mark.slow
@@ -134,3 +137,63 @@ def test_a_killed_torchrun_run_resumes_exactly(tmp_path, image_folder, sharding)
         launch(cli(alone, *arguments, launcher=TORCHRUN), alone, steps)
         finish(cli(alone, *arguments))
         assert_same_weights(weights(tmp_path / "whole"), weights(alone), tolerance=1e-4)
+
+
+def test_bad_stream_sources_fail_in_one_line_before_the_run_folder_is_written(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for source, message in (
+        (f"folder:{empty}", f"eupe: error: no JPEG/PNG/WebP images in {empty}"),
+        (f"folder:{tmp_path / 'missing'}", "eupe: error: image folder not found"),
+        (f"shards:{tmp_path}/train-*.tar", "eupe: error: tar shard(s) not found"),
+    ):
+        out = tmp_path / "run"
+        done = subprocess.run(cli(out, f"data.source={source}"), capture_output=True, text=True, timeout=120)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1 and lines[0].startswith(message), done.stderr
+        assert not out.exists()  # nothing written for a run that cannot start
+
+
+def test_a_truncated_shard_member_and_an_unreadable_image_are_skipped_and_counted(tmp_path, image_folder):
+    import tarfile
+
+    shard = tmp_path / "train-000.tar"
+    with tarfile.open(shard, "w") as tar:
+        for path in sorted(image_folder.iterdir())[:40]:
+            tar.add(path, arcname=path.name)
+        broken = tmp_path / "0040.jpg"
+        broken.write_bytes(b"not a jpeg at all")
+        tar.add(broken, arcname=broken.name)
+        tar.add(sorted(image_folder.iterdir())[41], arcname="0041.jpg")
+    data = shard.read_bytes()
+    shard.write_bytes(data[: data.rfind(b"0041.jpg") + 512 + 100])  # the last member's data cut short
+    config = load_config(CONFIG, [f"data.source=shards:{shard}", "stages.proxy.steps=6", "data.workers=0"])
+    with pytest.warns(UserWarning) as caught:
+        result = run_stages(config, tmp_path / "run", ["proxy"])["proxy"]
+    messages = [str(w.message) for w in caught]
+    assert any("1 truncated member(s) skipped" in m for m in messages), messages
+    assert any("0040.jpg" in m for m in messages), messages  # named when met
+    assert result.steps == 6
+
+
+def test_a_stage_reads_its_targets_from_a_feature_store_without_running_the_teachers(
+    tmp_path, image_folder, monkeypatch
+):
+    from distill import stage_teachers
+    from distill.feature_store import build_store
+
+    store = tmp_path / "store"
+    base = [*overrides(image_folder), "data.workers=0"]
+    build_store(load_config(CONFIG, base), store, side=64, grid=4, budget_gib=1.0, shard_size=64, workers=0)
+    stored = [*base, f"data.store={store}"]
+    config = load_config(CONFIG, [*stored, "augment.crop=0.5", "augment.min_crop_cells=2"])
+
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("a stage with a feature store must not run its teachers")
+
+    monkeypatch.setattr(stage_teachers.StageTeachers, "raw", no_teacher)
+    result = run_stages(config, tmp_path / "run", ["proxy"])["proxy"]
+    assert result.steps == config.stages["proxy"].steps and np.isfinite(result.metrics["loss"])
+    pyramid = load_config(CONFIG, [*stored, "stages.proxy.resolutions=[32, 64]"])
+    with pytest.raises(ValueError, match=r"teacher sides \[32, 64\], but the feature store .* at 64 px only"):
+        run_stages(pyramid, tmp_path / "other", ["proxy"])

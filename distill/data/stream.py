@@ -283,6 +283,7 @@ class StreamingImages(Dataset):
         rank, world_size: this process's share of each global batch.
         scale: random-resized-crop's area fraction range; None: the centred square.
         flip: probability of a horizontal flip.
+        index: the source's sample index, when already built (`sample_index(source)` otherwise).
     """
 
     def __init__(
@@ -295,6 +296,7 @@ class StreamingImages(Dataset):
         world_size: int = 1,
         scale: tuple[float, float] | None = (0.35, 1.0),
         flip: float = 0.5,
+        index: FolderIndex | ShardIndex | None = None,
     ) -> None:
         if global_batch % world_size or global_batch <= 0 or not 0 <= rank < world_size:
             raise ValueError(
@@ -304,7 +306,7 @@ class StreamingImages(Dataset):
             raise ValueError(f"crop scale must satisfy 0 < low <= high <= 1, got {scale}")
         self.source, self.side, self.seed, self.scale, self.flip = source, side, seed, scale, flip
         self.global_batch, self.local_batch, self.rank = global_batch, global_batch // world_size, rank
-        self.index = sample_index(source)
+        self.index = sample_index(source) if index is None else index
         self._epoch, self._order = -1, torch.empty(0, dtype=torch.int64)
 
     def order(self, epoch: int) -> Tensor:

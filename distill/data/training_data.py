@@ -16,15 +16,15 @@ import torch
 from torch import Tensor
 
 from distill.data.images import SkipLog
-from distill.data.stream import StreamingImages, stream_loader, warn_skipped
+from distill.data.stream import StreamingImages, sample_index, stream_loader, warn_skipped
 
 
 @dataclass
 class StepBatch:
-    """One step's images for this process, and (fixed views) their indices, which key cached targets."""
+    """One step's images for this process, and their indices, which key cached or stored targets."""
 
     images: Tensor  # uint8 [B, 3, R, R]
-    index: Tensor | None = None
+    index: Tensor  # view indices (fixed views) or sample ids (a stream)
 
 
 def batch_indices(num_views: int, batch_size: int, step: int, seed: int) -> Tensor:
@@ -48,7 +48,7 @@ class FixedViews:
         key: fingerprint of the view set (names its feature-cache entries).
     """
 
-    cacheable = True
+    augments = False  # the trainer flips and crops views and their cached grids alike (`augment`)
 
     def __init__(self, views: Tensor, key: str) -> None:
         self.views, self.key = views, key
@@ -70,11 +70,12 @@ class FixedViews:
             index = index[rank * local : (rank + 1) * local]
             yield StepBatch(self.views[index.to(self.views.device)], index)
 
-    def warmup(self, batch_size: int, count: int, seed: int) -> Iterator[Tensor]:
+    def warmup(self, batch_size: int, count: int, seed: int) -> Iterator[StepBatch]:
         """`count` random batches (the same on every process) to estimate the teachers' statistics from."""
         generator = torch.Generator().manual_seed(seed + 17)
         for _ in range(count):
-            yield self.views[torch.randint(self.views.shape[0], (batch_size,), generator=generator)]
+            index = torch.randint(self.views.shape[0], (batch_size,), generator=generator)
+            yield StepBatch(self.views[index], index)
 
 
 class StreamingData:
@@ -88,35 +89,32 @@ class StreamingData:
         flip: probability of a horizontal flip.
     """
 
-    cacheable = False
     key = None
 
     def __init__(
         self, source: str, side: int, workers: int, scale: tuple[float, float] | None, flip: float
     ) -> None:
         self.source, self.side, self.workers, self.scale, self.flip = source, side, workers, scale, flip
+        self.index = sample_index(source)  # built once: a bad source fails here, before any training
         self.skips = SkipLog()
-
-    def stream(
-        self, batch_size: int, seed: int, start: int, steps: int, rank: int = 0, world_size: int = 1
-    ) -> Iterator[Tensor]:
-        """The DataLoader of steps `start`..`steps - 1`, counting skipped files."""
-        dataset = StreamingImages(self.source, self.side, batch_size, seed, rank, world_size, self.scale,
-                                  self.flip)  # fmt: skip
-        for batch in stream_loader(dataset, start, steps, self.workers):
-            warn_skipped(batch, self.skips)
-            yield batch.images
+        self.augments = (
+            scale is not None or flip > 0
+        )  # else centred views, flipped and cropped by the trainer
 
     def batches(
         self, batch_size: int, seed: int, start: int, steps: int, rank: int = 0, world_size: int = 1
     ) -> Iterator[StepBatch]:
-        """Steps `start`..`steps - 1`: this process's share of each global batch of the stream."""
-        for images in self.stream(batch_size, seed, start, steps, rank, world_size):
-            yield StepBatch(images)
+        """Steps `start`..`steps - 1`: this process's share of each global batch of the stream (unreadable
+        files warned about once and counted in `skips`)."""
+        dataset = StreamingImages(self.source, self.side, batch_size, seed, rank, world_size, self.scale,
+                                  self.flip, self.index)  # fmt: skip
+        for batch in stream_loader(dataset, start, steps, self.workers):
+            warn_skipped(batch, self.skips)
+            yield StepBatch(batch.images, batch.ids)
 
-    def warmup(self, batch_size: int, count: int, seed: int) -> Iterator[Tensor]:
+    def warmup(self, batch_size: int, count: int, seed: int) -> Iterator[StepBatch]:
         """The first `count` whole batches of a stream of its own (the same on every process)."""
-        yield from self.stream(batch_size, seed + 17, 0, count)
+        yield from self.batches(batch_size, seed + 17, 0, count)
 
 
 TrainingData = FixedViews | StreamingData
