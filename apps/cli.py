@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -158,20 +159,45 @@ def bench_encoders_run(args: argparse.Namespace) -> None:
 
 
 def export_run(args: argparse.Namespace) -> None:
-    """Export a distilled checkpoint to ONNX and check it against PyTorch on a generated scene batch."""
+    """Export any timm-based encoder as a timm model folder or an ONNX file, and check the result: against
+    PyTorch on generated scenes, and that its output depends on its input."""
     from distill.data.scenes import SceneGenerator
-    from workbench.eval.encoders import distilled_encoder
-    from workbench.eval.export import check_onnx, export_onnx
+    from workbench.eval.encoders import build_encoder
+    from workbench.eval.export_checks import input_dependence
 
-    encoder = distilled_encoder(args.checkpoint)
-    model = encoder.backbone.model
-    args.onnx.parent.mkdir(parents=True, exist_ok=True)
-    path = export_onnx(model, args.onnx, args.resolution, with_adaptors=args.adaptors)
+    fmt = args.format or ("onnx" if args.out.suffix == ".onnx" else "timm")
+    encoder = build_encoder(args.encoder, args.resolution, weights=args.weights, checkpoint=args.weights_file)
     images = SceneGenerator(args.resolution, seed=1).batch(0, 3).images
-    differences = check_onnx(path, model, images, with_adaptors=args.adaptors)
-    worst = max(differences, key=differences.get)
-    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, outputs: {', '.join(differences)})")
-    print(f"onnxruntime vs PyTorch on 3 scenes: max |difference| {differences[worst]:.2e} ({worst})")
+    if fmt == "onnx":
+        import torch
+
+        from workbench.eval.export import check_onnx, export_onnx, exportable_model, onnx_session
+
+        model = exportable_model(encoder)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        path = export_onnx(model, args.out, args.resolution, with_adaptors=args.adaptors)
+        differences = check_onnx(path, model, images, with_adaptors=args.adaptors)
+        session = onnx_session(path)
+
+        def onnx_patches(x: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(session.run(["patches"], {"images": x.numpy()})[0])
+
+        change = input_dependence(onnx_patches, args.resolution)
+        worst = max(differences, key=differences.get)
+        print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, outputs: {', '.join(differences)})")
+        print(f"onnxruntime vs PyTorch on 3 scenes: max |difference| {differences[worst]:.2e} ({worst})")
+    else:
+        from workbench.eval.timm_export import check_timm_folder, export_timm
+
+        path = export_timm(args.encoder, encoder, args.out, args.resolution, args.scoreboard)
+        difference = check_timm_folder(path, encoder, images)
+        exported = build_encoder(str(path), args.resolution)
+        change = input_dependence(lambda x: exported(x).patches, args.resolution)
+        files = ", ".join(sorted(p.name for p in path.iterdir()))
+        print(f"wrote {path}/ ({files})")
+        print(f"timm.create_model('local-dir:{path}') vs the encoder on 3 scenes: "
+              f"max |difference| {difference:.2e}")  # fmt: skip
+    print(f"output change between a blank and a random image: {change:.3f} (relative)")
 
 
 def app_run(args: argparse.Namespace) -> None:
@@ -388,11 +414,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_settings(probe)
     probe.set_defaults(run=probe_run)
 
-    export = commands.add_parser("export", help="export a proxy or student checkpoint to ONNX (checked)")
-    export.add_argument("--checkpoint", type=Path, required=True, help="run stage or checkpoint folder")
-    export.add_argument("--onnx", type=Path, required=True, help="output .onnx file")
-    export.add_argument("--resolution", type=int, default=224)
-    export.add_argument("--adaptors", action="store_true", help="also output every adaptor head")
+    export = commands.add_parser(
+        "export", help="export an encoder as a timm model folder (heads, model card) or ONNX, checked"
+    )
+    export.add_argument("encoder", help="a run stage or checkpoint folder, timm:<model> or a timm alias")
+    export.add_argument("--out", type=Path, required=True, help="a folder (timm) or a .onnx file")
+    export.add_argument("--format", choices=("timm", "onnx"), help="default: onnx for .onnx --out, else timm")
+    export.add_argument("--resolution", type=int, default=224, help="ONNX input side; GFLOPs and checks")
+    export.add_argument("--adaptors", action="store_true", help="ONNX: also output every adaptor head")
+    export.add_argument("--weights", choices=("pretrained", "random", "file"), default="pretrained",
+                        help="a timm encoder's weights (pretrained: from the hub, online)")  # fmt: skip
+    export.add_argument("--weights-file", type=Path, help="local weights for --weights file")
+    export.add_argument("--scoreboard", type=Path, help="the scoreboard.json the model card quotes "
+                        "(default: the run's eval/scoreboard.json)")  # fmt: skip
     export.set_defaults(run=export_run)
 
     app = commands.add_parser("app", help="live demo: what the experts, proxy and students see (Gradio)")
@@ -444,10 +478,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+OVERRIDE = re.compile(r"^[A-Za-z_][\w-]*(\.[\w-]+)*=")  # key.sub=value
+
+
+def hoisted_overrides(argv: list[str]) -> list[str]:
+    """The command line with its `key.sub=value` overrides moved to the end, after `--`, wherever they were:
+    an option that takes several values (`--stages proxy student`) cannot swallow them."""
+    if "--" in argv or not any(OVERRIDE.match(a) for a in argv):
+        return argv
+    return [a for a in argv if not OVERRIDE.match(a)] + ["--"] + [a for a in argv if OVERRIDE.match(a)]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: parse, run, and turn expected errors into one-line messages."""
-    args = build_parser().parse_args(argv)
-    args.argv = sys.argv[1:] if argv is None else list(argv)
+    line = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(hoisted_overrides(line))
+    args.argv = line
     try:
         args.run(args)
     except (ValueError, KeyError, FileNotFoundError) as error:

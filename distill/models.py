@@ -25,6 +25,7 @@ class DistilledModel(nn.Module):
 
     def __init__(self, config: ModelConfig, teacher_dims: dict[str, tuple[int, int]]) -> None:
         super().__init__()
+        self.model_config = config
         self.backbone = create_timm_backbone(config.arch, "random", **config.kwargs)
         self.dim = int(self.backbone.num_features)
         self.stride = input_granularity(self.backbone)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -13,6 +13,7 @@ from tqdm import tqdm
 from distill.checkpoint import file_digest
 from distill.config import RunConfig, TeacherConfig
 from distill.data.images import resize
+from distill.data.training_data import TrainingData
 from distill.distilled_teacher import DistilledTeacher
 from distill.features import Features
 from distill.run_dir import MODEL_FILE, RunDir
@@ -20,10 +21,6 @@ from distill.stages import EXPERTS, stage_named
 from distill.standardize import TeacherStandardizer, load_standardizers, save_standardizers
 from distill.teachers import Teacher, build_teacher
 from distill.teachers.registry import registered_teachers
-
-if TYPE_CHECKING:  # the store and the data are read here, not built: no import cycle at run time
-    from distill.data.training_data import TrainingData
-    from distill.feature_store import FeatureStore
 
 
 @dataclass
@@ -93,7 +90,7 @@ def build_stage_teachers(
     data: TrainingData,
     save: bool = True,
     amp: torch.dtype | None = None,
-    store: FeatureStore | None = None,
+    stored: Callable[[str, Tensor, torch.device], Features] | None = None,
 ) -> StageTeachers:
     """Build a stage's frozen teachers and fit (or reload) their standardisation on warm-up batches.
 
@@ -102,8 +99,9 @@ def build_stage_teachers(
     statistics are written to `run_dir/<stage>/standardizers.safetensors`. Statistics already saved there
     are reloaded instead (and the file left as it is), so a resumed run standardises exactly as before.
     With `amp` bf16 on a GPU the teachers' weights are stored in bf16 (half the memory); their forward
-    passes run under autocast at `amp` wherever they run. With a feature `store` the statistics are those
-    of the stored features of the warm-up batches' samples (the targets the stage will read).
+    passes run under autocast at `amp` wherever they run. With `stored` (a feature store's `take`: teacher,
+    sample ids, device -> raw features) the statistics are those of the stored features of the warm-up
+    batches' samples, the targets the stage will read.
     """
     run = RunDir(run_dir)
     taught_by = stage_named(stage).taught_by
@@ -135,8 +133,8 @@ def build_stage_teachers(
             batches = tqdm(warmup, total=config.norm.warmup_batches, desc=f"{stage}: {name} statistics",
                            leave=False, disable=not save)  # fmt: skip
             outputs = (
-                store.take(name, batch.index, device)
-                if store is not None
+                stored(name, batch.index, device)
+                if stored is not None
                 else stage_teachers.raw(
                     name, resize(batch.images.to(device).float().div(255), sides[i % len(sides)])
                 )

@@ -174,7 +174,8 @@ def run_stage(config: RunConfig, stage: str, run_dir: str | Path, data: Training
         raise ValueError(f"batch size {cfg.batch_size} does not split over {ctx.world_size} processes")
 
     store = stage_store(config, stage)
-    teachers = build_stage_teachers(config, stage, run_dir, device, data, ctx.is_main, amp, store)
+    stored = None if store is None else store.take
+    teachers = build_stage_teachers(config, stage, run_dir, device, data, ctx.is_main, amp, stored)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     targets = None

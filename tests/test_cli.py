@@ -34,12 +34,14 @@ def test_bad_input_gives_one_line_errors(tmp_path):
 def test_export_and_bench_encoders_on_a_run(tiny_run, tmp_path, capsys):
     from apps.cli import main
 
-    target = tmp_path / "onnx" / "student.onnx"
-    main(["export", "--checkpoint", str(tiny_run / "multires"), "--onnx", str(target), "--resolution", "64"])
-    out = capsys.readouterr().out
-    assert target.is_file() and "max |difference|" in out
-    difference = float(out.split("max |difference| ")[1].split()[0])
-    assert difference < 1e-3
+    for target in (tmp_path / "onnx" / "student.onnx", tmp_path / "timm" / "student"):
+        main(["export", str(tiny_run / "multires"), "--out", str(target), "--resolution", "64"])
+        out = capsys.readouterr().out
+        assert target.exists() and "max |difference|" in out and "between a blank and a random image" in out
+        difference = float(out.split("max |difference| ")[1].split()[0])
+        assert difference < 1e-3
+    with pytest.raises(SystemExit, match="eupe: error: semantic is an offline expert, not a timm model"):
+        main(["export", "semantic", "--out", str(tmp_path / "semantic")])
     main(["bench", "encoders", "--encoders", str(tiny_run / "multires"), "--resolution", "64",
           "--repeats", "1", "--batch", "2", "--threads", "1", "--onnx"])  # fmt: skip
     table = capsys.readouterr().out.splitlines()

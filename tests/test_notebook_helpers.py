@@ -29,8 +29,9 @@ from distill.standardize import TeacherStandardizer
 from distill.teachers import build_teacher
 from distill.teachers.base import Teacher
 from workbench import notebook as notebook_setup
-from workbench.eval.encoders import Encoder, ExpertMap
+from workbench.eval.encoders import Encoder
 from workbench.eval.expert_heads import imagenet_classes, read_experts, teacher_table, top_classes
+from workbench.eval.expert_map import ExpertMap
 from workbench.eval.reading import compare_roles, written_reading
 from workbench.eval.resolution import input_side, patches_at_sides, resolution_sweep
 from workbench.eval.settings import EvalSettings
@@ -86,7 +87,7 @@ def student() -> Encoder:
     """A tiny distilled ViT whose adaptor heads estimate the fake expert (identity standardisation)."""
     torch.manual_seed(0)
     model = DistilledModel(TINY_VIT, {"fake": (8, 6)}).eval()
-    expert_map = ExpertMap(model, {"fake": TeacherStandardizer(8, 6)})
+    expert_map = ExpertMap(model.adaptors, model.teacher_names, {"fake": TeacherStandardizer(8, 6)})
     return Encoder("tiny student", "student", DistilledTeacher(model, resolution=32), expert_map)
 
 

@@ -54,7 +54,8 @@ def test_shipped_configs_resolve_from_any_folder(tmp_path, monkeypatch):
     for name in ("toy", "toy.yaml", "configs/toy.yaml"):
         assert config_path(name) == CONFIG_DIR / "toy.yaml"
     assert load_config("tiny").stages
-    with pytest.raises(FileNotFoundError, match=r"nope \(packaged configs: paper, small, tiny, toy\)"):
+    packaged = r"nope \(packaged configs: paper, paper_shaped, small, tiny, toy\)"
+    with pytest.raises(FileNotFoundError, match=packaged):
         load_config("nope")
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "toy.yaml").write_text("stages: {}\n")

@@ -132,3 +132,21 @@ def test_agreement_is_perfect_for_the_experts_own_features():
     inputs.cache["photos"] = EncoderFeatures(torch.zeros(12, 1), torch.zeros(12, 1, 1, 1), shuffled)
     assert agreement_probe(inputs, TINY, references).scores["semantic_top1"] < 1.0
     assert build_encoder("edges").experts() == []
+
+
+def test_the_model_card_quotes_the_runs_scoreboard_row(scoreboard, tiny_run, tmp_path):
+    from workbench.eval.report import cell
+    from workbench.eval.timm_export import export_timm
+
+    _, rows, _ = scoreboard
+    board = write_scoreboard(rows, TINY, tmp_path / "eval", "eupe eval --runs tiny")["json"]
+    spec = str(tiny_run / "multires")
+    folder = export_timm(spec, build_encoder(spec, 64), tmp_path / "export", 64, board)
+    card = (folder / "README.md").read_text()
+    row = next(r for r in json.loads(board.read_text())["rows"] if r["name"] == "run/multires")
+    quoted = dict(line.strip("|").split(" | ") for line in card.splitlines() if line.startswith("| ") and
+                  not line.startswith("| probe"))  # fmt: skip
+    expected = {c.title: cell(row[c.key]) for c in COLUMNS if c.key in row}
+    assert {k.strip(): v.strip() for k, v in quoted.items() if k.strip() in expected} == expected
+    assert "resolution=64" in card and "stage `multires` at step 2" in card
+    assert "- `semantic`: Apache-2.0" in card and "- `edges`: MIT" in card  # the experts' licences

@@ -188,3 +188,12 @@ def test_convnext_student_and_a_checkpoint_as_teacher(tmp_path):
     overrides = ["student.arch=convnext_atto", "student.kwargs={}", "stages.multires.resolutions=[32, 48]"]
     with pytest.raises(ValueError, match=r"stages.multires.resolutions \[48\] .* stride 32"):
         run_stages(load_config(path, overrides), tmp_path / "runs" / "cnx2", ["proxy", "multires"])
+
+
+def test_activation_checkpointing_trains_the_same_weights(tmp_path):
+    plain = run_stages(load_config(config_file(tmp_path, steps=3)), tmp_path / "runs" / "plain", ["proxy"])
+    config = load_config(config_file(tmp_path, steps=3), ["train.activation_checkpointing=true"])
+    recomputed = run_stages(config, tmp_path / "runs" / "recomputed", ["proxy"])
+    a, b = (final_weights(r["proxy"].folder.parent, "proxy") for r in (plain, recomputed))
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6)

@@ -9,23 +9,33 @@ targets the proxy, is chained through the proxy's expert adaptors.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from distill.checkpoint import file_digest, read_meta
 from distill.config import ModelConfig
 from distill.distilled_teacher import DistilledTeacher
 from distill.features import Features
-from distill.models import DistilledModel, adaptor_key
-from distill.run_dir import MODEL_FILE, RunDir, checkpoint_folder, stage_of_checkpoint
+from distill.models import DistilledModel
+from distill.run_dir import MODEL_FILE, checkpoint_folder, stage_of_checkpoint
 from distill.stages import STAGE_NAMES, stage_named
-from distill.standardize import TeacherStandardizer, load_standardizers
 from distill.teachers import EXPERTS, Teacher, build_teacher
+from distill.teachers.timm_teacher import TimmTeacher
+from workbench.eval.expert_map import ExpertMap, stage_expert_map
+from workbench.eval.heads_file import (
+    HEADS_FILE,
+    TIMM_CONFIG_FILE,
+    head_levels,
+    is_timm_folder,
+    load_expert_heads,
+)
 
 
 @dataclass
@@ -42,58 +52,6 @@ class EncoderFeatures:
     summary: Tensor
     patches: Tensor
     experts: dict[str, Features] = field(default_factory=dict)
-
-
-class ExpertMap(nn.Module):
-    """Maps a distilled backbone's features into its teachers' spaces (and on, through a teacher stage such
-    as the proxy, to the experts).
-
-    Args:
-        model: the distilled model whose adaptors are used.
-        standardizers: its stage's standardisers, by teacher name.
-        via: the map of the stage that taught it, for a stage taught by another stage (`Stage.taught_by`).
-    """
-
-    def __init__(
-        self,
-        model: DistilledModel,
-        standardizers: dict[str, TeacherStandardizer],
-        via: tuple[str, ExpertMap] | None = None,
-    ) -> None:
-        super().__init__()
-        self.adaptors = model.adaptors
-        self.teacher_names = list(model.teacher_names)
-        self.standardizers = nn.ModuleDict({adaptor_key(n): standardizers[n] for n in self.teacher_names})
-        self.via_name, self.via = via if via is not None else (None, None)
-
-    def experts(self) -> list[str]:
-        """The expert names this map reaches."""
-        return self.via.experts() if self.via is not None else list(self.teacher_names)
-
-    def forward(self, features: Features) -> dict[str, Features]:
-        outputs = {}
-        for name in self.teacher_names:
-            key = adaptor_key(name)
-            outputs[name] = self.standardizers[key].inverse(self.adaptors[key](features))
-        if self.via is not None:
-            return self.via(outputs[self.via_name])
-        return outputs
-
-
-def stage_expert_map(run: RunDir, stage: str, model: DistilledModel) -> ExpertMap | None:
-    """The expert map of a run's stage, or None when its statistics (or its teacher stage's) are missing."""
-    saved = run.standardizers(stage)
-    if not saved.is_file():
-        return None
-    via = None
-    teacher_stages = [name for name in model.teacher_names if name in STAGE_NAMES]
-    if teacher_stages:
-        teacher = teacher_stages[0]
-        teacher_map = stage_expert_map(run, teacher, DistilledTeacher(run.checkpoint(teacher)).model)
-        if teacher_map is None:
-            return None
-        via = (teacher, teacher_map)
-    return ExpertMap(model, load_standardizers(saved), via)
 
 
 class Encoder(nn.Module):
@@ -234,16 +192,47 @@ def random_encoder(like: str | Path, resolution: int | None = None, seed: int = 
 
 
 def build_encoder(spec: str, resolution: int | None = None, **kwargs: object) -> Encoder:
-    """An encoder by spec: an expert name, `timm:<model>` or a timm alias, or a run stage/checkpoint folder.
+    """An encoder by spec: an expert name, `timm:<model>` or a timm alias, a run stage/checkpoint folder, or a
+    folder `eupe export --format timm` wrote.
 
     Args:
         spec: what to load.
         resolution: square input side (None: the encoder's default, e.g. 224 for `semantic`).
         kwargs: passed to the timm teacher (weights="pretrained"|"random"|"file", checkpoint=path).
     """
+    if is_timm_folder(spec):
+        return timm_folder_encoder(spec, resolution)
     if is_checkpoint(spec):
         return distilled_encoder(spec, resolution)
     if spec in EXPERTS:
         teacher = build_teacher(spec) if resolution is None else build_teacher(spec, resolution=resolution)
         return Encoder(spec, "expert", teacher)
     return Encoder(spec, "timm", build_teacher(spec, resolution=resolution, **kwargs))
+
+
+def timm_model_of(encoder: Encoder) -> tuple[nn.Module, dict]:
+    """The timm model inside an encoder and the arguments that rebuild it; a one-line error if none."""
+    inner = getattr(encoder.backbone, "model", None)
+    if isinstance(inner, DistilledModel):
+        return inner.backbone, dict(inner.model_config.kwargs)
+    if isinstance(encoder.backbone, TimmTeacher):
+        return inner, {}
+    raise ValueError(f"{encoder.name} is an offline expert, not a timm model: export takes distilled run "
+                     "stages and timm models")  # fmt: skip
+
+
+def timm_folder_encoder(folder: str | Path, resolution: int | None = None) -> Encoder:
+    """An exported folder as an encoder again: a distilled model with its expert map when the folder holds
+    heads, else the plain timm model."""
+    folder = Path(folder)
+    if not (folder / HEADS_FILE).is_file():
+        architecture = json.loads((folder / TIMM_CONFIG_FILE).read_text())["architecture"]
+        backbone = TimmTeacher(architecture, "file", folder / MODEL_FILE, resolution)
+        return Encoder(folder.name, "timm", backbone)
+    heads = load_expert_heads(folder)
+    level = head_levels(heads.expert_map)[0]
+    model = DistilledModel(heads.model_config, level.teachers)
+    backbone_state = {f"backbone.{k}": v for k, v in load_file(str(folder / MODEL_FILE)).items()}
+    adaptor_state = {f"adaptors.{k}": v for k, v in heads.expert_map.adaptors.state_dict().items()}
+    model.load_state_dict(backbone_state | adaptor_state)
+    return Encoder(folder.name, "student", DistilledTeacher(model.eval(), resolution), heads.expert_map)

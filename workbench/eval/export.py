@@ -20,7 +20,9 @@ import torch
 from torch import Tensor, nn
 
 from distill.atomic import atomic_path
+from distill.config import ModelConfig
 from distill.models import DistilledModel, adaptor_key
+from workbench.eval.encoders import Encoder, timm_model_of
 from workbench.eval.latency import evaluating, measure_latency
 
 INPUT_NAME = "images"
@@ -88,6 +90,19 @@ def _check_target(path: Path) -> None:
         raise ValueError(f"cannot write '{path}': folder '{path.parent}' does not exist")
     if not os.access(path.parent, os.W_OK):
         raise ValueError(f"cannot write '{path}': folder '{path.parent}' is not writable")
+
+
+def exportable_model(encoder: Encoder) -> DistilledModel:
+    """A distilled encoder's model, or a timm encoder's model wrapped as one (without adaptor heads, with the
+    same input normalisation); a one-line error for the offline experts, which are not timm models."""
+    inner = getattr(encoder.backbone, "model", None)
+    if isinstance(inner, DistilledModel):
+        return inner
+    model, _ = timm_model_of(encoder)
+    name = model.pretrained_cfg.get("architecture", type(model).__name__)
+    wrapped = DistilledModel(ModelConfig(name), {})
+    wrapped.backbone.load_state_dict(model.state_dict())
+    return wrapped.eval()
 
 
 def export_onnx(

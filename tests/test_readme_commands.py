@@ -1,0 +1,71 @@
+"""Every `eupe` command the README shows parses as written, and those that finish in seconds here run as
+written against a tiny run (configs/toy.yaml and runs/toy stand for its config and folder)."""
+
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+
+from apps.cli import build_parser, hoisted_overrides, main
+
+README = Path(__file__).parents[1] / "README.md"
+# commands that run in seconds on a tiny run; the rest (servers, scoring, seeds, corpora) only parse
+RUNNABLE = (
+    "pipeline",
+    "distill",
+    "teachers show",
+    "teachers list",
+    "export",
+    "bench encoders",
+    "bench distill",
+)
+
+
+def readme_commands() -> list[str]:
+    """The README's `eupe ...` commands, fenced or inline, without comments and `[optional]` parts; bare
+    command names (`eupe eval`, naming the command in prose) and templates (`<name>`) are left out."""
+    text = README.read_text()
+    found = [line.split("#")[0] for block in re.findall(r"```bash\n(.*?)```", text, re.S)
+             for line in block.splitlines()]  # fmt: skip
+    found += re.findall(r"`(eupe [^`]+)`", text)
+    commands = []
+    for command in found:
+        words = shlex.split(re.sub(r"\[[^\]]*\]", "", command).strip())
+        if words[:1] != ["eupe"] or any("<" in w or "..." in w for w in words):
+            continue
+        if all(w.isalpha() for w in words) and words != ["eupe"]:  # a command named in prose
+            continue
+        commands.append(shlex.join(words))
+    return sorted(set(commands))
+
+
+def test_the_readme_shows_the_commands_this_test_reads():
+    commands = readme_commands()
+    assert len(commands) >= 12
+    assert any("--stages proxy student stages.proxy.steps=" in c for c in commands)  # the issue-17 trap
+
+
+@pytest.mark.parametrize("command", readme_commands())
+def test_every_readme_command_parses(command):
+    words = shlex.split(command)[1:]
+    if words == ["--help"]:
+        return
+    build_parser().parse_args(hoisted_overrides(words))  # SystemExit (an argparse error) fails the test
+
+
+@pytest.mark.slow
+def test_the_quick_readme_commands_run_as_written_on_a_tiny_run(tiny_run, tmp_path, monkeypatch):
+    shutil.copytree(tiny_run, tmp_path / "runs" / "toy")
+    monkeypatch.chdir(tmp_path)
+    ran = []
+    for command in readme_commands():
+        as_tiny = re.sub(r"configs/toy\.yaml|(?<=--config )toy\b", "runs/toy/config.yaml", command)
+        words = shlex.split(as_tiny)[1:]
+        placeholders = any(w.isupper() for w in words)  # PATH, ENCODER, ...
+        if " ".join(words).startswith(RUNNABLE) and not placeholders:
+            main(words)
+            ran.append(command)
+    assert len(ran) >= 6, ran
+    assert (tmp_path / "runs" / "toy-proxy300" / "proxy" / "checkpoint").is_dir()
