@@ -89,17 +89,14 @@ class StreamingData:
         flip: probability of a horizontal flip.
     """
 
-    key = None
-
     def __init__(
         self, source: str, side: int, workers: int, scale: tuple[float, float] | None, flip: float
     ) -> None:
         self.source, self.side, self.workers, self.scale, self.flip = source, side, workers, scale, flip
         self.index = sample_index(source)  # built once: a bad source fails here, before any training
         self.skips = SkipLog()
-        self.augments = (
-            scale is not None or flip > 0
-        )  # else centred views, flipped and cropped by the trainer
+        # False: centred views, which the trainer flips and crops together with their target grids
+        self.augments = scale is not None or flip > 0
 
     def batches(
         self, batch_size: int, seed: int, start: int, steps: int, rank: int = 0, world_size: int = 1
