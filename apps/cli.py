@@ -8,6 +8,25 @@ import re
 import shlex
 import sys
 from pathlib import Path
+from typing import NoReturn
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one `eupe: error: ...` line, like every other failure."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"eupe: error: {message} (see {self.prog} --help)\n")
+
+
+def check_out(path: Path, folder: bool) -> None:
+    """Refuse an `--out` of the wrong kind (a file where a folder goes, or the reverse, or a file on its
+    way) before any work is done."""
+    kind, other = ("folder", "file") if folder else ("file", "folder")
+    existing = next(p for p in (path, *path.parents) if p.exists())  # "." or "/" at worst
+    if existing == path and path.is_dir() != folder:
+        raise ValueError(f"--out {path} is a {other}, not a {kind}")
+    if existing != path and not existing.is_dir():
+        raise ValueError(f"--out {path}: {existing} is a file, not a folder")
 
 
 def teachers_list(args: argparse.Namespace) -> None:
@@ -44,6 +63,7 @@ def teachers_show(args: argparse.Namespace) -> None:
     from workbench.eval.encoders import distilled_encoder
     from workbench.viz.pca_figures import pca_grid_figure
 
+    check_out(args.out, folder=False)
     images = {name: square_view(load_photo(name), args.resolution) for name in args.photos}
     images["generated scene"] = SceneGenerator(args.resolution, seed=args.seed).batch(0, 1).images[0]
     encoders = {name: build_teacher(name, resolution=args.resolution) for name in args.teachers}
@@ -102,6 +122,7 @@ def cache_build_run(args: argparse.Namespace) -> None:
     """Write the teacher-feature store of a config's streamed corpus (resumed where it stopped)."""
     from distill.feature_store import cache_build_main
 
+    check_out(args.out, folder=True)
     cache_build_main(args.config, args.out, args.side, args.grid, args.budget_gb, args.overrides,
                      args.shard_size, args.batch)  # fmt: skip
 
@@ -158,6 +179,25 @@ def bench_encoders_run(args: argparse.Namespace) -> None:
         print(rows_to_markdown(rows))
 
 
+def bench_live_run(args: argparse.Namespace) -> None:
+    """Print the frames per second of live PCA (forward pass, projection, colouring) of each encoder."""
+    import torch
+
+    from distill.teachers import EXPERTS
+    from workbench.eval.encoders import build_encoder, is_checkpoint
+    from workbench.explore.live import bench_live, format_live_bench
+
+    encoders = {}
+    for spec in encoder_specs(args):
+        kwargs = {} if spec in EXPERTS or is_checkpoint(spec) else {"weights": args.timm_weights}
+        encoder = build_encoder(spec, args.resolution, **kwargs)
+        encoders[encoder.name] = encoder
+    rows = bench_live(
+        encoders, args.resolution, warmup=args.warmup, repeats=args.repeats, threads=args.threads
+    )
+    print(format_live_bench(rows, args.resolution, args.threads or torch.get_num_threads()))
+
+
 def export_run(args: argparse.Namespace) -> None:
     """Export any timm-based encoder as a timm model folder or an ONNX file, and check the result: against
     PyTorch on generated scenes, and that its output depends on its input."""
@@ -166,6 +206,7 @@ def export_run(args: argparse.Namespace) -> None:
     from workbench.eval.export_checks import input_dependence
 
     fmt = args.format or ("onnx" if args.out.suffix == ".onnx" else "timm")
+    check_out(args.out, folder=fmt == "timm")
     encoder = build_encoder(args.encoder, args.resolution, weights=args.weights, checkpoint=args.weights_file)
     images = SceneGenerator(args.resolution, seed=1).batch(0, 3).images
     if fmt == "onnx":
@@ -232,16 +273,22 @@ def eval_settings(args: argparse.Namespace, runs: list[Path] | None = None) -> o
 def eval_run(args: argparse.Namespace) -> None:
     """Score every encoder of the runs (with the experts and a random floor) and write the scoreboard."""
     from distill.device import pick_device
+    from distill.pipeline import check_device
     from workbench.eval.report import markdown_table, write_scoreboard
     from workbench.eval.scoreboard import evaluate
 
+    check_out(args.out, folder=True)
+    check_device(args.device, "--device")
     settings = eval_settings(args, args.runs)
     device = pick_device(args.device)
     rows = evaluate(args.runs, args.out, settings, args.experts, args.extra, device=device)
-    command = "eupe " + shlex.join(args.argv)
-    paths = write_scoreboard(rows, settings, args.out, command)
-    print(markdown_table(rows))
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    failed = [f"{row['name']} ({row['failed']})" for row in rows if "failed" in row]
+    if len(failed) < len(rows):  # a scoreboard of the others
+        paths = write_scoreboard(rows, settings, args.out, "eupe " + shlex.join(args.argv))
+        print(markdown_table(rows))
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
+    if failed:
+        raise ValueError(f"{len(failed)} encoder(s) failed, the others are scored: {'; '.join(failed)}")
 
 
 def compare_run(args: argparse.Namespace) -> None:
@@ -249,6 +296,7 @@ def compare_run(args: argparse.Namespace) -> None:
     from distill.device import pick_device
     from workbench.eval.seeds import compare_seeds, train_seeds
 
+    check_out(args.out, folder=True)
     name = args.name or args.config.stem
     runs = train_seeds(args.config, args.overrides, args.seeds, args.out, name)
     command = "eupe " + shlex.join(args.argv)
@@ -303,8 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     from distill.teachers import EXPERTS
     from workbench.eval.settings import PROBE_NAMES
 
-    parser = argparse.ArgumentParser(
-        prog="eupe", description="EUPE workbench: distil experts into a small encoder."
+    parser = Parser(prog="eupe", description="EUPE workbench: distil experts into a small encoder.")
+    parser.add_argument(
+        "--debug", action="store_true", help="show an error's traceback (accepted anywhere on the line)"
     )
     commands = parser.add_subparsers(dest="command", required=True)
     teachers = commands.add_parser("teachers", help="inspect the teachers").add_subparsers(
@@ -475,30 +524,58 @@ def build_parser() -> argparse.ArgumentParser:
     augment.add_argument("--count", type=int, default=32, help="views")
     augment.add_argument("--resolution", type=int, default=128, help="view side in pixels")
     augment.set_defaults(run=bench_augment_run)
+    live = bench.add_parser("live", help="frames per second of the live demo's PCA maps, per encoder")
+    live.add_argument("--encoders", nargs="*", default=list(EXPERTS), help="specs (default: the experts)")
+    live.add_argument("--runs", nargs="*", type=Path, default=[], help="add every stage of these runs")
+    live.add_argument("--resolution", type=int, default=224)
+    live.add_argument("--warmup", type=int, default=3, help="untimed frames first")
+    live.add_argument("--repeats", type=int, default=20, help="timed frames")
+    live.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    live.add_argument("--timm-weights", choices=["random", "pretrained"], default="random",
+                      help="weights of timm: encoders (the speed does not depend on them)")  # fmt: skip
+    live.set_defaults(run=bench_live_run)
     return parser
 
 
 OVERRIDE = re.compile(r"^[A-Za-z_][\w-]*(\.[\w-]+)*=")  # key.sub=value
 
 
+GLOBAL_FLAGS = ("--debug",)  # options of `eupe` itself, accepted anywhere before a `--`
+
+
 def hoisted_overrides(argv: list[str]) -> list[str]:
-    """The command line with its `key.sub=value` overrides moved to the end, after `--`, wherever they were:
-    an option that takes several values (`--stages proxy student`) cannot swallow them."""
-    if "--" in argv or not any(OVERRIDE.match(a) for a in argv):
-        return argv
-    return [a for a in argv if not OVERRIDE.match(a)] + ["--"] + [a for a in argv if OVERRIDE.match(a)]
+    """The command line with `GLOBAL_FLAGS` moved to the front and its `key.sub=value` overrides to the end,
+    after `--`, wherever they were: an option that takes several values (`--stages proxy student`) cannot
+    swallow them."""
+    cut = argv.index("--") if "--" in argv else len(argv)
+    flags = [a for a in argv[:cut] if a in GLOBAL_FLAGS]
+    head, tail = [a for a in argv[:cut] if a not in GLOBAL_FLAGS], argv[cut:]
+    if tail or not any(OVERRIDE.match(a) for a in head):
+        return flags + head + tail
+    overrides = [a for a in head if OVERRIDE.match(a)]
+    return flags + [a for a in head if a not in overrides] + ["--"] + overrides
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: parse, run, and turn expected errors into one-line messages."""
+    """Entry point: parse, run, and turn any error into one `eupe: error: ...` line (exit status 1; 130 when
+    interrupted), or with `--debug` into its traceback."""
+    from distill.errors import PLAIN, one_line
+
     line = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(hoisted_overrides(line))
     args.argv = line
     try:
         args.run(args)
-    except (ValueError, KeyError, FileNotFoundError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        sys.exit(f"eupe: error: {message}")
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("eupe: error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as error:
+        if args.debug:
+            raise
+        hint = "" if isinstance(error, PLAIN) else " (--debug shows the traceback)"
+        sys.exit(f"eupe: error: {one_line(error)}{hint}")
 
 
 if __name__ == "__main__":

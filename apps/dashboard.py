@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import altair as alt
 import pandas as pd
@@ -23,11 +25,18 @@ from distill.teachers.registry import expert_spec
 from workbench.explore import runs as wr
 from workbench.explore.explorer import Explorer
 
+T = TypeVar("T")
 BEST_STYLE = "background-color: rgba(46, 160, 67, 0.25); font-weight: bold"
 MAKE_A_RUN = (
     "Make one with `eupe pipeline --config configs/toy.yaml --out runs/toy` (a few minutes on a CPU), "
     "then score it with `eupe eval --runs runs/toy --out runs/toy/eval`."
 )
+REFRESH_S = 10  # how often files are re-read, and a view of a run that trains is redrawn
+LIVE = f"Training: redrawn every {REFRESH_S} s while its files change."
+TIMELINE_FORMATS = {
+    "final_loss": wr.value_format("loss"),
+    "images_per_second": wr.value_format("images_per_second"),
+}
 
 
 def runs_root() -> Path:
@@ -38,16 +47,18 @@ def runs_root() -> Path:
     return Path(args.runs or os.environ.get("EUPE_RUNS", "runs"))
 
 
-@st.cache_data(ttl=10, show_spinner=False)
+@st.cache_data(ttl=REFRESH_S, show_spinner=False)
 def load_runs(root: str) -> list[wr.Run]:
-    """The runs in `root`, re-read every 10 s at most."""
+    """The runs in `root`, re-read every REFRESH_S s at most (a ValueError when it is not a readable tree)."""
     return wr.list_runs(root)
 
 
-@st.cache_data(ttl=10, show_spinner=False)
-def load_metrics(run: str, stage: str, folder: str) -> pd.DataFrame:
-    """A stage's metrics table, re-read every 10 s at most (runs grow while they train)."""
-    return wr.read_metrics(wr.StageFolder(run, stage, Path(folder)))
+@st.cache_data(ttl=REFRESH_S, show_spinner=False)
+def load_metrics(run: str, stage: str, folder: str) -> tuple[pd.DataFrame, list[str]]:
+    """A stage's metrics table and the problems met reading it, re-read every REFRESH_S s at most (runs grow
+    while they train)."""
+    problems: list[str] = []
+    return wr.read_metrics(wr.StageFolder(run, stage, Path(folder)), problems.append), problems
 
 
 @st.cache_resource(show_spinner=False)
@@ -64,12 +75,54 @@ def feature_maps(root: str, specs: tuple[str, ...], photo: str, resolution: int)
     return [(p.image, p.caption) for p in view.panels], view.notes
 
 
+def warn(problems: list[str]) -> None:
+    """Each problem (a bad file) as a one-line warning, once."""
+    for problem in dict.fromkeys(problems):
+        st.warning(problem, icon="⚠️")
+
+
+def attempt(read: Callable[..., T], *args: object) -> T | None:
+    """`read(*args)`, or None with a one-line warning in its place when a file it reads is bad."""
+    try:
+        return read(*args)
+    except ValueError as error:
+        warn([wr.one_line(error)])
+        return None
+
+
+def table(frame: pd.DataFrame, formats: dict[str, str], hide_index: bool = True) -> None:
+    """A table, whole (no inner scrollbar), with its numbers formatted (column -> format)."""
+    styled = frame.style.format({k: f for k, f in formats.items() if k in frame.columns}, na_rep="—")
+    st.dataframe(styled, hide_index=hide_index, height="content")
+
+
+def live(running: Callable[[], bool], draw: Callable[[], None]) -> None:
+    """Draw a view; while `running()` says a run of it trains, as a fragment redrawn every REFRESH_S s (the
+    page reruns when training stops, and draws it once more, as it is)."""
+    if not running():
+        draw()
+        return
+
+    @st.fragment(run_every=REFRESH_S)
+    def redraw() -> None:
+        if not running():
+            st.rerun()
+        st.caption(LIVE)
+        draw()
+
+    redraw()
+
+
 def show_feature_maps(root: Path, specs: list[str], key: str) -> None:
     """A photo picker and the PCA maps of `specs` on it."""
     left, right = st.columns(2)
     photo = left.selectbox("Photo", photo_names(), index=photo_names().index("astronaut"), key=f"{key}-photo")
     resolution = right.select_slider("Resolution", [64, 96, 128, 160, 224], value=128, key=f"{key}-res")
-    pictures, notes = feature_maps(str(root), tuple(specs), photo, resolution)
+    try:
+        pictures, notes = feature_maps(str(root), tuple(specs), photo, resolution)
+    except wr.BAD_CHECKPOINT as error:  # a checkpoint damaged after its metadata was read
+        warn([f"no feature maps: {wr.one_line(error)}"])
+        return
     st.image([p for p, _ in pictures], caption=[c for _, c in pictures], width=180)
     for note in notes:
         st.warning(note)
@@ -84,12 +137,12 @@ def show_experts(root: Path) -> None:
             {
                 "expert": name,
                 **expert_spec(name).facts(),
-                "params (M)": round(encoder.num_parameters() / 1e6, 2),
+                "params (M)": encoder.num_parameters() / 1e6,
                 "summary dim": encoder.summary_dim,
                 "patches": f"{encoder.patch_dim} @ /{encoder.patch_stride}",
             }
         )
-    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    table(pd.DataFrame(rows), {"params (M)": wr.value_format("params_m")})
     show_feature_maps(root, list(EXPERTS), "experts")
 
 
@@ -110,15 +163,22 @@ def timeline_chart(timeline: pd.DataFrame) -> alt.Chart:
 
 
 def show_overview(run: wr.Run) -> None:
-    """The stage timeline (chart and table) and the run's config."""
-    timeline = wr.timeline(run)
+    """The stage timeline (chart and table) and the run's config; bad files as warnings below the table."""
+    problems: list[str] = []
+    timeline = wr.timeline(run, problems.append)
     if timeline.empty:
         st.info("This run has no stage folders yet.")
     else:
         st.altair_chart(timeline_chart(timeline), width="stretch")
-        st.dataframe(timeline, hide_index=True)
-    with st.expander("config.yaml"):
-        st.code(yaml.safe_dump(wr.read_config(run), sort_keys=False), language="yaml")
+        table(timeline, TIMELINE_FORMATS)
+    try:
+        config = wr.read_config(run)
+    except ValueError:  # `timeline` met it too
+        config = None
+    warn(problems)
+    if config is not None:
+        with st.expander("config.yaml"):
+            st.code(yaml.safe_dump(config, sort_keys=False), language="yaml")
 
 
 def loss_chart(terms: pd.DataFrame) -> alt.Chart:
@@ -137,43 +197,70 @@ def loss_chart(terms: pd.DataFrame) -> alt.Chart:
     )
 
 
+def show_overlay(
+    stages: list[wr.StageFolder], column: str, key: str, starts: dict[str, int] | None = None
+) -> None:
+    """One metric of several stages on shared axes. A loss is compared only within one objective (a chart
+    per objective), unless the user divides each stage's loss by its first value."""
+    x_label = "step" if starts is None else "cumulative steps"
+    groups = {"": stages}
+    if wr.is_loss(column):
+        groups = {}
+        for stage in stages:
+            groups.setdefault(wr.objective(stage), []).append(stage)
+    relative = len(groups) > 1 and st.checkbox(
+        "Overlay the objectives: each stage's loss divided by its first value", key=f"{key}-relative"
+    )
+    if relative:
+        st.line_chart(
+            wr.curves(stages, column, starts, relative=True), x_label=x_label, y_label=f"{column} / first"
+        )
+        return
+    for target, members in groups.items():
+        if target:
+            st.caption(f"{column} against {target}: {', '.join(s.label for s in members)}")
+        st.line_chart(wr.curves(members, column, starts), x_label=x_label, y_label=column)
+
+
 def show_curves(run: wr.Run) -> None:
     """Loss terms per teacher for each chosen stage, then total loss, learning rate and throughput."""
-    stages = [s for s in run.stages if not load_metrics(s.run, s.name, str(s.folder)).empty]
+    metrics = {s.name: load_metrics(s.run, s.name, str(s.folder)) for s in run.stages}
+    stages = [s for s in run.stages if not metrics[s.name][0].empty or metrics[s.name][1]]
     if not stages:
         st.info("No metrics logged yet.")
         return
     chosen = st.multiselect("Stages", [s.name for s in stages], default=[s.name for s in stages])
     stages = [s for s in stages if s.name in chosen]
-    all_terms = sorted(
-        {t for s in stages for t in wr.loss_terms(load_metrics(s.run, s.name, str(s.folder)))["term"]}
-    )
+    all_terms = sorted({t for s in stages for t in wr.loss_terms(metrics[s.name][0])["term"]})
     terms = st.multiselect(
         "Loss terms", all_terms, default=[t for t in ("total",) if t in all_terms] or all_terms
     )
     for stage in stages:
-        long = wr.loss_terms(load_metrics(stage.run, stage.name, str(stage.folder)))
-        st.markdown(f"**{stage.name}** · {stage.role}")
+        frame, problems = metrics[stage.name]
+        long = wr.loss_terms(frame)
+        st.markdown(f"**{stage.name}** · {stage.role} · against {wr.objective(stage)}")
+        warn(problems)
         st.altair_chart(loss_chart(long[long["term"].isin(terms)]), width="stretch")
     for column, title in (
         ("loss", "Total loss"),
         ("lr", "Learning rate"),
         ("images_per_second", "Throughput (images/s)"),
     ):
-        table = wr.curves(stages, column)
-        if not table.empty:
+        if any(column in metrics[s.name][0].columns for s in stages):
             st.markdown(f"**{title}**")
-            st.line_chart(table)
+            show_overlay(stages, column, f"curves-{column}")
 
 
 def show_scoreboards(run: wr.Run) -> None:
-    """Every scoreboard written into the run, or how to make one."""
-    boards = wr.find_scoreboards(run)
-    if not boards:
+    """Every scoreboard written into the run (a bad one as a warning), or how to make one."""
+    problems: list[str] = []
+    boards = wr.find_scoreboards(run, problems.append)
+    warn(problems)
+    if not boards and not problems:
         st.info(f"No scoreboard yet: `eupe eval --runs {run.folder} --out {run.folder}/eval`.")
     for board in boards:
         st.markdown(f"**{board.folder}**")
-        st.dataframe(wr.scoreboard_frame(board.rows), hide_index=True)
+        table(wr.scoreboard_frame(board.rows), wr.title_formats())
         if (board.folder / "scoreboard.png").is_file():
             st.image(str(board.folder / "scoreboard.png"))
 
@@ -186,7 +273,9 @@ def show_checkpoints(root: Path, run: wr.Run) -> None:
         return
     name = st.selectbox("Checkpoint", [s.name for s in stages], index=len(stages) - 1)
     stage = run.stage(name)
-    info = wr.checkpoint_info(stage)
+    info = attempt(wr.checkpoint_info, stage)
+    if info is None:
+        return
     step, arch, size, teachers = st.columns([1, 3, 1, 2])
     step.metric("step", info["step"])
     arch.metric("architecture", info["arch"])
@@ -214,15 +303,18 @@ def show_run(root: Path, run: wr.Run) -> None:
 
 
 def styled_comparison(entries: dict[str, dict]) -> pd.io.formats.style.Styler:
-    """Scoreboard rows side by side, the best value of each metric highlighted; with two, their difference."""
+    """Scoreboard rows side by side, each metric formatted and its best value highlighted (none on a tie, as
+    shown); with two, their difference."""
     values, best = wr.compare_frame(entries)
     if len(entries) == 2:
         first, second = values.columns
         values[f"{second} − {first}"] = values[second] - values[first]
         best[f"{second} − {first}"] = False
-    return values.style.format("{:.3f}", na_rep="—").apply(
-        lambda _: best.map(lambda flag: BEST_STYLE if flag else ""), axis=None
-    )
+    styled = values.style.apply(lambda _: best.map(lambda flag: BEST_STYLE if flag else ""), axis=None)
+    formats = wr.title_formats()
+    for title in values.index:
+        styled = styled.format(formats[title], subset=pd.IndexSlice[[title], :], na_rep="—")
+    return styled
 
 
 def show_compare(runs: list[wr.Run]) -> None:
@@ -237,35 +329,69 @@ def show_compare(runs: list[wr.Run]) -> None:
         st.warning("Pick two or more stages.")
         return
     picked = [stages[label] for label in chosen]
-    metrics = [load_metrics(s.run, s.name, str(s.folder)) for s in picked]
+    run_of = {r.name: r for r in runs}
+    compared = [run_of[name] for name in dict.fromkeys(s.run for s in picked)]
+    live(lambda: any(map(wr.is_running, compared)), lambda: show_comparison(picked, compared))
+
+
+def show_comparison(picked: list[wr.StageFolder], runs: list[wr.Run]) -> None:
+    """The picked stages' curves (within one objective), scoreboard rows and config differences."""
+    metrics = [load_metrics(s.run, s.name, str(s.folder))[0] for s in picked]
     common = [c for c in metrics[0].columns if c != "step" and all(c in m.columns for m in metrics[1:])]
     if common:
         column = st.selectbox("Curve", common, index=common.index("loss") if "loss" in common else 0)
         along = st.checkbox("Along the recipe (each stage after the one it starts from)", value=False)
-        run_names = {s.run for s in picked}
-        starts = wr.recipe_starts([r for r in runs if r.name in run_names]) if along else None
-        st.line_chart(wr.curves(picked, column, starts), x_label="cumulative steps" if along else "step")
+        show_overlay(picked, column, "compare", wr.recipe_starts(runs) if along else None)
+    problems: list[str] = []
     run_of = {r.name: r for r in runs}
-    rows = {s.label: wr.scoreboard_row(run_of[s.run], str(s.folder)) for s in picked}
-    entries = {label: row for label, row in rows.items() if row is not None}
+    entries = {}
+    for stage in picked:
+        try:
+            row = wr.scoreboard_row(run_of[stage.run], str(stage.folder), problems.append)
+        except ValueError as error:
+            problems.append(str(error))
+            continue
+        if row is not None:
+            entries[stage.label] = row
     st.subheader("Scoreboards")
+    warn(problems)
     if entries:
-        st.dataframe(styled_comparison(entries))
-    missing = [label for label in chosen if label not in entries]
+        st.dataframe(styled_comparison(entries), height="content")
+    missing = [s.label for s in picked if s.label not in entries]
     if missing:
         st.info(f"No scoreboard row for {', '.join(missing)}: run `eupe eval` on their runs.")
-    configs = {name: wr.read_config(run_of[name]) for name in dict.fromkeys(s.run for s in picked)}
-    if len(configs) > 1:
+    problems = []
+    configs = {}
+    for run in runs:
+        try:
+            configs[run.name] = wr.read_config(run)
+        except ValueError as error:
+            problems.append(str(error))
+    if len(runs) > 1:
         st.subheader("Config differences")
-        st.dataframe(wr.config_differences(configs))
+        warn(problems)
+        st.dataframe(wr.config_differences(configs), height="content")
+
+
+def show_run_page(root: Path, name: str) -> None:
+    """The page of the run called `name`, re-read from the runs folder (it may grow while it trains)."""
+    run = next((r for r in load_runs(str(root)) if r.name == name), None)
+    if run is None:
+        st.info(f"The run {name} is gone from {root}.")
+        return
+    show_run(root, run)
 
 
 def main() -> None:
     """The page: the runs in the sidebar, then one run or the comparison (or the experts when no runs)."""
     st.set_page_config(page_title="EUPE runs", layout="wide")
     root = Path(st.sidebar.text_input("Runs folder", str(runs_root())))
-    runs = load_runs(str(root))
     st.title("EUPE runs")
+    try:
+        runs = load_runs(str(root))
+    except ValueError as error:
+        st.error(wr.one_line(error))
+        return
     if not runs:
         st.info(f"No runs in `{root}` yet. {MAKE_A_RUN}")
         st.header("The experts")
@@ -276,7 +402,8 @@ def main() -> None:
         show_compare(runs)
         return
     name = st.sidebar.selectbox("Run", [r.name for r in runs])
-    show_run(root, next(r for r in runs if r.name == name))
+    run = next(r for r in runs if r.name == name)
+    live(lambda: wr.is_running(run), lambda: show_run_page(root, name))
 
 
 main()

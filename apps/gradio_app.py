@@ -8,82 +8,47 @@ Every error reaches the page as a one-line message (`gr.Error`), never as a stac
 
 from __future__ import annotations
 
-import functools
-import inspect
-import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no phoning home
 
 import gradio as gr
 
+from apps.app_parts import (
+    CENTRE,
+    LATEST,
+    clicked_point,
+    gallery,
+    notes,
+    panels,
+    readable_errors,
+    recompute,
+    require_image,
+)
+from apps.correspondence_tab import correspondence_tab
+from apps.live_tab import live_tab
 from distill.data.photos import photo_names
 from distill.teachers import EXPERTS
 from workbench.eval.encoders import is_checkpoint
-from workbench.explore.explorer import OWN_SPACE, Explorer, Panel, View
+from workbench.explore.attention_view import attention_maps
+from workbench.explore.explorer import OWN_SPACE, Explorer
 
-log = logging.getLogger(__name__)
 RESOLUTION = {"minimum": 64, "maximum": 512, "step": 32, "value": 224}
-CENTRE = (0.5, 0.5)
-EXPECTED = (ValueError, KeyError, FileNotFoundError)  # bad input: logged in one line
 FIRST_PHOTO = "astronaut"
+LAYERS = [("last", -1), *((f"last − {n}", -1 - n) for n in range(1, 12))]  # counted from the output
+
+
+def chosen_layer(value: float | None) -> int | None:
+    """The layer a Layer dropdown value names: None for the last (the encoder's own, cached features)."""
+    return None if value is None or int(value) == -1 else int(value)
+
+
 NO_RUNS = (
     "No proxy or student yet: make a run with `eupe pipeline --config configs/toy.yaml --out runs/toy` "
     "(minutes on a CPU), then press *Rescan runs*."
 )
-
-
-def readable_errors(fn: Callable) -> Callable:
-    """Turn any exception of a callback (or generator callback) into a one-line `gr.Error` in the page."""
-
-    def shown(error: Exception) -> gr.Error:
-        if isinstance(error, gr.Error):
-            return error
-        if isinstance(error, EXPECTED):
-            log.info("%s: %s", fn.__name__, error)
-        else:  # a bug: the whole story goes to the server log, one line to the page
-            log.exception("callback %s failed", fn.__name__)
-        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-        return gr.Error(message.splitlines()[0] if message else type(error).__name__)
-
-    if inspect.isgeneratorfunction(fn):
-
-        @functools.wraps(fn)
-        def generator(*args: object, **kwargs: object) -> Iterator:
-            try:
-                yield from fn(*args, **kwargs)
-            except Exception as error:
-                raise shown(error) from error
-
-        return generator
-
-    @functools.wraps(fn)
-    def plain(*args: object, **kwargs: object) -> object:
-        try:
-            return fn(*args, **kwargs)
-        except Exception as error:
-            raise shown(error) from error
-
-    return plain
-
-
-def gallery(panels: list[Panel]) -> list[tuple]:
-    """Panels as Gradio gallery items."""
-    return [(panel.image, panel.caption) for panel in panels]
-
-
-def notes(view: View, *extra: str) -> str:
-    """A view's notes (and extra lines) as Markdown lines."""
-    return "  \n".join([*extra, *view.notes])
-
-
-def require_image(key: str | None) -> str:
-    """The image key, or a message asking for an image."""
-    if not key:
-        raise gr.Error("load an image first: upload one, take a webcam picture, or pick a photo or a scene")
-    return key
 
 
 class Callbacks:
@@ -92,23 +57,26 @@ class Callbacks:
     def __init__(self, explorer: Explorer) -> None:
         self.explorer = explorer
 
-    # image in: each returns (image key, picture for the Similarity tab, query point)
+    # image in: each returns (image key, picture for the Similarity tab, query point); a photo or a scene
+    # also its working image for the upload box, so the box always shows the image being looked at
+    def loaded(self, key: str) -> tuple:
+        return key, self.explorer.picture(key, CENTRE), CENTRE
+
     @readable_errors
     def load_upload(self, path: str | None) -> tuple:
         if not path:  # the image was cleared
             return gr.skip(), gr.skip(), gr.skip()
-        key = self.explorer.load_file(path)
-        return key, self.explorer.picture(key, CENTRE), CENTRE
+        return self.loaded(self.explorer.load_file(path))
 
     @readable_errors
     def load_photo(self, name: str) -> tuple:
         key = self.explorer.load_photo(name)
-        return key, self.explorer.picture(key, CENTRE), CENTRE
+        return *self.loaded(key), self.explorer.picture(key)
 
     @readable_errors
     def load_scene(self, seed: float) -> tuple:
         key = self.explorer.load_scene(int(seed))
-        return key, self.explorer.picture(key, CENTRE), CENTRE
+        return *self.loaded(key), self.explorer.picture(key)
 
     # encoders
     def encoder_updates(self, selected: list[str], extra: list[str]) -> tuple:
@@ -153,26 +121,60 @@ class Callbacks:
         joint: bool,
         masked: bool,
         threshold: float,
+        layer: float = -1,
+        smooth: bool = False,
+        attention: bool = False,
     ) -> Iterator[tuple]:
         key = require_image(key)
         start = time.perf_counter()
-        for view in self.explorer.feature_maps(key, specs, int(resolution), space, joint, masked, threshold):
+        if attention:
+            view = attention_maps(self.explorer, key, specs, int(resolution), chosen_layer(layer), smooth)
+            yield (
+                gallery(view.panels),
+                notes(view, f"CLS→patch attention · {time.perf_counter() - start:.2f} s"),
+            )
+            return
+        shown = f"{space} · {'joint basis' if joint else 'one basis each'} · " + (
+            f"background masked (threshold {threshold:g} std)" if masked else "unmasked"
+        )
+        views = self.explorer.feature_maps(
+            key, specs, int(resolution), space, joint, masked, threshold, chosen_layer(layer), smooth
+        )
+        for view in views:
             seconds = time.perf_counter() - start
             done = f"{max(len(view.panels) - 1, 0)} of {len(specs)} encoders · {seconds:.2f} s"
-            yield gallery(view.panels), notes(view, done)
+            yield gallery(view.panels), notes(view, done, shown)
 
     @readable_errors
-    def similarity(self, key: str | None, specs: list[str], resolution: float, point: tuple) -> tuple:
+    def similarity(
+        self,
+        key: str | None,
+        specs: list[str],
+        resolution: float,
+        point: tuple,
+        layer: float = -1,
+        smooth: bool = False,
+    ) -> tuple:
         key = require_image(key)
-        view = self.explorer.similarity(key, specs, int(resolution), tuple(point))
+        view = self.explorer.similarity(
+            key, specs, int(resolution), tuple(point), chosen_layer(layer), smooth
+        )
         return self.explorer.picture(key, tuple(point)), gallery(view.panels), notes(view)
 
     @readable_errors
-    def click(self, key: str | None, specs: list[str], resolution: float, event: gr.SelectData) -> tuple:
-        """A click on the Similarity tab's image: the query point moves there."""
-        side = self.explorer.display
-        point = (min(max(event.index[0] / side, 0.0), 1.0), min(max(event.index[1] / side, 0.0), 1.0))
-        return (point, *self.similarity(key, specs, resolution, point))
+    def click(
+        self,
+        key: str | None,
+        specs: list[str],
+        resolution: float,
+        event: gr.SelectData,
+        layer: float = -1,
+        smooth: bool = False,
+    ) -> tuple:
+        """A click on the Similarity tab's image: the query point moves there (Gradio passes the event
+        fourth, before the inputs that follow it)."""
+        point = clicked_point(event, self.explorer.display)
+        return (point, *self.similarity(key, specs, resolution, point, layer, smooth))
 
     @readable_errors
     def teacher_student(self, key: str | None, spec: str | None, resolution: float) -> tuple:
@@ -208,6 +210,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                     label="Image (upload, webcam or paste)",
                     sources=["upload", "webcam", "clipboard"],
                     type="filepath",
+                    image_mode=None,  # the file as uploaded: open_image checks its size before decoding
                     height=260,
                     elem_id="image-in",
                 )
@@ -228,6 +231,11 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                     add = gr.Button("Add", scale=1)
                     rescan = gr.Button("Rescan runs", scale=1)
                 resolution = gr.Slider(**RESOLUTION, label="Input resolution (px)", elem_id="resolution")
+                with gr.Row():
+                    layer = gr.Dropdown(
+                        LAYERS, value=-1, label="Layer (feature maps, similarity)", elem_id="layer"
+                    )
+                    smooth = gr.Checkbox(False, label="Smooth (bicubic)", elem_id="smooth")
                 encoder_notes = gr.Markdown(elem_id="encoder-notes")
         with gr.Tabs():
             with gr.Tab("Feature maps", id="maps"):
@@ -236,9 +244,8 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                     joint = gr.Checkbox(False, label="Joint PCA basis")
                     masked = gr.Checkbox(False, label="Mask background")
                     threshold = gr.Slider(-1, 1, value=0, step=0.1, label="Foreground threshold (std)")
-                maps = gr.Gallery(
-                    label="PCA of patch features", columns=6, height="fit-content", elem_id="maps"
-                )
+                    attention = gr.Checkbox(False, label="Attention (CLS→patch)", elem_id="attention")
+                maps = gr.Gallery(label="PCA of patch features", elem_id="maps", **panels(4))
                 maps_notes = gr.Markdown(elem_id="maps-notes")
             with gr.Tab("Similarity", id="similarity"):
                 with gr.Row():
@@ -247,25 +254,22 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                     )
                     similar = gr.Gallery(
                         label="Cosine similarity to the clicked patch",
-                        columns=3,
-                        height="fit-content",
                         scale=3,
                         elem_id="similar",
+                        **panels(3),
                     )
                 similar_notes = gr.Markdown(elem_id="similar-notes")
             with gr.Tab("Teacher vs student", id="teacher"):
                 student = gr.Dropdown(label="Distilled encoder", elem_id="student")
                 agreement = gr.Gallery(
                     label="Agreement of its estimates with each expert's features (cosine per patch)",
-                    columns=3,
-                    height="fit-content",
                     elem_id="agreement",
+                    **panels(3),
                 )
                 readings = gr.Gallery(
                     label="Each expert's head on its own features and on the distilled encoder's estimates",
-                    columns=4,
-                    height="fit-content",
                     elem_id="readings",
+                    **panels(4),
                 )
                 labels = gr.Dataframe(
                     headers=["rank", "semantic expert", "via the distilled encoder"],
@@ -276,10 +280,10 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                 teacher_notes = gr.Markdown()
             with gr.Tab("Probes", id="probes"):
                 probed = gr.Dropdown(label="Encoder", elem_id="probed")
-                predictions = gr.Gallery(
-                    label="Linear probe predictions", columns=4, height="fit-content", elem_id="predictions"
-                )
+                predictions = gr.Gallery(label="Linear probe predictions", elem_id="predictions", **panels(4))
                 probe_notes = gr.Markdown()
+            matches_view = correspondence_tab(explorer, key, encoders, resolution)
+            live_tab(explorer, key, encoders, resolution)
 
         loaded = (key, query, point)
         pickers = (encoders, student, probed, encoder_notes)
@@ -287,36 +291,57 @@ def build_app(explorer: Explorer) -> gr.Blocks:
         views = (
             (
                 calls.feature_maps,
-                [key, encoders, resolution, space, joint, masked, threshold],
+                [key, encoders, resolution, space, joint, masked, threshold, layer, smooth, attention],
                 [maps, maps_notes],
             ),
-            (calls.similarity, [key, encoders, resolution, point], [query, similar, similar_notes]),
+            (
+                calls.similarity,
+                [key, encoders, resolution, point, layer, smooth],
+                [query, similar, similar_notes],
+            ),
             (calls.probes, [key, probed, resolution], [predictions, probe_notes]),
             (
                 calls.teacher_student,
                 [key, student, resolution],
                 [agreement, readings, labels, teacher_notes],
             ),
+            matches_view,
         )
-
-        shown = {"show_progress": "minimal"}  # results stay visible while the next ones stream in
 
         def then_views(event: gr.events.Dependency, views: tuple = views) -> None:
             for fn, inputs, outputs in views:
-                event = event.success(fn, inputs, outputs, **shown)
+                event = event.success(fn, inputs, outputs, **recompute(fn))
 
-        then_views(image_in.input(calls.load_upload, image_in, loaded, trigger_mode="always_last"))
-        then_views(photo.input(calls.load_photo, photo, loaded))
-        then_views(scene.click(calls.load_scene, seed, loaded))
-        then_views(demo.load(calls.load_photo, photo, loaded).then(calls.rescan, [encoders, extra], pickers))
-        then_views(add.click(calls.add_encoders, [typed, encoders, extra], [*pickers, extra, typed]))
-        then_views(gr.on([encoders.input, resolution.release], *views[0], **shown), views[1:])
-        rescan.click(calls.rescan, [encoders, extra], pickers)
-        maps_view, _, probes_view, teacher_view = views
-        gr.on([space.input, joint.input, masked.input, threshold.release], *maps_view, **shown)
-        query.select(
-            calls.click, [key, encoders, resolution], [point, query, similar, similar_notes], **shown
+        then_views(image_in.input(calls.load_upload, image_in, loaded, **LATEST))
+        then_views(photo.input(calls.load_photo, photo, [*loaded, image_in], **LATEST))
+        then_views(scene.click(calls.load_scene, seed, [*loaded, image_in], **LATEST))
+        then_views(
+            demo.load(calls.load_photo, photo, [*loaded, image_in], **LATEST).then(
+                calls.rescan, [encoders, extra], pickers, **LATEST
+            )
         )
-        student.input(*teacher_view, **shown)
-        probed.input(*probes_view, **shown)
+        then_views(
+            add.click(calls.add_encoders, [typed, encoders, extra], [*pickers, extra, typed], **LATEST)
+        )
+        maps_view, _, probes_view, teacher_view, _ = views
+        then_views(
+            gr.on([encoders.input, resolution.change], *maps_view, **recompute(calls.feature_maps)), views[1:]
+        )
+        rescan.click(calls.rescan, [encoders, extra], pickers, **LATEST)
+        gr.on(
+            [space.input, joint.input, masked.input, threshold.change, attention.input],
+            *maps_view,
+            **recompute(calls.feature_maps),
+        )
+        then_views(
+            gr.on([layer.input, smooth.input], *maps_view, **recompute(calls.feature_maps)), views[1:2]
+        )
+        query.select(
+            calls.click,
+            [key, encoders, resolution, layer, smooth],
+            [point, query, similar, similar_notes],
+            **recompute(calls.similarity),
+        )
+        student.input(*teacher_view, **recompute(calls.teacher_student))
+        probed.input(*probes_view, **recompute(calls.probes))
     return demo

@@ -5,6 +5,7 @@ Both bind to 127.0.0.1 unless told otherwise, never make share links and send no
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -83,9 +84,17 @@ def dashboard_command(runs: str | Path = "runs", host: str = "127.0.0.1", port: 
 
 
 def launch_dashboard(runs: str | Path = "runs", host: str = "127.0.0.1", port: int = 8501) -> int:
-    """Serve the run dashboard (`apps/dashboard.py`) until interrupted; returns Streamlit's exit status."""
+    """Serve the run dashboard (`apps/dashboard.py`) until it stops: SIGINT and SIGTERM are passed on to the
+    Streamlit server, which shuts down; returns its exit status (128 + N when signal N killed it)."""
     print(f"EUPE dashboard on http://{host}:{port} (runs from {runs}); Ctrl+C to stop")
+    server = subprocess.Popen(dashboard_command(runs, host, port))
+    forwarded = (signal.SIGINT, signal.SIGTERM)
+    previous = {
+        number: signal.signal(number, lambda number, _: server.send_signal(number)) for number in forwarded
+    }
     try:
-        return subprocess.call(dashboard_command(runs, host, port))
-    except KeyboardInterrupt:
-        return 0
+        status = server.wait()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    return 128 - status if status < 0 else status

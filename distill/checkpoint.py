@@ -1,9 +1,15 @@
-"""Checkpoints in safetensors: model weights, optimizer state and metadata, written atomically.
+"""Checkpoints in safetensors: model weights, optimizer state and metadata, saved so that a kill at any
+instant leaves an intact checkpoint that `recover` finds.
 
-A checkpoint is a folder with `model.safetensors` (weights; loadable without this code), and
-`train_state.safetensors` (optimizer moments keyed `<param index>.<name>`; metadata in its header:
-step, optimizer param groups, scheduler state, anything else JSON-able), or, for a sharded (FSDP2) run,
-a `train_state/` folder written by torch.distributed.checkpoint (see distill.stage_checkpoint).
+A checkpoint is a folder with `model.safetensors` (weights; loadable without this code; metadata in its
+header: step, teachers, model config), `train_state.safetensors` (optimizer moments keyed
+`<param index>.<name>`; param groups in its header) or, for a sharded (FSDP2) run, a `train_state/` folder
+written by torch.distributed.checkpoint (see distill.stage_checkpoint), and `manifest.json`, written last:
+the step and every other file's size and digest, checked on load.
+
+Beside `NAME/` lie at most `.NAME.pending/` (a save in progress: filled, sealed with its manifest, then
+swapped in) and `NAME.previous/` (the checkpoint before, kept until the next one is in place, so a damaged
+`NAME/` falls back to it).
 """
 
 from __future__ import annotations
@@ -11,24 +17,52 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
+import shutil
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from distill.atomic import atomic_path
 from distill.run_dir import MODEL_FILE
 
 TRAIN_STATE_FILE = "train_state.safetensors"
 SHARDED_STATE_FOLDER = "train_state"  # torch.distributed.checkpoint: sharded weights and optimizer moments
+MANIFEST_FILE = "manifest.json"
+
+
+class DamagedCheckpoint(ValueError):
+    """A checkpoint file is missing, cut short or altered; `step` is the checkpoint's step when known."""
+
+    def __init__(self, message: str, step: int | None = None) -> None:
+        super().__init__(message)
+        self.step = step
+
+
+def pending_folder(folder: Path) -> Path:
+    """Where a save into `folder` is written before it is swapped in."""
+    return folder.with_name(f".{folder.name}.pending")
+
+
+def previous_folder(folder: Path) -> Path:
+    """Where the checkpoint before `folder`'s current one is kept."""
+    return folder.with_name(f"{folder.name}.previous")
 
 
 def contiguous_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """Detached, contiguous CPU copies (safetensors refuses shared or strided storage)."""
     return {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+
+
+def all_finite(state: dict[str, Tensor]) -> bool:
+    """Whether no floating-point tensor of `state` holds a nan or an infinity."""
+    return all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], list[dict[str, Any]]]:
@@ -66,24 +100,190 @@ def write_checkpoint_files(
         save_file(contiguous_state(tensors), str(folder / TRAIN_STATE_FILE), metadata=header)
 
 
+def _sha256(path: Path) -> str:
+    """The SHA-256 of a file's content, 16 hex digits."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's or a folder's entries to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    """Delete a folder tree or a file, if there is one."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def seal(folder: Path) -> None:
+    """Flush a filled checkpoint folder to disk and write its manifest last: the step and each file's size and
+    digest, as read back from the disk."""
+    paths = sorted(folder.rglob("*"))
+    files = {}
+    for path in paths:
+        _fsync(path)
+        if path.is_file():
+            name = path.relative_to(folder).as_posix()
+            files[name] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+    manifest = folder / MANIFEST_FILE
+    manifest.write_text(json.dumps({"step": read_meta(folder)["step"], "files": files}, indent=1))
+    _fsync(manifest)
+    _fsync(folder)
+
+
+def checkpoint_step(folder: Path) -> int:
+    """The step of an intact checkpoint folder; a one-line DamagedCheckpoint naming the first bad file
+    otherwise. A folder without a manifest (saved before manifests existed) is trusted as it was then."""
+    manifest = folder / MANIFEST_FILE
+    if not manifest.is_file():
+        return read_meta(folder)["step"]
+    try:
+        record = json.loads(manifest.read_text())
+        step = int(record["step"])
+        files = {name: (int(entry["bytes"]), str(entry["sha256"])) for name, entry in record["files"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise DamagedCheckpoint(f"{manifest} is damaged ({type(error).__name__}: {error})") from None
+    for name, (size, digest) in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise DamagedCheckpoint(f"{path} is missing", step)
+        if (found := path.stat().st_size) != size:
+            raise DamagedCheckpoint(f"{path} is damaged: {found} bytes, {size} when saved", step)
+        if _sha256(path) != digest:
+            raise DamagedCheckpoint(f"{path} is damaged: its content differs from when it was saved", step)
+    return step
+
+
+def _promote(folder: Path) -> None:
+    """Swap the sealed pending save in as `folder`; the current checkpoint becomes the previous one.
+
+    Between any two of these operations an intact checkpoint remains that `recover` puts back in place.
+    """
+    pending, previous = pending_folder(folder), previous_folder(folder)
+    if folder.exists():
+        _remove(previous)
+        os.replace(folder, previous)
+    os.replace(pending, folder)
+    _fsync(folder.parent)
+
+
+@contextmanager
+def saving(folder: Path) -> Iterator[Path]:
+    """A fresh pending folder for the block to fill; sealed and swapped in as `folder` when the block ends.
+
+    On an exception it is removed; one left by a kill is cleared by the next save or `recover`.
+    """
+    pending = pending_folder(folder)
+    _remove(pending)
+    pending.mkdir(parents=True)
+    try:
+        yield pending
+        seal(pending)
+    except BaseException:
+        _remove(pending)
+        raise
+    _promote(folder)
+
+
 def save_checkpoint(
     folder: str | Path,
     model_state: dict[str, Tensor],
     optimizer: torch.optim.Optimizer | None,
     meta: dict[str, Any],
 ) -> Path:
-    """Write a checkpoint folder atomically (see `atomic_path`)."""
+    """Save a checkpoint (its `meta` must hold the `step`) as `folder`, keeping the one before as previous."""
     folder = Path(folder)
-    with atomic_path(folder) as tmp:
-        tmp.mkdir(parents=True)
-        write_checkpoint_files(tmp, model_state, optimizer, meta)
+    with saving(folder) as pending:
+        write_checkpoint_files(pending, model_state, optimizer, meta)
     return folder
+
+
+def _check(folder: Path) -> tuple[int | None, DamagedCheckpoint | None]:
+    """(step, None) for an intact checkpoint, (None, the damage) for a damaged one, (None, None) for none."""
+    if not folder.exists():
+        return None, None
+    try:
+        return checkpoint_step(folder), None
+    except (DamagedCheckpoint, FileNotFoundError) as error:
+        damage = error if isinstance(error, DamagedCheckpoint) else DamagedCheckpoint(str(error))
+        return None, damage
+
+
+def recover(folder: Path, final_step: int) -> int | None:
+    """Put the newest intact checkpoint that any interrupted save left back at `folder`; its step, or None
+    when there is none (the stage starts over).
+
+    A sealed pending save newer than `folder` is swapped in; a missing or damaged `folder` gives way to its
+    previous checkpoint, with a one-line warning naming the damaged file, except for a finished stage (a
+    damaged `folder` at `final_step` or later), which raises DamagedCheckpoint. Leftovers are deleted.
+    """
+    pending, previous = pending_folder(folder), previous_folder(folder)
+    for stale in folder.parent.glob(f".{folder.name}.*"):  # discarded, or left by an older save
+        if stale != pending:
+            _remove(stale)
+    step, damage = _check(folder)
+    if damage is not None:
+        if damage.step is not None and damage.step >= final_step:
+            raise DamagedCheckpoint(f"{damage}; the stage had finished: remove {folder} to train its last "
+                                    "steps again from the checkpoint before", damage.step)  # fmt: skip
+        _remove(folder)
+    if (pending / MANIFEST_FILE).is_file():
+        pending_step = _check(pending)[0]
+        if pending_step is not None and (step is None or pending_step > step):
+            _promote(folder)
+            step = pending_step
+    _remove(pending)
+    if step is None and previous.exists():
+        step = _check(previous)[0]
+        if step is None:
+            _remove(previous)
+        else:
+            os.replace(previous, folder)
+    if damage is not None:
+        outcome = "starting over" if step is None else f"resuming from the checkpoint of step {step}"
+        warnings.warn(f"{damage}; {outcome}", stacklevel=2)
+    return step
+
+
+def discard_from(folder: Path, step: int) -> int | None:
+    """Drop the checkpoint at `folder` if it holds step `step` or a later one, putting the previous one back;
+    the step of the checkpoint now at `folder` (None if none)."""
+    if not folder.exists():
+        return None
+    current = read_meta(folder)["step"]
+    if current < step:
+        return current
+    discarded = folder.with_name(f".{folder.name}.discarded")  # deleted by `recover` if a kill leaves it
+    _remove(discarded)
+    os.replace(folder, discarded)
+    previous = previous_folder(folder)
+    kept = None
+    if previous.exists():
+        os.replace(previous, folder)
+        kept = read_meta(folder)["step"]
+    _remove(discarded)
+    return kept
 
 
 def read_meta(folder: str | Path) -> dict[str, Any]:
     """The metadata saved with a checkpoint."""
-    with safe_open(str(Path(folder) / MODEL_FILE), "pt") as f:
-        return json.loads(f.metadata()["meta"])
+    path = Path(folder) / MODEL_FILE
+    try:
+        with safe_open(str(path), "pt") as f:
+            return json.loads(f.metadata()["meta"])
+    except (SafetensorError, ValueError, KeyError, TypeError) as error:
+        raise DamagedCheckpoint(f"{path} is damaged or holds no checkpoint metadata ({error})") from None
 
 
 def load_model_state(folder: str | Path) -> dict[str, Tensor]:
@@ -91,15 +291,21 @@ def load_model_state(folder: str | Path) -> dict[str, Tensor]:
     path = Path(folder) / MODEL_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {folder} (missing {MODEL_FILE})")
-    return load_file(str(path))
+    try:
+        return load_file(str(path))
+    except SafetensorError as error:
+        raise DamagedCheckpoint(f"{path} is damaged ({error})") from None
 
 
 def load_train_state(folder: str | Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore the optimizer from a checkpoint; returns the saved metadata."""
-    path = str(Path(folder) / TRAIN_STATE_FILE)
-    with safe_open(path, "pt") as f:
-        header = f.metadata()
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    path = Path(folder) / TRAIN_STATE_FILE
+    try:
+        with safe_open(str(path), "pt") as f:
+            header = f.metadata()
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    except SafetensorError as error:
+        raise DamagedCheckpoint(f"{path} is damaged ({error})") from None
     restore_optimizer(optimizer, tensors, json.loads(header["param_groups"]))
     return json.loads(header["meta"])
 
@@ -116,11 +322,7 @@ def load_into(model: nn.Module, folder: str | Path, strict: bool = True) -> None
 
 @functools.cache
 def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    return _sha256(path)
 
 
 def file_digest(path: str | Path) -> str:

@@ -6,6 +6,7 @@ An unknown key or a value of the wrong type is a one-line `ConfigError` naming t
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -14,13 +15,30 @@ from typing import Any
 
 import yaml
 
-from distill.stages import STAGE_NAMES
+from distill.stages import STAGE_NAMES, stage_named
 
 CONFIG_DIR = Path(__file__).with_name("configs")  # a link to the repository's configs/, shipped in the wheel
 
 
 class ConfigError(ValueError):
     """A bad configuration key or value (the message names it)."""
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """YAML as configs are written: PyYAML's YAML 1.1 rules, except that a float needs no dot (`1e-3`,
+    `5E+2` are floats, as in YAML 1.2 and Python, not strings)."""
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """A YAML document or scalar, read by `ConfigLoader`."""
+    return yaml.load(text, Loader=ConfigLoader)  # a SafeLoader
 
 
 @dataclass
@@ -184,6 +202,11 @@ class RunConfig:
 
 
 CHOICES = {"norm.method": ("standard", "phi-s"), "train.precision": ("auto", "bf16", "fp32")}
+POSITIVE = ("train.log_every", "train.checkpoint_every", "train.grad_clip", "norm.warmup_batches",
+            "data.num_images", "proxy.adaptor_hidden", "student.adaptor_hidden")  # fmt: skip
+NON_NEGATIVE = ("loss.alpha", "loss.beta", "loss.smooth_l1_beta")
+TEACHER_WEIGHTS = ("pretrained", "random", "file")
+MIN_SIDE = 16  # the smallest input side a stage or teacher may take
 
 
 def _build(cls: Any, value: Any, where: str) -> Any:
@@ -224,9 +247,17 @@ def _build(cls: Any, value: Any, where: str) -> Any:
         return value
     if cls is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if cls is int and isinstance(value, float) and value.is_integer():  # steps: 1e4
+        return int(value)
     if not isinstance(value, cls) or (cls is int and isinstance(value, bool)):
         raise ConfigError(f"config key '{where}' must be {cls.__name__}, got {value!r}")
     return value
+
+
+def _value(config: RunConfig, key: str) -> Any:
+    """The value at a dotted `section.name` key."""
+    section, name = key.split(".")
+    return getattr(getattr(config, section), name)
 
 
 def _required(f: dataclasses.Field) -> bool:
@@ -240,10 +271,23 @@ def _join(prefix: str, key: str) -> str:
 def _validate(config: RunConfig) -> RunConfig:
     """Value checks that types cannot express."""
     for key, allowed in CHOICES.items():
-        section, name = key.split(".")
-        value = getattr(getattr(config, section), name)
+        value = _value(config, key)
         if value not in allowed:
             raise ConfigError(f"config key '{key}' must be one of {', '.join(allowed)}, got '{value}'")
+    for keys, bound in ((POSITIVE, "positive"), (NON_NEGATIVE, ">= 0")):
+        for key in keys:
+            value = _value(config, key)
+            if value < 0 or (value == 0 and bound == "positive"):
+                raise ConfigError(f"config key '{key}' must be {bound}, got {value}")
+    for i, teacher in enumerate(config.teachers):
+        key = f"config key 'teachers[{i}]"
+        if teacher.weights not in TEACHER_WEIGHTS:
+            allowed = ", ".join(TEACHER_WEIGHTS)
+            raise ConfigError(f"{key}.weights' must be one of {allowed}, got '{teacher.weights}'")
+        if (teacher.weights == "file") != (teacher.checkpoint is not None):
+            raise ConfigError(f"{key}.checkpoint' goes with teachers[{i}].weights: file, and only then")
+        if teacher.resolution is not None and teacher.resolution < MIN_SIDE:
+            raise ConfigError(f"{key}.resolution' must be >= {MIN_SIDE}, got {teacher.resolution}")
     for name, stage in config.stages.items():
         if name not in STAGE_NAMES:
             raise ConfigError(f"unknown stage 'stages.{name}' (known: {', '.join(STAGE_NAMES)})")
@@ -254,10 +298,13 @@ def _validate(config: RunConfig) -> RunConfig:
                 )
         if stage.lr <= 0:
             raise ConfigError(f"config key 'stages.{name}.lr' must be positive, got {stage.lr}")
-        if not stage.resolutions or min(stage.resolutions) < 16:
-            raise ConfigError(
-                f"config key 'stages.{name}.resolutions' needs sides >= 16, got {stage.resolutions}"
-            )
+        for key in ("warmup_steps", "weight_decay"):
+            if getattr(stage, key) < 0:
+                raise ConfigError(f"config key 'stages.{name}.{key}' must be >= 0, got {getattr(stage, key)}")
+        for key in ("resolutions", "teacher_resolutions"):
+            sides = getattr(stage, key)
+            if sides is not None and (not sides or min(sides) < MIN_SIDE):
+                raise ConfigError(f"config key 'stages.{name}.{key}' needs sides >= {MIN_SIDE}, got {sides}")
     augment = config.augment
     for key in ("flip", "crop"):
         if not 0 <= getattr(augment, key) <= 1:
@@ -267,8 +314,6 @@ def _validate(config: RunConfig) -> RunConfig:
     if not config.teachers:
         raise ConfigError("config key 'teachers' must list at least one teacher")
     data = config.data
-    if data.num_images <= 0:
-        raise ConfigError(f"config key 'data.num_images' must be positive, got {data.num_images}")
     if data.stream and not data.source.startswith(("folder:", "shards:")):
         raise ConfigError(f"config key 'data.stream' needs a folder: or shards: source, got '{data.source}'")
     if data.store is not None and not data.stream:
@@ -283,12 +328,33 @@ def _validate(config: RunConfig) -> RunConfig:
     return config
 
 
+def check_stage_sides(config: RunConfig, stage: str, stride: int) -> None:
+    """The stage's input sides are multiples of its model's `stride`."""
+    off_grid = [side for side in config.stages[stage].resolutions if side % stride]
+    if off_grid:
+        arch = getattr(config, stage_named(stage).model).arch
+        raise ConfigError(f"stages.{stage}.resolutions {off_grid} are not multiples of {arch}'s "
+                          f"stride {stride}")  # fmt: skip
+
+
+def check_crop_cells(config: RunConfig, stride: int, view_side: int) -> None:
+    """`augment.min_crop_cells` fits the patch grid of views of `view_side` (views the trainer crops)."""
+    cells, augment = view_side // stride, config.augment
+    if augment.crop > 0 and not 1 <= augment.min_crop_cells < cells:
+        raise ConfigError(f"augment.min_crop_cells must lie in [1, {cells - 1}] for views of {cells} "
+                          f"patch cells, got {augment.min_crop_cells}")  # fmt: skip
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`a.b=value` -> (["a", "b"], YAML-parsed value); a one-line error if there is no '='."""
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise ConfigError(f"override '{text}' must look like key.sub=value")
-    return key.split("."), yaml.safe_load(raw)
+    try:
+        return key.split("."), parse_yaml(raw)
+    except yaml.YAMLError as error:
+        reason = str(error).splitlines()[0]
+        raise ConfigError(f"override '{text}': not a valid YAML value ({reason})") from None
 
 
 def apply_override(tree: dict[str, Any], path: list[str], value: Any) -> None:
@@ -331,7 +397,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     """
     path = config_path(path)
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = parse_yaml(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
     for text in overrides:

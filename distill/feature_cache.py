@@ -2,15 +2,20 @@
 
 One entry per (teacher, teacher input resolution, view set, standardisation): a folder holding
 `summary.npy` [N, Ds] and `patches.npy` [N, Dp, h, w] as float16, read through memory maps, and a
-`key.json` saying what it was computed from. An entry whose key differs from the requested one is
-never read: any change of teacher, resolution, data or statistics gives a new key, hence a new entry.
-Entries are written to a temporary folder and renamed into place, so a killed run leaves none half-made.
+`key.json` saying what it was computed from and each array file's size and SHA-256. An entry whose key
+differs from the requested one is never read: any change of teacher, resolution, data or statistics gives a
+new key, hence a new entry. Entries are written to a temporary folder and renamed into place, so a killed
+run leaves none half-made; an entry damaged after (a file truncated, zeroed or missing) fails its sizes or
+hashes on load, is named in a warning, deleted and rebuilt. A file is hashed once per process (and again
+only if its size or modification time changes).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +26,10 @@ from torch import Tensor
 from tqdm import tqdm
 
 from distill.atomic import atomic_path
+from distill.checkpoint import file_digest
 from distill.features import Features
+
+ARRAYS = ("summary.npy", "patches.npy")
 
 
 def fingerprint(*parts: object) -> str:
@@ -33,6 +41,23 @@ def fingerprint(*parts: object) -> str:
         else:
             digest.update(json.dumps(part, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
+
+
+def file_record(path: Path) -> dict:
+    """What `file_problem` checks a file against later: its size in bytes and its SHA-256."""
+    return {"bytes": path.stat().st_size, "sha256": file_digest(path)}
+
+
+def file_problem(path: Path, record: dict) -> str | None:
+    """What is wrong with a file against its `file_record` (missing, another size, another hash), or None."""
+    if not path.is_file():
+        return f"{path} is missing"
+    size = path.stat().st_size
+    if size != record.get("bytes"):
+        return f"{path} has {size} bytes, not {record.get('bytes')}"
+    if file_digest(path) != record.get("sha256"):
+        return f"{path} does not match its SHA-256"
+    return None
 
 
 @dataclass
@@ -81,13 +106,23 @@ class FeatureCache:
         return self.root / key
 
     def load(self, key: str) -> CachedFeatures | None:
-        """Memory-mapped features of a complete entry, or None if it does not exist."""
+        """Memory-mapped features of a complete, intact entry; None if there is none. A damaged entry (an
+        array file missing, truncated or altered, or an unreadable key.json) is named in a warning and
+        deleted, so that `get_or_build` rebuilds it."""
         folder = self.entry(key)
         if not (folder / "key.json").is_file():
             return None
-        return CachedFeatures(
-            np.load(folder / "summary.npy", mmap_mode="r"), np.load(folder / "patches.npy", mmap_mode="r")
-        )
+        try:
+            records = json.loads((folder / "key.json").read_text())["files"]
+            problem = next(filter(None, (file_problem(folder / n, records[n]) for n in ARRAYS)), None)
+            if problem is None:
+                return CachedFeatures(*(np.load(folder / name, mmap_mode="r") for name in ARRAYS))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            problem = f"{folder / 'key.json'} is unreadable or has no checksums ({type(error).__name__})"
+        message = f"damaged feature cache entry: {problem}; the entry is deleted and will be rebuilt"
+        warnings.warn(message, stacklevel=2)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
 
     def build(
         self,
@@ -124,7 +159,9 @@ class FeatureCache:
             for array in arrays.values():
                 array.flush()
             del arrays
-            (tmp / "key.json").write_text(json.dumps({"key": key, **description}, indent=1, default=str))
+            files = {name: file_record(tmp / name) for name in ARRAYS}
+            meta = {"key": key, **description, "files": files}
+            (tmp / "key.json").write_text(json.dumps(meta, indent=1, default=str))
         loaded = self.load(key)
         assert loaded is not None
         return loaded

@@ -3,16 +3,18 @@
 `build_store` writes, for the centred square view of each sample (side S, no flip), each teacher's raw
 (unstandardised) summary [Ds] and patch grid average-pooled to grid x grid [Dp, grid, grid], as float16.
 Layout: `store.json` (the manifest, written first) and one folder per `shard_size` consecutive sample ids,
-`shard-000012/`, holding `<teacher>.summary.npy`, `<teacher>.patches.npy` and `valid.npy` (False where the
-image failed to decode; its rows are zeros). Each shard folder is written atomically, so a killed build
-leaves only complete shards, and a rerun skips them. `FeatureStore` reads the features by sample id
-through memory maps.
+`shard-000012/`, holding `<teacher>.summary.npy`, `<teacher>.patches.npy`, `valid.npy` (False where the
+image failed to decode; its rows are zeros) and `checksums.json` (each file's size and SHA-256). Each shard
+folder is written atomically, so a killed build leaves only complete shards, and a rerun skips them and
+rebuilds any found damaged. `FeatureStore` reads the features by sample id through memory maps, checking
+every shard's headers and sizes when opened and each file's hash on its first read in the process.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,14 +28,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from distill.atomic import atomic_path
 from distill.config import RunConfig, load_config
-from distill.data.stream import DECODE_ERRORS, FolderIndex, ShardIndex, render_view, sample_index
+from distill.data.images import DECODE_ERRORS
+from distill.data.stream import FolderIndex, ShardIndex, render_view, sample_index
 from distill.device import pick_device
+from distill.feature_cache import file_problem, file_record
 from distill.features import Features
 from distill.stage_teachers import StageTeachers, configured_experts, teacher_identity
 from distill.stages import EXPERTS, stage_named
 from distill.standardize import TeacherStandardizer
 
 MANIFEST = "store.json"
+CHECKSUMS = "checksums.json"  # in each shard: file name -> its size and SHA-256
 DTYPE = np.float16
 KINDS = ("summary", "patches")
 OPEN_ARRAYS = 256  # memory maps a FeatureStore keeps open
@@ -236,8 +241,9 @@ def write_shards(
     workers: int,
     log: Callable[[str], None],
 ) -> None:
-    """Compute and write every shard not yet in `out`, each folder atomically."""
-    todo = [s for s in range(manifest.shards) if not (out / shard_name(s)).is_dir()]
+    """Compute and write every shard not yet in `out` or damaged there (named and deleted), each folder
+    atomically."""
+    todo = [s for s in range(manifest.shards) if not intact_shard(out / shard_name(s), manifest, s, log)]
     if len(todo) < manifest.shards:
         log(f"resumed: {manifest.shards - len(todo)} of {manifest.shards} shards done")
     if not todo:
@@ -279,26 +285,66 @@ def write_shard(
     failed = int((~arrays["valid.npy"]).sum())
     for array in arrays.values():
         array.flush()
+    del arrays
+    records = {name: file_record(folder / name) for name in manifest.shapes(shard)}
+    (folder / CHECKSUMS).write_text(json.dumps(records, indent=1))
     return failed
 
 
-def check_shard(folder: Path, shapes: dict[str, tuple[tuple[int, ...], np.dtype]]) -> None:
-    """Raise a one-line ValueError naming a file of the shard that is missing, truncated or of other shape."""
-    for name, (shape, dtype) in shapes.items():
+def header_fits(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> bool:
+    """Whether a .npy file's header says `shape` and `dtype` and the file holds exactly that much data."""
+    try:
+        with path.open("rb") as file:
+            version = np.lib.format.read_magic(file)
+            found, _, found_dtype = READ_HEADER[version[0] > 1](file)
+            expected = file.tell() + int(np.prod(shape)) * dtype.itemsize
+        return found == shape and found_dtype == dtype and path.stat().st_size == expected
+    except (OSError, ValueError):
+        return False
+
+
+def shard_records(folder: Path) -> dict[str, dict]:
+    """A shard's `checksums.json` (a one-line ValueError if missing or unreadable)."""
+    try:
+        records = json.loads((folder / CHECKSUMS).read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{folder / CHECKSUMS} is missing or unreadable ({type(error).__name__})") from None
+    if not isinstance(records, dict):
+        raise ValueError(f"{folder / CHECKSUMS} is not a record of the shard's files")
+    return records
+
+
+def shard_problem(folder: Path, manifest: StoreManifest, shard: int, hashes: bool) -> str | None:
+    """What is wrong with a shard: its checksums missing, a file missing, truncated or of another shape or
+    dtype (from the headers and sizes), or with `hashes` a file unlike its SHA-256; None if intact."""
+    try:
+        records = shard_records(folder)
+    except ValueError as error:
+        return str(error)
+    for name, (shape, dtype) in manifest.shapes(shard).items():
         path = folder / name
-        try:
-            with path.open("rb") as file:
-                version = np.lib.format.read_magic(file)
-                read = READ_HEADER[version[0] > 1]
-                found, _, found_dtype = read(file)
-                expected = file.tell() + int(np.prod(shape)) * dtype.itemsize
-            ok = found == shape and found_dtype == dtype and path.stat().st_size == expected
-        except (OSError, ValueError):
-            ok = False
-        if not ok:
-            raise ValueError(
-                f"{path} is missing, truncated or damaged: delete {folder} and run eupe cache build again"
-            )
+        if not header_fits(path, shape, dtype) or not isinstance(records.get(name), dict):
+            return f"{path} is missing, truncated or damaged"
+        problem = file_problem(path, records[name]) if hashes else None
+        if problem is not None:
+            return problem
+    return None
+
+
+def intact_shard(folder: Path, manifest: StoreManifest, shard: int, log: Callable[[str], None]) -> bool:
+    """Whether a shard was written and is intact, hashes included; a damaged one is named and deleted."""
+    if not folder.is_dir():
+        return False
+    problem = shard_problem(folder, manifest, shard, hashes=True)
+    if problem is not None:
+        log(f"{problem}: rebuilding {folder.name}")
+        shutil.rmtree(folder)
+    return problem is None
+
+
+def damaged_shard(problem: str, folder: Path) -> ValueError:
+    """The one-line error of a damaged shard met while reading the store."""
+    return ValueError(f"{problem}: delete {folder} and run eupe cache build again")
 
 
 class FeatureStore:
@@ -325,17 +371,26 @@ class FeatureStore:
                 f"store is incomplete: {len(done)} of {manifest.shards} shards (run eupe cache build again)"
             )
         for shard in done:
-            check_shard(self.root / shard_name(shard), manifest.shapes(shard))
+            folder = self.root / shard_name(shard)
+            if problem := shard_problem(folder, manifest, shard, hashes=False):
+                raise damaged_shard(problem, folder)
         self._arrays: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
 
     def array(self, shard: int, name: str) -> np.ndarray:
         """A shard's file as a memory map, kept open (the `OPEN_ARRAYS` most recently used: each holds a
-        file descriptor)."""
+        file descriptor), its hash checked when it is opened (once per process while unchanged).
+
+        Raises:
+            ValueError: the file does not match its SHA-256 (one line naming it).
+        """
         key = (shard, name)
         if key in self._arrays:
             self._arrays.move_to_end(key)
         else:
-            self._arrays[key] = np.load(self.root / shard_name(shard) / name, mmap_mode="r")
+            folder = self.root / shard_name(shard)
+            if problem := file_problem(folder / name, shard_records(folder)[name]):
+                raise damaged_shard(problem, folder)
+            self._arrays[key] = np.load(folder / name, mmap_mode="r")
             if len(self._arrays) > OPEN_ARRAYS:
                 self._arrays.popitem(last=False)
         return self._arrays[key]

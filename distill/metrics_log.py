@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 from distill.atomic import atomic_path
@@ -12,18 +13,28 @@ from distill.run_dir import METRICS_FILE
 def metric_records(stage_folder: str | Path) -> list[dict]:
     """The logged steps of a stage's `metrics.jsonl`, in file order.
 
-    A line that does not parse (the last one while training writes it) or has no step is left out.
+    A line that does not parse or has no integer step is left out: silently for a last line with no line
+    end yet (training may be writing it), with a warning naming the file for any other.
     """
     path = Path(stage_folder) / METRICS_FILE
-    records = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and "step" in record:
-                records.append(record)
+    if not path.is_file():
+        return []
+    text = path.read_text()
+    lines = text.splitlines()
+    finished = len(lines) if text.endswith("\n") else len(lines) - 1  # lines known to be complete
+    records, bad = [], 0
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        step = record.get("step") if isinstance(record, dict) else None
+        if isinstance(step, int) and not isinstance(step, bool):
+            records.append(record)
+        elif number <= finished:
+            bad += 1
+    if bad:
+        warnings.warn(f"{path}: left out {bad} malformed line(s)", stacklevel=2)
     return records
 
 
@@ -32,12 +43,13 @@ class MetricsLog:
 
     Args:
         folder: the stage folder.
-        resume_step: on resume, entries logged at or after this step are dropped (they are run again).
+        resume_step: the step training starts from; entries logged at or after it are dropped (they are
+            run again), with a line cut short by a kill and any malformed one.
     """
 
     def __init__(self, folder: Path, resume_step: int = 0) -> None:
         self.path = folder / METRICS_FILE
-        if resume_step and self.path.is_file():  # a line cut short by a crash is dropped with them
+        if self.path.is_file():
             kept = [record for record in metric_records(folder) if record["step"] < resume_step]
             with atomic_path(self.path) as tmp:
                 tmp.write_text("".join(json.dumps(record) + "\n" for record in kept))

@@ -38,9 +38,13 @@ class DistilledModel(nn.Module):
             {adaptor_key(n): TeacherAdaptor(self.dim, hidden, s, p) for n, (s, p) in teacher_dims.items()}
         )
 
+    def normalise(self, images: Tensor) -> Tensor:
+        """Images in [0, 1] as the backbone takes them (standardised with its pretrained mean and std)."""
+        return (images - self.input_mean) / self.input_std
+
     def features(self, images: Tensor) -> Features:
         """Backbone summary [B, D] and patches [B, D, H/stride, W/stride] of images in [0, 1]."""
-        x = (images - self.input_mean) / self.input_std
+        x = self.normalise(images)
         grid = (x.shape[-2] // self.stride, x.shape[-1] // self.stride)
         return split_features(self.backbone, self.backbone.forward_features(x), grid)
 

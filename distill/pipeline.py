@@ -4,16 +4,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import timm
+import torch
 import yaml
 
 from distill.atomic import atomic_path
-from distill.config import RunConfig, config_to_dict, load_config
+from distill.backbones import TIMM_ALIASES, create_timm_backbone, input_granularity
+from distill.config import (
+    ConfigError,
+    ModelConfig,
+    RunConfig,
+    TeacherConfig,
+    check_crop_cells,
+    check_stage_sides,
+    config_to_dict,
+    load_config,
+)
 from distill.data.training_data import FixedViews, StreamingData, TrainingData
 from distill.data.views import build_views
 from distill.device import pick_device
 from distill.feature_cache import fingerprint
-from distill.run_dir import RunDir
-from distill.stages import STAGE_NAMES
+from distill.run_dir import MODEL_FILE, RunDir
+from distill.stages import STAGE_NAMES, stage_named
+from distill.teachers.registry import registered_teachers
 from distill.trainer import StageResult, run_stage
 
 
@@ -48,6 +61,64 @@ def prepare_data(config: RunConfig, stages: list[str]) -> TrainingData:
     return FixedViews(views, fingerprint(data.source, data.num_images, data.seed, views))
 
 
+def model_stride(model: ModelConfig, key: str) -> int:
+    """The input-side multiple of a config's backbone, built on the meta device (shapes, no weights); an
+    architecture timm cannot build is a `ConfigError` naming `key`."""
+    try:
+        with torch.device("meta"):
+            backbone = create_timm_backbone(model.arch, "random", **model.kwargs)
+    except (RuntimeError, TypeError, ValueError, AssertionError) as error:
+        raise ConfigError(f"config key '{key}': timm cannot build {model.arch} ({error})") from None
+    return input_granularity(backbone)
+
+
+def check_teacher(teacher: TeacherConfig, where: str) -> None:
+    """A teacher the run can build: a distilled checkpoint folder, a registered expert, or a timm model
+    (`timm:<name>` or an alias); its weight file, if any, exists."""
+    name = teacher.name
+    if teacher.checkpoint is not None and not Path(teacher.checkpoint).is_file():
+        raise ConfigError(f"config key '{where}.checkpoint': file not found: {teacher.checkpoint}")
+    if (Path(name) / MODEL_FILE).is_file() or name in registered_teachers():
+        return
+    if not (name.startswith("timm:") or name in TIMM_ALIASES):
+        raise ConfigError(f"config key '{where}.name': unknown teacher '{name}' (experts: "
+                          f"{', '.join(registered_teachers())}; or timm:<model>, a timm alias, a checkpoint "
+                          "folder)")  # fmt: skip
+    if not timm.is_model(TIMM_ALIASES.get(name, name.removeprefix("timm:"))):
+        raise ConfigError(f"config key '{where}.name': timm has no model '{name.removeprefix('timm:')}'")
+
+
+def check_device(name: str, key: str = "train.device") -> None:
+    """`name` is `auto` or a device torch can use here."""
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"{key} must be auto, cpu, cuda or cuda:<index>, got '{name}'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{key}={name} but torch sees no CUDA device")
+
+
+def check_run(config: RunConfig, run_dir: Path, stages: list[str]) -> dict[str, int]:
+    """Every check that needs no data, before anything is written: the stages, the run folder, the
+    device, the teachers, the models and the stages' sides. Returns the stride of each stage's model."""
+    missing = [s for s in stages if s not in config.stages]
+    if missing:
+        raise ValueError(f"stage '{missing[0]}' is not configured (configured: {', '.join(config.stages)})")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"{run_dir} is a file, not a run folder")
+    check_run_config(config, run_dir)
+    check_device(config.train.device)
+    for i, teacher in enumerate(config.teachers):
+        check_teacher(teacher, f"teachers[{i}]")
+    models = {stage_named(s).model for s in stages}
+    strides = {model: model_stride(getattr(config, model), model) for model in sorted(models)}
+    for stage in stages:
+        check_stage_sides(config, stage, strides[stage_named(stage).model])
+    return {stage: strides[stage_named(stage).model] for stage in stages}
+
+
 def check_run_config(config: RunConfig, run_dir: Path) -> None:
     """Refuse to mix a different config into an existing run.
 
@@ -73,12 +144,11 @@ def run_stages(
     config: RunConfig, run_dir: str | Path, stages: list[str] | tuple[str, ...]
 ) -> dict[str, StageResult]:
     """Run the named stages in the given order into `run_dir` (each resumes from its own checkpoint)."""
-    run_dir = Path(run_dir)
-    stages = list(stages)
-    missing = [s for s in stages if s not in config.stages]
-    if missing:
-        raise ValueError(f"stage '{missing[0]}' is not configured (configured: {', '.join(config.stages)})")
-    check_run_config(config, run_dir)
+    run_dir, stages = Path(run_dir), list(stages)
+    strides = check_run(config, run_dir, stages)
     data = prepare_data(config, stages)  # a bad data source fails here, before the run folder is written
+    if not data.augments:  # the trainer crops these views (`augment.crop`)
+        for stage in stages:
+            check_crop_cells(config, strides[stage], data.side)
     save_run_config(config, run_dir)
     return {stage: run_stage(config, stage, run_dir, data) for stage in stages}

@@ -2,7 +2,8 @@
 
 ```
 RUN/config.yaml                          the run's config (`save_run_config`)
-RUN/<stage>/checkpoint/model.safetensors the stage's weights (and train_state.safetensors)
+RUN/<stage>/checkpoint/model.safetensors the stage's weights (and train_state, manifest.json)
+RUN/<stage>/checkpoint.previous/         the checkpoint before (see distill.checkpoint)
 RUN/<stage>/standardizers.safetensors    its teachers' frozen statistics
 RUN/<stage>/metrics.jsonl                its logged steps
 RUN/eval/                                `eupe eval`'s default output

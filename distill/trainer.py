@@ -31,13 +31,23 @@ from distill.losses import distillation_loss
 from distill.metrics_log import MetricsLog, metric_records
 from distill.models import DistilledModel
 from distill.run_dir import RunDir
-from distill.stage_checkpoint import resume_optimizer, save_stage_checkpoint
+from distill.stage_checkpoint import last_good_step, recovered_step, resume_optimizer, save_stage_checkpoint
 from distill.stage_teachers import StageTeachers, build_stage_teachers
 from distill.stages import stage_named
 
 
 class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss or the weights became nan or infinite; the last checkpoint with both finite is kept."""
+
+
+def non_finite(stage: str, what: str, step: int, kept: int | None, checkpoint: Path) -> NonFiniteLoss:
+    """The one-line error of a stage stopped by a nan/inf `what` at `step`, naming the checkpoint kept."""
+    outcome = (
+        "no checkpoint with a finite loss and weights was saved"
+        if kept is None
+        else f"kept the checkpoint of step {kept} (finite loss and weights) at {checkpoint}"
+    )
+    return NonFiniteLoss(f"{stage}: {what} became nan/inf at step {step}; stopped, {outcome}")
 
 
 @dataclass
@@ -164,7 +174,8 @@ def run_stage(config: RunConfig, stage: str, run_dir: str | Path, data: Training
     folder, checkpoint = run.stage(stage), run.checkpoint(stage)
     ctx = distributed.context()
     device = ctx.device if ctx.world_size > 1 else pick_device(train.device)
-    if run.has_checkpoint(stage) and read_meta(checkpoint)["step"] >= cfg.steps:
+    recovered = recovered_step(checkpoint, cfg.steps, ctx)  # after a kill at any instant, or damage
+    if recovered is not None and recovered >= cfg.steps:
         return finished_stage(folder, checkpoint, device)
     torch.manual_seed(train.seed)
     amp = autocast_dtype(train.precision, device)
@@ -207,9 +218,9 @@ def run_stage(config: RunConfig, stage: str, run_dir: str | Path, data: Training
         raise ValueError(f"augment.min_crop_cells must lie in [1, {cells - 1}] for views of {cells} "
                          f"patch cells, got {config.augment.min_crop_cells}")  # fmt: skip
     starts_from = stage_named(stage).starts_from
-    if starts_from is not None and not run.has_checkpoint(stage):
+    resuming = recovered is not None
+    if starts_from is not None and not resuming:
         load_into(model, run.checkpoint(starts_from))
-    resuming = run.has_checkpoint(stage)
     if resuming:
         load_into(model, checkpoint)
     if train.activation_checkpointing:
@@ -217,13 +228,13 @@ def run_stage(config: RunConfig, stage: str, run_dir: str | Path, data: Training
     sharded = ctx.world_size > 1 and stage_named(stage).model == "proxy" and train.fsdp
     wrapped = distributed.wrap(model, ctx, fsdp=sharded)  # before the optimizer: FSDP2 swaps the parameters
     optimizer = torch.optim.AdamW(optimizer_groups(wrapped, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
-    start = read_meta(checkpoint)["step"] if resuming else 0
+    start = recovered or 0
     if resuming:
         resume_optimizer(checkpoint, wrapped, optimizer, sharded, stage)
     forward = torch.compile(wrapped) if train.compile else wrapped
 
     folder.mkdir(parents=True, exist_ok=True)
-    log = MetricsLog(folder, resume_step=start) if ctx.is_main else None
+    log = MetricsLog(folder, resume_step=start) if ctx.is_main else None  # drops steps to be run again
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=stage, disable=not ctx.is_main)
     batches = data.batches(cfg.batch_size, train.seed, start, cfg.steps, ctx.rank, ctx.world_size)
     metrics: dict[str, float] = {}
@@ -265,9 +276,9 @@ def run_stage(config: RunConfig, stage: str, run_dir: str | Path, data: Training
         last = step + 1 == cfg.steps
         if step % train.log_every == 0 or last or (step + 1) % train.checkpoint_every == 0:
             bad_step = int(first_bad)
-            if bad_step >= 0:
-                raise NonFiniteLoss(f"{stage}: loss became nan/inf at step {bad_step}; stopped, "
-                                    f"last good checkpoint kept at {checkpoint}")  # fmt: skip
+            if bad_step >= 0:  # a checkpoint of step `bad_step` holds the weights that gave it: dropped
+                kept = last_good_step(checkpoint, bad_step, ctx)
+                raise non_finite(stage, "loss", bad_step, kept, checkpoint)
         if step % train.log_every == 0 or last:
             averaged = distributed.mean_logs(logs, ctx)  # a collective: every process takes part
             if ctx.is_main:
@@ -282,7 +293,9 @@ def run_stage(config: RunConfig, stage: str, run_dir: str | Path, data: Training
         if (step + 1) % train.checkpoint_every == 0 or last:
             meta = {"step": step + 1, "stage": stage, "teachers": teachers.dims(),
                     "model_config": dataclasses.asdict(model_config)}  # fmt: skip
-            save_stage_checkpoint(checkpoint, wrapped, optimizer, meta, ctx, sharded)
+            if not save_stage_checkpoint(checkpoint, wrapped, optimizer, meta, ctx, sharded):
+                kept = last_good_step(checkpoint, step + 1, ctx)
+                raise non_finite(stage, "weights", step + 1, kept, checkpoint)
     throughput = images_seen / max(time.perf_counter() - timer, 1e-9)
     final_step = read_meta(checkpoint)["step"] if run.has_checkpoint(stage) else start
     return StageResult(folder, final_step, final_step - start, metrics, throughput, peak_memory_gib(device),

@@ -94,9 +94,11 @@ def test_encoders_on_offer_are_found_in_the_runs(calls, run):
 
 
 def test_images_in_and_unreadable_ones_are_one_line_errors(calls, tmp_path):
-    _, picture, point = calls.load_scene(3)
+    key, picture, point, working = calls.load_scene(3)
     assert picture.shape == (SIDE, SIDE, 3) and point == (0.5, 0.5)
     assert tuple(picture[SIDE // 2, SIDE // 2]) == (0, 255, 0)  # the query cross at the centre
+    # the upload box is given the working image itself, without the cross
+    assert np.array_equal(working, calls.explorer.picture(key)) and not np.array_equal(working, picture)
     photo = tmp_path / "photo.png"
     Image.fromarray(np.full((40, 30, 3), 200, np.uint8)).save(photo)
     same, _, _ = calls.load_upload(str(photo))
@@ -127,9 +129,10 @@ def test_feature_maps_stream_per_encoder_and_never_recompute(calls, key, run):
         "edges · 8x8 patches",
         "tiny/multires · 4x4 patches",
     ]
-    assert steps[-1][1].startswith("2 of 2 encoders")
+    assert steps[-1][1].startswith("2 of 2 encoders") and "one basis each · unmasked" in steps[-1][1]
     assert store.forward_passes - before == 2
-    masked = list(calls.feature_maps(key, specs, SIDE, OWN_SPACE, False, True, 0.0))[-1][0]
+    masked, shown = list(calls.feature_maps(key, specs, SIDE, OWN_SPACE, False, True, 0.0))[-1]
+    assert "background masked (threshold 0 std)" in shown
     black = (masked[1][0] == 0).all(-1).mean()
     assert 0 < black < 1  # background patches painted black
     gallery, notes = list(calls.feature_maps(key, specs, SIDE, OWN_SPACE, True, False, 0.0))[-1]
@@ -203,16 +206,33 @@ def test_broken_checkpoints_and_unknown_encoders_are_messages_not_crashes(calls,
     broken = tmp_path / "broken" / "student"
     shutil.copytree(run / "student", broken)
     (broken / "checkpoint" / "model.safetensors").write_bytes(b"not safetensors")
-    with pytest.raises(gr.Error, match="is not a readable distilled checkpoint"):
+    with pytest.raises(gr.Error, match=r"cannot load encoder '.*broken/student'"):
         calls.add_encoders(str(broken), ["edges"], [])
     with pytest.raises(gr.Error, match="cannot load encoder 'no-such-model'"):
         calls.add_encoders("no-such-model", ["edges"], [])
     gallery, notes = list(
         calls.feature_maps(key, ["edges", str(broken)], SIDE, OWN_SPACE, False, False, 0.0)
     )[-1]
-    assert len(gallery) == 2 and "is not a readable distilled checkpoint" in notes  # the others still show
+    assert len(gallery) == 2 and f"cannot load encoder '{broken}'" in notes  # the others still show
     checkboxes, *_, extra, typed = calls.add_encoders("timm:test_vit", ["edges"], [])
     assert checkboxes["value"] == ["edges", "timm:test_vit"] and extra == ["timm:test_vit"] and typed == ""
+
+
+def test_every_recomputing_event_runs_the_last_change_in_order(run):
+    """Gradio's default trigger mode drops a change made while its event runs; every event here runs the
+    last one after it, each view's events share one queue, the resolution applies as it changes, and the
+    galleries keep their columns however many panels have arrived."""
+    demo = build_app(Explorer(run, display=SIDE))
+    blocks = {block._id: block for block in demo.blocks.values()}
+    galleries = [block for block in blocks.values() if isinstance(block, gr.Gallery)]
+    assert galleries and all(g.fit_columns is False for g in galleries)
+    gallery_ids = {g._id for g in galleries}
+    views = [f for f in demo.fns.values() if gallery_ids & {o._id for o in f.outputs}]
+    assert len(views) >= 10 and all(f.trigger_mode == "always_last" for f in views)
+    queues = {"feature_maps", "similarity", "probes", "teacher_student", "matches"}
+    assert {f.concurrency_id for f in views} == queues
+    resolution = next(b for b in blocks.values() if getattr(b, "elem_id", None) == "resolution")
+    assert any((resolution._id, "change") in f.targets for f in views)
 
 
 def free_port() -> int:

@@ -144,6 +144,63 @@ def test_live_demo_upload_tabs_and_click(browser, runs, tmp_path):
         demo.close()
 
 
+def test_live_demo_rapid_changes_resolution_and_correspondence_clicks(browser, runs, tmp_path):
+    explorer = Explorer(runs)
+    specs = explorer.default_specs()
+    demo = serve(build_app(explorer), port=free_port(), block=False)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(demo.local_url)
+        wait_for_text(page, "#maps-notes", f"{len(specs)} of {len(specs)} encoders")
+        # a typed resolution applies as typed, without leaving the box: the edges expert's grid is /8
+        page.locator("#resolution input[type=number]").fill("160")
+        wait_for_text(page, "#maps", "edges · 20x20 patches")
+        # rapid changes, 0.3 s apart while the maps compute: the last state wins, nothing is dropped
+        for label in ("text (expert)", "semantic (expert)", "Joint PCA basis", "Mask background"):
+            page.get_by_label(label, exact=True).click()
+            page.wait_for_timeout(300)
+        left = len(specs) - 2
+        final = [f"{left} of {left} encoders", "joint basis · background masked"]
+        page.wait_for_function(
+            "texts => texts.every(t => (document.querySelector('#maps-notes')?.innerText || '').includes(t))",
+            arg=final,
+            timeout=WAIT_MS,
+        )
+        wait_for_images(page, "#maps", 1 + left)
+        page.wait_for_timeout(1000)  # nothing later replaces the final state
+        assert page.locator("#maps img").count() == 1 + left
+        assert all(text in page.locator("#maps-notes").inner_text() for text in final)
+        cut = page.evaluate(
+            "() => [...document.querySelectorAll('#maps .caption-label')]"
+            ".filter(c => c.scrollWidth > c.clientWidth + 1).map(c => c.innerText)"
+        )
+        assert cut == []  # every caption readable in full
+        # correspondence: B is A under a random warp; two clicks in A, each encoder's match in B
+        page.get_by_role("tab", name="Correspondence").click()
+        wait_for_text(page, "#match-notes", "best match in B")
+        image_a = page.locator("#match-a img")
+        image_a.wait_for(timeout=WAIT_MS)
+        for x, y in ((0.25, 0.25), (0.7, 0.6)):
+            box = image_a.bounding_box()
+            image_a.click(position={"x": box["width"] * x, "y": box["height"] * y})
+            notes = wait_for_text(page, "#match-notes", f"point ({x:.2f}, {y:.2f}) of A")
+            assert notes.count(f": ({x:.2f}, {y:.2f}) → (") == left  # one match per encoder
+            wait_for_images(page, "#matches", left)
+        page.get_by_label("Mutual nearest-neighbour matches as lines").click()
+        notes = wait_for_text(page, "#match-notes", "mutual matches drawn")
+        assert notes.count("mutual matches drawn") == left
+        page.wait_for_function(  # side-by-side pictures of A and B
+            "n => [...document.querySelectorAll('#matches img')]"
+            ".filter(i => i.complete && i.naturalWidth > 1.9 * i.naturalHeight).length >= n",
+            arg=left,
+            timeout=WAIT_MS,
+        )
+        screenshot(page, "app_correspondence.png", tmp_path)
+    finally:
+        page.close()
+        demo.close()
+
+
 def wait_until_serving(url: str, process: subprocess.Popen, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

@@ -53,7 +53,8 @@ def test_every_encoder_gets_every_probe_that_applies(scoreboard, tiny_run):
     ]
     for row in rows:
         assert row["params_m"] > 0 and row["gflops"] > 0 and row["cpu_ms"] > 0
-        for key in ("scene_knn20", "scene_linear", "seg_miou", "depth_rmse", "edges_f", "text_f"):
+        scored = ("scene_knn20", "scene_linear", "seg_miou", "depth_rmse", "edges_f", "text_f")
+        for key in (*scored, "correspondence_pck10"):
             assert 0 <= row[key] <= (1 if key != "depth_rmse" else 1e3), (row["name"], key)
         distilled = row["role"] not in ("expert", "random init (floor)")
         assert ("semantic_top1" in row) == distilled

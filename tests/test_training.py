@@ -131,7 +131,7 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
 
     monkeypatch.setattr(trainer, "distillation_loss", nan_at_step_4)
     with pytest.raises(
-        trainer.NonFiniteLoss, match="proxy: loss became nan/inf at step 4; stopped, last good checkpoint"
+        trainer.NonFiniteLoss, match="loss became nan/inf at step 4; stopped, kept the checkpoint of step 3"
     ):
         run_stages(config, tmp_path / "runs" / "nan", ["proxy"])
     from distill.checkpoint import read_meta

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from distill.data.images import IMAGE_EXTENSIONS, LabeledImage, SkipLog, decode_image
+from distill.data.images import DECODE_ERRORS, IMAGE_EXTENSIONS, LabeledImage, SkipLog, decode_image
 
 
 def is_image_file(path: Path) -> bool:
@@ -53,7 +53,7 @@ class ImageFolder:
         for path, label in self.items:
             try:
                 image = decode_image(path.read_bytes())
-            except (OSError, ValueError, SyntaxError) as error:
+            except DECODE_ERRORS as error:
                 self.skips.skip(str(path), error)
                 continue
             yield LabeledImage(image, label, str(path.relative_to(self.root)))

@@ -1,4 +1,4 @@
-"""Decoding image bytes to tensors, and resizing them to a square training view."""
+"""Decoding image bytes to tensors, and resizing them to a square training view or a native-aspect one."""
 
 from __future__ import annotations
 
@@ -14,10 +14,33 @@ from PIL import Image
 from torch import Tensor
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+# What decoding an unreadable image raises: corrupt or truncated data, an unknown or unconvertible format,
+# and decompression bombs (PIL refuses, from the header alone, an image of over 2 x MAX_IMAGE_PIXELS).
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+# The full-scale value of the greyscale modes of more than 8 bits: 16-bit PNGs and TIFFs open as I;16*
+# (as mode I in older Pillows, hence 16-bit there too); F (float) images hold [0, 1].
+FULL_SCALE = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+
+
+def deep_grey_tensor(image: Image.Image) -> Tensor:
+    """A [3, H, W] tensor in [0, 1] of a greyscale image of a `FULL_SCALE` mode, scaled by its full scale.
+
+    Raises:
+        ValueError: a value outside 0 .. full scale (e.g. mode I holding 32-bit data).
+    """
+    full = FULL_SCALE[image.mode]
+    array = np.asarray(image, dtype=np.float32)
+    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+    if low < 0 or high > full:
+        raise ValueError(f"a mode {image.mode} image with values {low:g} .. {high:g}, outside 0 .. {full:g}")
+    return torch.from_numpy(array / full).expand(3, *array.shape).contiguous()
 
 
 def pil_to_tensor(image: Image.Image) -> Tensor:
-    """RGB float tensor [3, H, W] in [0, 1]; greyscale is replicated, alpha is composited over white."""
+    """RGB float tensor [3, H, W] in [0, 1]; greyscale is replicated (16-bit and float greyscale scaled by
+    their full scale), alpha is composited over white."""
+    if image.mode in FULL_SCALE:
+        return deep_grey_tensor(image)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -50,6 +73,23 @@ def square_view(image: Tensor, resolution: int) -> Tensor:
     resized = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
     top, left = (size[0] - resolution) // 2, (size[1] - resolution) // 2
     return resized[:, top : top + resolution, left : left + resolution].clamp_(0, 1)
+
+
+def native_size(height: int, width: int, resolution: int, multiple: int) -> tuple[int, int]:
+    """(height, width) with an image's aspect ratio and the pixel area of a `resolution` square, each side
+    the nearest multiple of `multiple` (at least one)."""
+    scale = resolution / (height * width) ** 0.5
+    return tuple(max(multiple, round(side * scale / multiple) * multiple) for side in (height, width))
+
+
+def native_view(image: Tensor, resolution: int, multiple: int) -> Tensor:
+    """An image [..., 3, H, W] resized to its `native_size` (antialiased bilinear): no crop, no squash."""
+    size = native_size(*image.shape[-2:], resolution, multiple)
+    if tuple(image.shape[-2:]) == size:
+        return image
+    batch = image if image.ndim == 4 else image[None]
+    resized = F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return (resized if image.ndim == 4 else resized[0]).clamp(0, 1)
 
 
 def resize(images: Tensor, side: int) -> Tensor:

@@ -7,7 +7,7 @@ import tarfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from distill.data.images import IMAGE_EXTENSIONS, LabeledImage, SkipLog, decode_image
+from distill.data.images import DECODE_ERRORS, IMAGE_EXTENSIONS, LabeledImage, SkipLog, decode_image
 
 
 def split_key(member_name: str) -> tuple[str, str]:
@@ -75,7 +75,7 @@ class TarShards:
         try:
             image = decode_image(fields[image_ext])
             label = int(fields["cls"].decode().strip()) if "cls" in fields else -1
-        except (OSError, ValueError, SyntaxError) as error:
+        except DECODE_ERRORS as error:
             self.skips.skip(name, error)
             return
         yield LabeledImage(image, label, name)

@@ -23,10 +23,9 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from distill.data.images import IMAGE_EXTENSIONS, SkipLog, pil_to_tensor
+from distill.data.images import DECODE_ERRORS, IMAGE_EXTENSIONS, SkipLog, pil_to_tensor
 from distill.data.shards import resolve_shards, split_key
 
-DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 MAX_CONSECUTIVE_FAILURES = 64
 LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))  # random-resized-crop's aspect ratio range
 PREFETCH_PER_WORKER = 2

@@ -1,4 +1,5 @@
-"""The held-out evaluation sets: generated scenes with exact labels, Fashion-MNIST, and photo crops."""
+"""The held-out evaluation sets: generated scenes with exact labels, Fashion-MNIST, photo crops, and warped
+copies of some scenes and crops for the correspondence probe."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from torch import Tensor
 from distill.data.fashion_mnist import fashion_sample
 from distill.data.scenes import SceneBatch, SceneGenerator
 from distill.data.views import photo_crops
+from workbench.eval.correspondence import WarpedPairs, central_box, make_pairs, scene_objects
 
 EVAL_SEED_OFFSET = 7919  # evaluation scenes and crops use seeds no training run uses by default
 
@@ -31,6 +33,7 @@ class EvalData:
         scenes_train, scenes_test: generated scenes (class, segmentation, depth, edges, text labels).
         fashion_train, fashion_test: Fashion-MNIST subsets (None when the dataset is not installed).
         photos: crops of the bundled real photos, for agreement with the experts' own outputs.
+        scene_pairs, photo_pairs: warped copies of the first test scenes and photo crops, with keypoints.
     """
 
     scenes_train: SceneBatch
@@ -38,6 +41,8 @@ class EvalData:
     fashion_train: LabeledSplit | None
     fashion_test: LabeledSplit | None
     photos: Tensor
+    scene_pairs: WarpedPairs
+    photo_pairs: WarpedPairs
 
 
 def fashion_subset(split: str, count: int, resolution: int, seed: int) -> LabeledSplit:
@@ -54,13 +59,17 @@ def build_eval_data(
     photos: int,
     seed: int,
     fashion_resolution: int,
+    correspondence_pairs: int,
 ) -> EvalData:
     """Build the evaluation sets (deterministic for a seed).
 
     Scenes and photo crops are at `resolution`; Fashion-MNIST's 28 px images are upsampled to
     `fashion_resolution`. Scenes come from a generator seed offset from training's, so no evaluation
     scene is a training view; the photo crops are new crops of the same bundled photos (there are only 18).
+    The correspondence pairs warp the first `correspondence_pairs` test scenes and crops (or all of them).
     """
+    if correspondence_pairs < 0:
+        raise ValueError(f"correspondence_pairs must be >= 0, got {correspondence_pairs}")
     generator = SceneGenerator(resolution, seed=seed + EVAL_SEED_OFFSET)
     scenes_train = generator.batch(0, scene_train)
     scenes_test = generator.batch(scene_train, scene_test)
@@ -73,4 +82,9 @@ def build_eval_data(
         warnings.warn(f"Fashion-MNIST probes skipped: {error}", stacklevel=2)
         fashion = (None, None)
     crops = photo_crops(photos, resolution, seed + EVAL_SEED_OFFSET)
-    return EvalData(scenes_train, scenes_test, *fashion, crops)
+    scenes = scenes_test.images[:correspondence_pairs]
+    objects = scene_objects(scenes_test.instances[: len(scenes)], generator.max_layers)
+    scene_pairs = make_pairs("scenes_test", scenes, objects, seed + EVAL_SEED_OFFSET)
+    crops_a = crops[:correspondence_pairs]
+    photo_pairs = make_pairs("photos", crops_a, central_box(len(crops_a), *crops_a.shape[-2:]), seed)
+    return EvalData(scenes_train, scenes_test, *fashion, crops, scene_pairs, photo_pairs)

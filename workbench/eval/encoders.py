@@ -3,13 +3,15 @@
 An `Encoder` turns images in [0, 1] into a summary vector and a patch grid at its resolution; a
 distilled encoder also maps its features into each expert's own feature space: through its adaptor
 heads, un-standardised with the statistics its stage was trained with. A student, whose adaptor
-targets the proxy, is chained through the proxy's expert adaptors.
+targets the proxy, is chained through the proxy's expert adaptors. Images may keep their aspect ratio (an
+H x W patch grid), and a timm backbone can be read at any layer, with its CLS attention (see `inside`).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +23,14 @@ from torch import Tensor, nn
 
 from distill.checkpoint import file_digest, read_meta
 from distill.config import ModelConfig
+from distill.data.images import native_view
 from distill.distilled_teacher import DistilledTeacher
 from distill.features import Features
 from distill.models import DistilledModel
 from distill.run_dir import MODEL_FILE, checkpoint_folder, stage_of_checkpoint
 from distill.stages import STAGE_NAMES, stage_named
 from distill.teachers import EXPERTS, Teacher, build_teacher
+from distill.teachers.base import check_images
 from distill.teachers.timm_teacher import TimmTeacher
 from workbench.eval.expert_map import ExpertMap, stage_expert_map
 from workbench.eval.heads_file import (
@@ -36,6 +40,7 @@ from workbench.eval.heads_file import (
     is_timm_folder,
     load_expert_heads,
 )
+from workbench.eval.inside import Inside, layer_count, layer_index, look_inside
 
 
 @dataclass
@@ -116,6 +121,14 @@ class Encoder(nn.Module):
     def patch_dim(self) -> int:
         return self.backbone.patch_dim
 
+    @property
+    def timm_model(self) -> nn.Module | None:
+        """The timm model inside (a distilled backbone or a timm teacher's); None for offline experts."""
+        inner = getattr(self.backbone, "model", None)
+        if isinstance(inner, DistilledModel):
+            return inner.backbone
+        return inner if isinstance(self.backbone, TimmTeacher) else None
+
     def experts(self) -> list[str]:
         """Experts whose feature space this encoder can reach (empty for non-distilled encoders)."""
         return self.expert_map.experts() if self.expert_map is not None else []
@@ -126,12 +139,50 @@ class Encoder(nn.Module):
         modules += [self.expert_map] if with_adaptors and self.expert_map else []
         return sum(p.numel() for m in modules for p in m.parameters())
 
+    def prepare(self, images: Tensor, keep_aspect: bool = False) -> Tensor:
+        """Images [B, 3, H, W] in [0, 1] checked, resized and normalised as the backbone takes them: squashed
+        to the square resolution, or with `keep_aspect` resized to their `native_view` at the resolution's
+        area (sides multiples of the input granularity), so the patch grid is H x W."""
+        if not keep_aspect or self.resolution is None:  # None: each image's own size already
+            return self.backbone.prepare(images)
+        patch_embed = getattr(self.timm_model, "patch_embed", None)
+        if getattr(patch_embed, "strict_img_size", False):
+            size = "x".join(map(str, patch_embed.img_size))
+            raise ValueError(f"{self.name} takes only {size} px input: it cannot keep the aspect ratio")
+        check_images(images)
+        side, self.backbone.resolution = self.backbone.resolution, None
+        try:
+            return self.backbone.prepare(native_view(images, side, self.backbone.size_multiple))
+        finally:
+            self.backbone.resolution = side
+
     @torch.no_grad()
-    def forward(self, images: Tensor, with_experts: bool = False) -> EncoderFeatures:
-        """Features of images [B, 3, H, W] in [0, 1]; `with_experts` adds the expert-space estimates."""
-        out = self.backbone(images)
+    def forward(
+        self, images: Tensor, with_experts: bool = False, keep_aspect: bool = False
+    ) -> EncoderFeatures:
+        """Features of images [B, 3, H, W] in [0, 1]; `with_experts` adds the expert-space estimates;
+        `keep_aspect` keeps the images' aspect ratio (see `prepare`)."""
+        out = self.backbone.encode(self.prepare(images, keep_aspect))
         experts = self.expert_map(out) if with_experts and self.expert_map is not None else {}
         return EncoderFeatures(out.summary.float(), out.patches.float(), experts)
+
+    def layers(self) -> int:
+        """How many layers `inside` can read: a timm backbone's blocks (ViTs) or stages (CNNs), else 1."""
+        model = self.timm_model
+        return layer_count(model) if model is not None else 1
+
+    @torch.no_grad()
+    def inside(self, images: Tensor, layer: int | None = None, keep_aspect: bool = False) -> Inside:
+        """Patch features of one layer (None: the last, the encoder's own patches) and, for ViTs with a CLS
+        token, its attention to each patch in that layer; offline experts show their output layer only."""
+        model = self.timm_model
+        if model is None or not hasattr(model, "forward_intermediates"):
+            layer_index(1, layer)
+            return Inside(self(images, keep_aspect=keep_aspect).patches)
+        x = self.prepare(images, keep_aspect)
+        inner = self.backbone.model
+        inside = look_inside(model, inner.normalise(x) if isinstance(inner, DistilledModel) else x, layer)
+        return Inside(inside.patches.float(), None if inside.attention is None else inside.attention.float())
 
 
 def is_checkpoint(path: str | Path) -> bool:
@@ -207,16 +258,21 @@ def build_encoder(spec: str, resolution: int | None = None, **kwargs: object) ->
     if spec in EXPERTS:
         teacher = build_teacher(spec) if resolution is None else build_teacher(spec, resolution=resolution)
         return Encoder(spec, "expert", teacher)
-    return Encoder(spec, "timm", build_teacher(spec, resolution=resolution, **kwargs))
+    try:
+        teacher = build_teacher(spec, resolution=resolution, **kwargs)
+    except (RuntimeError, pickle.UnpicklingError) as error:  # torch's weights-only loader refused the file
+        if kwargs.get("checkpoint") is None:
+            raise
+        reason = str(error).split(". ")[0].strip()  # not the advice to load it unsafely
+        raise ValueError(f"{kwargs['checkpoint']} cannot be loaded as {spec} weights: {reason}") from error
+    return Encoder(spec, "timm", teacher)
 
 
 def timm_model_of(encoder: Encoder) -> tuple[nn.Module, dict]:
     """The timm model inside an encoder and the arguments that rebuild it; a one-line error if none."""
-    inner = getattr(encoder.backbone, "model", None)
-    if isinstance(inner, DistilledModel):
-        return inner.backbone, dict(inner.model_config.kwargs)
-    if isinstance(encoder.backbone, TimmTeacher):
-        return inner, {}
+    model, inner = encoder.timm_model, getattr(encoder.backbone, "model", None)
+    if model is not None:
+        return model, dict(inner.model_config.kwargs) if isinstance(inner, DistilledModel) else {}
     raise ValueError(f"{encoder.name} is an offline expert, not a timm model: export takes distilled run "
                      "stages and timm models")  # fmt: skip
 

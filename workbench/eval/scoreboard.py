@@ -24,11 +24,13 @@ from tqdm import tqdm
 from distill.atomic import atomic_path
 from distill.checkpoint import contiguous_state
 from distill.data.scenes import SEGMENT_CLASSES
+from distill.errors import one_line
 from distill.features import Features
 from distill.run_dir import RunDir, checkpoint_folder
 from distill.stages import STAGE_NAMES, STAGES
 from distill.teachers import EXPERTS, Teacher, build_teacher
 from distill.teachers.registry import expert_spec
+from workbench.eval.correspondence import keypoint_hits
 from workbench.eval.data import EvalData, build_eval_data
 from workbench.eval.efficiency import count_gflops
 from workbench.eval.encoders import (
@@ -79,6 +81,7 @@ COLUMNS = (
     Column("semantic_top5", "Sem. agree top-5"),
     Column("edges_agree_f", "Edges agree F"),
     Column("text_agree_f", "Text agree F"),
+    Column("correspondence_pck10", "Corresp. PCK@0.1"),
 )
 EFFICIENCY = (("params_m", "Params (M)"), ("gflops", "GFLOPs"), ("cpu_ms", "CPU ms"))
 
@@ -88,6 +91,7 @@ def eval_data(settings: EvalSettings) -> EvalData:
     return build_eval_data(
         settings.resolution, settings.scene_train, settings.scene_test, settings.fashion_train,
         settings.fashion_test, settings.photos, settings.seed, settings.fashion_resolution,
+        settings.correspondence_pairs,
     )  # fmt: skip
 
 
@@ -290,11 +294,39 @@ def agreement_probe(inputs: ProbeInputs, settings: EvalSettings, references: Exp
     return ProbeResult(scores)
 
 
+def first_patches(inputs: ProbeInputs, split: str, count: int) -> Tensor:
+    """Patch grids of the first `count` images of a split: sliced from the split's features where another
+    probe extracted them already, else extracted for those images alone."""
+    if split in inputs.cache:
+        return inputs.cache[split].patches[:count]
+    images = getattr(inputs.data, split)
+    images = images if isinstance(images, Tensor) else images.images
+    return extract(inputs.encoder, images[:count], inputs.batch_size).patches
+
+
+def correspondence_probe(
+    inputs: ProbeInputs, settings: EvalSettings, references: ExpertReferences
+) -> ProbeResult:
+    """PCK@0.1 of nearest-neighbour patch matching between test scenes or photo crops and warped copies
+    (see `workbench.eval.correspondence`): `correspondence_pck10` over every keypoint, and per source."""
+    hits = {}
+    for split, label in (("scene_pairs", "scenes"), ("photo_pairs", "photos")):
+        pairs = getattr(inputs.data, split)
+        if len(pairs):
+            grids_a = first_patches(inputs, pairs.source, len(pairs))
+            hits[label] = keypoint_hits(grids_a, inputs.features(split).patches, pairs)
+    scores = {f"correspondence_pck10_{label}": h.float().mean().item() for label, h in hits.items() if len(h)}
+    if scores:
+        scores["correspondence_pck10"] = torch.cat(list(hits.values())).float().mean().item()
+    return ProbeResult(scores)
+
+
 PROBES: dict[str, Callable[[ProbeInputs, EvalSettings, ExpertReferences], ProbeResult]] = {
     "fashion": classification_probe("fashion"),
     "scenes": classification_probe("scene"),
     **{name: dense_probe(name) for name in DENSE_TASKS},
     "agreement": agreement_probe,
+    "correspondence": correspondence_probe,
 }
 
 
@@ -389,7 +421,9 @@ def evaluate(
     Features are extracted on `device`; probes train, and efficiency is measured, on the CPU.
 
     Returns:
-        One row per encoder: name, role, kind, spec, scores and efficiency figures.
+        One row per encoder: name, role, kind, spec, scores and efficiency figures; an encoder that could not
+        be built or scored has a row of name, role, spec and `failed` (the reason, one line), and the others
+        are still scored.
     """
     runs = [Path(r) for r in runs]
     specs = [(name, EXPERT_ROLE) for name in (experts if experts is not None else list(EXPERTS))]
@@ -400,8 +434,8 @@ def evaluate(
         specs.append((f"random:{floor_of}", FLOOR_ROLE))
     data = eval_data(settings)
     references = ExpertReferences(list(EXPERTS), data.photos)
-    rows = []
-    for spec, role in specs:
+
+    def scored_row(spec: str, role: str) -> dict:
         is_floor = spec.startswith("random:")
         encoder = encoder_key(spec)
         # a row is redone when the settings change, or when it was scored without Fashion-MNIST
@@ -411,9 +445,8 @@ def evaluate(
             row = json.loads(path.read_text()) | {"spec": spec}  # the same content, maybe under a new path
             if not is_floor and (folder := checkpoint_folder(spec)) is not None:
                 row["name"] = distilled_name(folder)
-            rows.append(row)
             log(f"{spec}: reused {path}")
-            continue
+            return row
         if is_floor:
             model = random_encoder(spec.removeprefix("random:"), settings.resolution, settings.seed)
         else:
@@ -431,5 +464,15 @@ def evaluate(
         model.to(device)
         row |= score_encoder(model, data, settings, references, probe_dir=probe_folder(out, encoder))
         write_json(path, row)
-        rows.append(row)
+        return row
+
+    rows = []
+    for spec, role in specs:
+        try:
+            rows.append(scored_row(spec, role))
+        except Exception as error:  # recorded (not saved: a rerun retries it); the others are still scored
+            folder = None if spec.startswith("random:") else checkpoint_folder(spec)
+            name = spec if folder is None else distilled_name(folder)
+            rows.append({"name": name, "role": role, "spec": spec, "failed": one_line(error)})
+            log(f"{spec}: failed: {rows[-1]['failed']}")
     return rows

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # the keys of `workbench.eval.scoreboard.PROBES`, in its order (a test keeps the two equal)
-PROBE_NAMES = ("fashion", "scenes", "segmentation", "depth", "edges", "text", "agreement")
+PROBE_NAMES = ("fashion", "scenes", "segmentation", "depth", "edges", "text", "agreement", "correspondence")
 
 
 @dataclass
@@ -14,7 +14,8 @@ class EvalSettings:
     """What the evaluation reads and how long the probes train (all seeded).
 
     The defaults keep a CPU evaluation of the toy run to minutes: the CRAFT and HED experts are
-    VGG16-sized. Dense probes read patch grids area-pooled to at most `max_grid` per side.
+    VGG16-sized. Dense probes read patch grids area-pooled to at most `max_grid` per side. The
+    correspondence probe warps the first `correspondence_pairs` test scenes and as many photo crops.
     """
 
     resolution: int = 128
@@ -24,6 +25,7 @@ class EvalSettings:
     fashion_test: int = 300
     fashion_resolution: int = 64
     photos: int = 64
+    correspondence_pairs: int = 32
     probe_steps: int = 300
     max_grid: int = 32
     batch_size: int = 32

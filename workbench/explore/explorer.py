@@ -8,7 +8,7 @@ Every view takes an image key (from `add_image`), encoder specs and a resolution
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ from workbench.viz.panels import (
     pca_colours,
     to_picture,
 )
+from workbench.viz.upsample import upsample
 
 MAX_PIXELS = 40_000_000  # larger uploads are refused
 OWN_SPACE = "own features"
@@ -191,12 +192,16 @@ class Explorer:
         return self.store.encoder(spec).name
 
     def each_features(
-        self, key: str, specs: list[str], resolution: int, notes: list[str]
+        self, key: str, specs: list[str], resolution: int, notes: list[str], layer: int | None = None
     ) -> Iterator[tuple[str, EncoderFeatures]]:
-        """(spec, features) of each encoder that loads; a note for each that does not."""
+        """(spec, features) of each encoder that loads; a note for each that does not. At a chosen `layer`
+        (see `Encoder.inside`) the patches are that layer's, and there are no expert-space estimates."""
         for spec in specs:
             try:
                 features = self.store.features(key, spec, resolution)
+                if layer is not None:
+                    inner = self.store.inside(key, spec, resolution, layer).patches
+                    features = replace(features, patches=inner, experts={})
             except ValueError as error:
                 notes.append(str(error))
                 continue
@@ -211,6 +216,8 @@ class Explorer:
         joint: bool = False,
         masked: bool = False,
         threshold: float = 0.0,
+        layer: int | None = None,
+        smooth: bool = False,
     ) -> Iterator[View]:
         """The image, then PCA-RGB maps of each encoder's patch features; yielded after each encoder.
 
@@ -219,6 +226,8 @@ class Explorer:
                 next to every selected distilled encoder's estimate of them.
             joint: one basis for all panels (in an expert space, or own features of equal dimension).
             masked, threshold: paint background patches black (see `foreground_mask`).
+            layer: the layer whose patches are shown (None: the last; see `each_features`).
+            smooth: bicubic upsampling of the maps instead of one block per patch.
         """
         if space != OWN_SPACE and space not in EXPERTS:
             raise ValueError(
@@ -228,7 +237,7 @@ class Explorer:
         grids: dict[str, Tensor] = {}
         colours: dict[str, Tensor] = {}
         wanted = specs if space == OWN_SPACE else [space, *(s for s in specs if s != space)]
-        for spec, features in self.each_features(key, wanted, resolution, notes):
+        for spec, features in self.each_features(key, wanted, resolution, notes, layer):
             named = self.grid_in_space(spec, features, space)
             if named is None:
                 notes.append(f"{self.encoder_name(spec)} has no estimate of the {space} expert's features")
@@ -245,7 +254,10 @@ class Explorer:
             else:
                 colours |= pca_colours({name: grid}, False, masked, threshold)
             panels = [
-                Panel(to_picture(colours[n], self.display), f"{n} · {g.shape[-2]}x{g.shape[-1]} patches")
+                Panel(
+                    to_picture(upsample(colours[n], (self.display,) * 2, smooth), self.display),
+                    f"{n} · {g.shape[-2]}x{g.shape[-1]} patches",
+                )
                 for n, g in grids.items()
             ]
             shown = View([Panel(self.picture(key), "input"), *panels], notes=list(notes))
@@ -265,18 +277,28 @@ class Explorer:
             return f"{name} → {space}", features.experts[space].patches
         return None
 
-    def similarity(self, key: str, specs: list[str], resolution: int, point: tuple[float, float]) -> View:
-        """Cosine similarity of every patch to the patch under `point` (x, y in [0, 1]), per encoder.
+    def similarity(
+        self,
+        key: str,
+        specs: list[str],
+        resolution: int,
+        point: tuple[float, float],
+        layer: int | None = None,
+        smooth: bool = False,
+    ) -> View:
+        """Cosine similarity of every patch to the patch under `point` (x, y in [0, 1]), per encoder, at a
+        chosen `layer` (None: the last), drawn blocky or `smooth` (bicubic).
 
         Each panel's colours span its own range, from its least similar patch (blue) to 1 (red): features
         of ReLU networks are all positive and their raw similarities crowd near 1.
         """
         view = View(notes=[f"similarity to the patch at ({point[0]:.2f}, {point[1]:.2f})"])
         image = self.store.image(key)
-        for spec, features in self.each_features(key, specs, resolution, view.notes):
+        for spec, features in self.each_features(key, specs, resolution, view.notes, layer):
             values = cosine_similarity_map(features.patches, point)[0]
             low = float(values.min())
-            picture = mark_point(overlay(image, colorize(values, vmin=min(low, 1 - 1e-6), vmax=1.0)), point)
+            shown = upsample(values, tuple(image.shape[-2:]), smooth)
+            picture = mark_point(overlay(image, colorize(shown, vmin=min(low, 1 - 1e-6), vmax=1.0)), point)
             view.panels.append(Panel(picture, f"{self.encoder_name(spec)} · {low:.2f} to 1"))
         return view
 

@@ -4,25 +4,83 @@ A run is `RUN/config.yaml` plus one folder per stage (`RUN/proxy`, `RUN/student`
 `metrics.jsonl` (one JSON object per logged step) and `checkpoint/`. An evaluation
 (`eupe eval --runs RUN --out RUN/eval`) adds `RUN/eval/scoreboard.json` and `RUN/eval/probes/<encoder key>/`.
 Everything here is plain data (dataclasses, dicts, pandas frames) for the dashboard and the live demo.
+A bad file (unreadable, truncated, not the shape it should have) raises a one-line ValueError naming it;
+functions that read many files take a `warn` callable instead, tell it the problem and go on without it.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import yaml
+from safetensors import SafetensorError
 
 from distill.checkpoint import read_meta
 from distill.metrics_log import metric_records
-from distill.run_dir import RunDir, checkpoint_folder
-from distill.stages import STAGE_NAMES, STAGES, role_of
+from distill.run_dir import METRICS_FILE, MODEL_FILE, RunDir, checkpoint_folder
+from distill.stages import EXPERTS, STAGE_NAMES, STAGES, role_of
 from workbench.eval.scoreboard import COLUMNS, EFFICIENCY, encoder_key, probe_folder
 
 CONTINUES = {stage.name: stage.continues for stage in STAGES}  # the stage each one carries on from
+TAUGHT_BY = {stage.name: stage.taught_by for stage in STAGES}
 PROBE_TASKS = ("segmentation", "depth", "edges", "text")
+QUIET_S = 120  # a run none of whose files changed for this long is not training (finished, stopped, crashed)
+BAD_CHECKPOINT = (OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError)
+# How values are shown: probe scores with 3 decimals, efficiency as the Markdown scoreboard has it, losses
+# (`loss` and the `teacher/term` columns) with 4 significant digits.
+FORMATS = {
+    "params_m": "{:.2f}", "gflops": "{:.2f}", "cpu_ms": "{:.1f}",
+    "loss": "{:.4g}", "lr": "{:.3g}", "grad_norm": "{:.3g}", "images_per_second": "{:.1f}",
+}  # fmt: skip
+Warn = Callable[[str], object]
+SCORED = (  # (key, title, higher is better) of every scored metric: probes, then efficiency
+    *((c.key, c.title, c.higher_is_better) for c in COLUMNS),
+    *((key, title, False) for key, title in EFFICIENCY),
+)
+
+
+def ignore(problem: str) -> None:
+    """A `warn` that lets a problem pass."""
+
+
+def is_number(value: object) -> bool:
+    """Whether a JSON value is a number (not a bool)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def is_whole(value: object) -> bool:
+    """Whether a JSON value is a whole number (an int, not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def value_format(key: str) -> str:
+    """The format a scoreboard or metrics value of `key` is shown in (see `FORMATS`)."""
+    return FORMATS.get("loss" if "/" in key else key, "{:.3f}")
+
+
+def shown(value: float | None, key: str) -> str:
+    """A value as the apps show it; an em dash when there is none."""
+    return (
+        "—" if value is None or not is_number(value) or math.isnan(value) else value_format(key).format(value)
+    )
+
+
+def title_formats() -> dict[str, str]:
+    """Scored metric title (as `scoreboard_frame` and `compare_frame` show it) -> its format."""
+    return {title: value_format(key) for key, title, _ in SCORED}
+
+
+def one_line(error: BaseException) -> str:
+    """An error's message, first line only."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 @dataclass(frozen=True)
@@ -88,34 +146,86 @@ def list_runs(root: str | Path) -> list[Run]:
     """The runs in `root` (its subfolders with a config.yaml or a stage), or `root` itself if it is a run.
 
     A missing `root` has no runs.
+
+    Raises:
+        ValueError: `root` is not a readable tree (e.g. `/proc`).
     """
     root = Path(root)
-    if not root.is_dir():
-        return []
-    if RunDir(root).config.is_file():
-        return [read_run(root)]
-    runs = []
-    for folder in sorted(f for f in root.iterdir() if f.is_dir()):
-        if RunDir(folder).config.is_file() or any(is_stage_folder(f) for f in folder.iterdir() if f.is_dir()):
-            runs.append(read_run(folder))
+    try:
+        if not root.is_dir():
+            return []
+        if RunDir(root).config.is_file():
+            return [read_run(root)]
+        runs = []
+        for folder in sorted(f for f in root.iterdir() if f.is_dir()):
+            if RunDir(folder).config.is_file() or any(
+                is_stage_folder(f) for f in folder.iterdir() if f.is_dir()
+            ):
+                runs.append(read_run(folder))
+    except OSError as error:
+        raise ValueError(
+            f"{root} is not a readable folder of runs ({error.strerror}: {error.filename})"
+        ) from error
     return runs
 
 
 def read_config(run: Run) -> dict:
-    """The run's config.yaml as a dict ({} when absent)."""
+    """The run's config.yaml as a dict ({} when absent or empty)."""
     path = RunDir(run.folder).config
     if not path.is_file():
         return {}
     try:
         config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from error
-    return config if isinstance(config, dict) else {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ValueError(f"{path} is not valid YAML: {one_line(error)}") from error
+    if not isinstance(config, dict | None):
+        raise ValueError(f"{path} is not a config: it holds a {type(config).__name__}, not a mapping")
+    return config or {}
 
 
-def read_metrics(stage: StageFolder) -> pd.DataFrame:
-    """A stage's logged steps (see `metric_records`), one row per step sorted by step (empty if none yet)."""
-    rows = metric_records(stage.folder)
+def planned_steps(run: Run, warn: Warn = ignore) -> dict[str, int]:
+    """Stage name -> the steps the run's config plans for it ({} when config.yaml is bad, with a warning)."""
+    try:
+        stages = read_config(run).get("stages") or {}
+        if not isinstance(stages, dict):
+            raise ValueError(f"{RunDir(run.folder).config}: `stages` is not a mapping")
+    except ValueError as error:
+        warn(str(error))
+        return {}
+    planned = {}
+    for name, stage in stages.items():
+        steps = stage.get("steps") if isinstance(stage, dict) else None
+        if is_whole(steps) and steps > 0:
+            planned[name] = steps
+    return planned
+
+
+def is_metrics_record(record: dict) -> bool:
+    """Whether a logged record is a step's metrics: a whole step number >= 0, every value a number or null."""
+    step = record.get("step")
+    return (
+        is_whole(step) and step >= 0 and all(value is None or is_number(value) for value in record.values())
+    )
+
+
+def read_metrics(stage: StageFolder, warn: Warn = ignore) -> pd.DataFrame:
+    """A stage's logged steps (see `metric_records`), one row per step sorted by step (empty if none yet).
+
+    Records that are not metrics (`is_metrics_record`) are left out; `warn` is told, and passed what
+    `metric_records` warns of (malformed lines).
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        records = metric_records(stage.folder)
+    for caught_warning in caught:
+        warn(str(caught_warning.message))
+    rows = [record for record in records if is_metrics_record(record)]
+    if len(rows) < len(records):
+        first = next(json.dumps(record) for record in records if not is_metrics_record(record))
+        warn(
+            f"{stage.folder / METRICS_FILE}: left out {len(records) - len(rows)} record(s) with a step that "
+            f"is not a whole number or a value that is not a number (first: {first[:80]})"
+        )
     if not rows:
         return pd.DataFrame({"step": pd.Series(dtype=int)})
     return pd.DataFrame(rows).sort_values("step").drop_duplicates("step", keep="last").reset_index(drop=True)
@@ -131,52 +241,93 @@ def loss_terms(metrics: pd.DataFrame) -> pd.DataFrame:
     return long[["step", "teacher", "term", "value"]].dropna()
 
 
-def curves(stages: list[StageFolder], column: str, starts: dict[str, int] | None = None) -> pd.DataFrame:
+def objective(stage: StageFolder) -> str:
+    """What a stage's loss measures the distance to: "the experts", or its run's teacher stage ("RUN/proxy").
+
+    Losses of stages with different objectives are not comparable.
+    """
+    teacher = TAUGHT_BY.get(stage.name, stage.name)
+    return "the experts" if teacher == EXPERTS else f"{stage.run}/{teacher}"
+
+
+def is_loss(column: str) -> bool:
+    """Whether a metrics column is a loss (the total, or a `teacher/term`): it depends on the objective."""
+    return column == "loss" or "/" in column
+
+
+def curves(
+    stages: list[StageFolder], column: str, starts: dict[str, int] | None = None, relative: bool = False
+) -> pd.DataFrame:
     """One metric of several stages side by side: index step, one column per stage label.
 
     Args:
         starts: stage label -> step offset (e.g. `timeline` starts, to line stages up along the recipe).
+        relative: each stage's values divided by its first logged value.
     """
     series = {}
     for stage in stages:
         metrics = read_metrics(stage)
         if column in metrics.columns:
             steps = metrics["step"] + (starts or {}).get(stage.label, 0)
-            series[stage.label] = metrics[column].set_axis(steps)
+            values = metrics[column].set_axis(steps)
+            series[stage.label] = (
+                values / values.dropna().iloc[0] if relative and values.notna().any() else values
+            )
     return pd.DataFrame(series).rename_axis("step")
 
 
 def checkpoint_info(stage: StageFolder) -> dict:
-    """What a stage's checkpoint holds: step, architecture, teachers and size ({} when there is none)."""
+    """What a stage's checkpoint holds: step, architecture, teachers and size ({} when there is none).
+
+    Raises:
+        ValueError: the checkpoint cannot be read (truncated, not a checkpoint).
+    """
     if stage.checkpoint is None:
         return {}
-    meta = read_meta(stage.checkpoint)
-    size = sum(f.stat().st_size for f in stage.checkpoint.glob("*.safetensors"))
-    return {
-        "step": meta.get("step"),
-        "arch": meta.get("model_config", {}).get("arch"),
-        "model": meta.get("model_config", {}).get("kwargs", {}),
-        "teachers": sorted(meta.get("teachers", {})),
-        "size_mb": round(size / 2**20, 2),
-        "folder": str(stage.checkpoint),
-    }
+    try:
+        meta = read_meta(stage.checkpoint)
+        size = sum(f.stat().st_size for f in stage.checkpoint.glob("*.safetensors"))
+        model = meta.get("model_config") or {}
+        return {
+            "step": meta.get("step"),
+            "arch": model.get("arch"),
+            "model": model.get("kwargs", {}),
+            "teachers": sorted(meta.get("teachers", {})),
+            "size_mb": round(size / 2**20, 2),
+            "folder": str(stage.checkpoint),
+        }
+    except BAD_CHECKPOINT as error:
+        raise ValueError(
+            f"{stage.checkpoint / MODEL_FILE} is not a readable checkpoint: {one_line(error)}"
+        ) from error
 
 
-def timeline(run: Run) -> pd.DataFrame:
+def checkpoint_step(stage: StageFolder, warn: Warn = ignore) -> int | None:
+    """The step of a stage's checkpoint (None when it has none, or a bad one: then `warn` is told)."""
+    try:
+        step = checkpoint_info(stage).get("step")
+    except ValueError as error:
+        warn(str(error))
+        return None
+    return step if is_whole(step) else None
+
+
+def timeline(run: Run, warn: Warn = ignore) -> pd.DataFrame:
     """One row per stage: where it sits in the recipe (start/end in cumulative steps), progress and speed.
 
     A stage starts where the stage it depends on ends (student after proxy, multires after student);
     the others (proxy, the direct baseline) start at 0, so EUPE's chain and the baseline line up.
+    Bad files (config, metrics, checkpoints) leave their cells empty, and `warn` is told.
     """
-    planned = read_config(run).get("stages", {})
+    planned = planned_steps(run, warn)
     rows, ends = [], {}
     for stage in run.stages:
-        metrics = read_metrics(stage)
-        steps = int((planned.get(stage.name) or {}).get("steps", 0)) or None
+        metrics = read_metrics(stage, warn)
+        steps = planned.get(stage.name)
         done = int(metrics["step"].max()) + 1 if len(metrics) else 0
         start = ends.get(CONTINUES.get(stage.name), 0)
         ends[stage.name] = start + (steps or done)
-        info = checkpoint_info(stage)
+        saved = checkpoint_step(stage, warn)
         rows.append(
             {
                 "stage": stage.name,
@@ -185,15 +336,46 @@ def timeline(run: Run) -> pd.DataFrame:
                 "end": ends[stage.name],
                 "steps": steps,
                 "logged_steps": done,
-                "final_loss": float(metrics["loss"].iloc[-1]) if "loss" in metrics else None,
-                "images_per_second": (
-                    float(metrics["images_per_second"].mean()) if "images_per_second" in metrics else None
-                ),
-                "checkpoint_step": info.get("step"),
-                "complete": steps is not None and info.get("step") == steps,
+                "final_loss": metrics["loss"].iloc[-1] if "loss" in metrics else None,
+                "images_per_second": metrics.get("images_per_second", pd.Series(dtype=float)).mean(),
+                "checkpoint_step": saved,
+                "complete": steps is not None and saved == steps,
             }
         )
-    return pd.DataFrame(rows)
+    if not rows:
+        return pd.DataFrame()
+    whole = ["start", "end", "steps", "logged_steps", "checkpoint_step"]
+    return pd.DataFrame(rows).astype(
+        dict.fromkeys(whole, "Int64") | {"final_loss": float, "images_per_second": float}
+    )
+
+
+def last_change(run: Run) -> float:
+    """When a file of the run last changed (seconds since the epoch): the run folder, what it holds, and what
+    its stage folders and checkpoints hold."""
+    folders = [
+        run.folder,
+        *(s.folder for s in run.stages),
+        *(s.checkpoint for s in run.stages if s.checkpoint),
+    ]
+    times = []
+    for folder in folders:
+        try:
+            with os.scandir(folder) as entries:
+                times += [folder.stat().st_mtime, *(e.stat().st_mtime for e in entries)]
+        except OSError:  # a file renamed away while a checkpoint is saved, or a folder not readable
+            continue
+    return max(times, default=0.0)
+
+
+def is_running(run: Run, now: float | None = None) -> bool:
+    """Whether a run is training: a stage its config plans has no final checkpoint yet, and a file of the run
+    changed in the last `QUIET_S` seconds."""
+    if (now or time.time()) - last_change(run) > QUIET_S:
+        return False
+    saved = {stage.name: checkpoint_step(stage) for stage in run.stages}
+    planned = planned_steps(run)
+    return not planned or any(saved.get(name) != steps for name, steps in planned.items())
 
 
 def recipe_starts(runs: list[Run]) -> dict[str, int]:
@@ -228,26 +410,60 @@ class Scoreboard:
 
 
 def read_scoreboard(folder: str | Path) -> Scoreboard:
-    """The scoreboard in `folder` (its scoreboard.json)."""
+    """The scoreboard in `folder` (its scoreboard.json).
+
+    Raises:
+        ValueError: the file is not readable JSON, or not rows of scores.
+    """
     path = Path(folder) / "scoreboard.json"
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} is not a readable scoreboard: {error}") from error
-    return Scoreboard(Path(folder), tuple(data.get("rows", [])), data.get("settings", {}))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not a readable scoreboard: {one_line(error)}") from error
+    rows = data.get("rows", []) if isinstance(data, dict) else None
+    settings = data.get("settings", {}) if isinstance(data, dict) else None
+    if (
+        not isinstance(rows, list)
+        or not all(isinstance(row, dict) for row in rows)
+        or not isinstance(settings, dict)
+    ):
+        raise ValueError(
+            f"{path} is not a scoreboard: expected {{'rows': [{{...}}, ...], 'settings': {{...}}}}"
+        )
+    for i, row in enumerate(rows):
+        wrong = [key for key, _, _ in SCORED if row.get(key) is not None and not is_number(row[key])]
+        if wrong:
+            raise ValueError(f"{path}: row {i + 1} has a {wrong[0]} that is not a number ({row[wrong[0]]!r})")
+    return Scoreboard(Path(folder), tuple(rows), settings)
 
 
-def find_scoreboards(run: Run) -> list[Scoreboard]:
-    """Scoreboards written into the run folder or one folder below it (e.g. RUN/eval)."""
+def find_scoreboards(run: Run, warn: Warn = ignore) -> list[Scoreboard]:
+    """Scoreboards written into the run folder or one folder below it (e.g. RUN/eval); bad ones are passed
+    over, and `warn` is told."""
     found = sorted(
         {p.parent for p in [*run.folder.glob("scoreboard.json"), *run.folder.glob("*/scoreboard.json")]}
     )
-    return [read_scoreboard(folder) for folder in found]
+    boards = []
+    for folder in found:
+        try:
+            boards.append(read_scoreboard(folder))
+        except ValueError as error:
+            warn(str(error))
+    return boards
 
 
-def scoreboard_row(run: Run, spec: str) -> dict | None:
-    """An encoder's row in the first of the run's scoreboards that has one."""
-    return next((row for board in find_scoreboards(run) if (row := board.row_for(spec)) is not None), None)
+def scoreboard_row(run: Run, spec: str, warn: Warn = ignore) -> dict | None:
+    """An encoder's row in the first of the run's (readable) scoreboards that has one.
+
+    Raises:
+        ValueError: `spec` names a checkpoint that cannot be read (its rows are found by its content).
+    """
+    try:
+        return next(
+            (row for board in find_scoreboards(run, warn) if (row := board.row_for(spec)) is not None), None
+        )
+    except BAD_CHECKPOINT as error:
+        raise ValueError(f"{spec} is not a readable checkpoint: {one_line(error)}") from error
 
 
 def find_probes(runs: list[Run], spec: str) -> tuple[dict[str, Path], Scoreboard | None]:
@@ -275,11 +491,10 @@ def compare_frame(entries: dict[str, dict]) -> tuple[pd.DataFrame, pd.DataFrame]
 
     Returns:
         (values, best): both indexed by metric title with one column per label; `best` is True where a
-        value is the best of its row (higher or lower as the metric says) and the row's values differ.
+        value is the best of its row (higher or lower as the metric says) as shown (`shown`): a best value
+        that two or more share is a tie, with none highlighted.
     """
-    metrics = [(c.key, c.title, c.higher_is_better) for c in COLUMNS]
-    metrics += [(key, title, False) for key, title in EFFICIENCY]
-    metrics = [m for m in metrics if any(m[0] in row for row in entries.values())]
+    metrics = [m for m in SCORED if any(m[0] in row for row in entries.values())]
     values = pd.DataFrame(
         [[row.get(key) for row in entries.values()] for key, _, _ in metrics],
         index=[title for _, title, _ in metrics],
@@ -287,10 +502,11 @@ def compare_frame(entries: dict[str, dict]) -> tuple[pd.DataFrame, pd.DataFrame]
         dtype=float,
     )
     best = pd.DataFrame(False, index=values.index, columns=values.columns)
-    for (_, title, higher), (_, row) in zip(metrics, values.iterrows(), strict=True):
-        present = row.dropna()
-        if present.nunique() > 1:
-            best.loc[title] = row == (present.max() if higher else present.min())
+    for (key, title, higher), (_, row) in zip(metrics, values.iterrows(), strict=True):
+        displayed = row.dropna().map(lambda value, key=key: float(shown(value, key)))
+        top = displayed.max() if higher else displayed.min()
+        if len(displayed) > 1 and (displayed == top).sum() == 1:
+            best.loc[title, displayed.idxmax() if higher else displayed.idxmin()] = True
     return values, best
 
 

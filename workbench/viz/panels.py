@@ -9,6 +9,7 @@ import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageDraw
 from torch import Tensor
 
 from workbench.viz.pca import PCABasis, foreground_mask
@@ -48,6 +49,42 @@ def mark_point(
     marked[max(0, y - thick) : y + thick + 1, max(0, x - arm) : x + arm + 1] = colour
     marked[max(0, y - arm) : y + arm + 1, max(0, x - thick) : x + thick + 1] = colour
     return marked
+
+
+def match_lines(
+    picture_a: np.ndarray,
+    picture_b: np.ndarray,
+    points_a: Tensor,
+    points_b: Tensor,
+    colours: list[tuple[int, int, int]],
+    widths: list[int],
+    gap: int = 8,
+) -> np.ndarray:
+    """Pictures A and B (uint8 [S, S, 3]) side by side on white, with a line from each point of A
+    ([N, 2] normalised (x, y)) to its partner in B, in its colour and width ([N] RGB tuples, [N] px)."""
+    if picture_a.shape != picture_b.shape:
+        raise ValueError(f"pictures must have one shape, got {picture_a.shape} and {picture_b.shape}")
+    if not len(points_a) == len(points_b) == len(colours) == len(widths):
+        raise ValueError(
+            f"need one colour and width per pair, got {len(points_a)} points in A, {len(points_b)} in B, "
+            f"{len(colours)} colours and {len(widths)} widths"
+        )
+    height, side = picture_a.shape[:2]
+    joined = np.full((height, 2 * side + gap, 3), 255, np.uint8)
+    joined[:, :side], joined[:, side + gap :] = picture_a, picture_b
+    image = Image.fromarray(joined)
+    draw = ImageDraw.Draw(image)
+    scale = torch.tensor([side - 1, height - 1], dtype=torch.float32)
+    pairs = zip(points_a.float() * scale, points_b.float() * scale, colours, widths, strict=True)
+    for a, b, colour, width in pairs:
+        draw.line([(float(a[0]), float(a[1])), (float(b[0]) + side + gap, float(b[1]))], colour, width)
+    return np.asarray(image).copy()
+
+
+def rainbow(count: int) -> list[tuple[int, int, int]]:
+    """`count` uint8 RGB colours spread over a rainbow, so neighbouring lines are told apart."""
+    values = matplotlib.colormaps["rainbow"](np.linspace(0, 1, max(count, 1)))[:count, :3]
+    return [tuple(round(c * 255) for c in colour) for colour in values.tolist()]
 
 
 def pca_colours(
