@@ -84,6 +84,8 @@ def require_image(key: str | None) -> str:
     return key
 
 
-def clicked_point(event: gr.SelectData, side: int) -> tuple[float, float]:
-    """The normalised (x, y) in [0, 1] of a click on a square picture of `side` pixels."""
-    return min(max(event.index[0] / side, 0.0), 1.0), min(max(event.index[1] / side, 0.0), 1.0)
+def clicked_point(event: gr.SelectData, size: int | tuple[int, int]) -> tuple[float, float]:
+    """The normalised (x, y) in [0, 1] of a click on a picture of `size` (height, width) pixels, or on a
+    square one of that side."""
+    height, width = (size, size) if isinstance(size, int) else size
+    return min(max(event.index[0] / width, 0.0), 1.0), min(max(event.index[1] / height, 0.0), 1.0)

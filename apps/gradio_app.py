@@ -124,11 +124,14 @@ class Callbacks:
         layer: float = -1,
         smooth: bool = False,
         attention: bool = False,
+        keep_aspect: bool = False,
     ) -> Iterator[tuple]:
         key = require_image(key)
         start = time.perf_counter()
         if attention:
-            view = attention_maps(self.explorer, key, specs, int(resolution), chosen_layer(layer), smooth)
+            view = attention_maps(
+                self.explorer, key, specs, int(resolution), chosen_layer(layer), smooth, keep_aspect
+            )
             yield (
                 gallery(view.panels),
                 notes(view, f"CLS→patch attention · {time.perf_counter() - start:.2f} s"),
@@ -138,7 +141,16 @@ class Callbacks:
             f"background masked (threshold {threshold:g} std)" if masked else "unmasked"
         )
         views = self.explorer.feature_maps(
-            key, specs, int(resolution), space, joint, masked, threshold, chosen_layer(layer), smooth
+            key,
+            specs,
+            int(resolution),
+            space,
+            joint,
+            masked,
+            threshold,
+            chosen_layer(layer),
+            smooth,
+            keep_aspect,
         )
         for view in views:
             seconds = time.perf_counter() - start
@@ -154,12 +166,13 @@ class Callbacks:
         point: tuple,
         layer: float = -1,
         smooth: bool = False,
+        keep_aspect: bool = False,
     ) -> tuple:
         key = require_image(key)
         view = self.explorer.similarity(
-            key, specs, int(resolution), tuple(point), chosen_layer(layer), smooth
+            key, specs, int(resolution), tuple(point), chosen_layer(layer), smooth, keep_aspect
         )
-        return self.explorer.picture(key, tuple(point)), gallery(view.panels), notes(view)
+        return self.explorer.picture(key, tuple(point), keep_aspect), gallery(view.panels), notes(view)
 
     @readable_errors
     def click(
@@ -170,11 +183,13 @@ class Callbacks:
         event: gr.SelectData,
         layer: float = -1,
         smooth: bool = False,
+        keep_aspect: bool = False,
     ) -> tuple:
-        """A click on the Similarity tab's image: the query point moves there (Gradio passes the event
-        fourth, before the inputs that follow it)."""
-        point = clicked_point(event, self.explorer.display)
-        return (point, *self.similarity(key, specs, resolution, point, layer, smooth))
+        """A click on the Similarity tab's image (the square or, with `keep_aspect`, the whole image): the
+        query point moves there (Gradio passes the event fourth, before the inputs that follow it)."""
+        shown = self.explorer.store.image(require_image(key), keep_aspect).shape[-2:]
+        point = clicked_point(event, tuple(shown))
+        return (point, *self.similarity(key, specs, resolution, point, layer, smooth, keep_aspect))
 
     @readable_errors
     def teacher_student(self, key: str | None, spec: str | None, resolution: float) -> tuple:
@@ -236,6 +251,9 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                         LAYERS, value=-1, label="Layer (feature maps, similarity)", elem_id="layer"
                     )
                     smooth = gr.Checkbox(False, label="Smooth (bicubic)", elem_id="smooth")
+                    keep_aspect = gr.Checkbox(
+                        False, label="Keep aspect ratio (feature maps, similarity)", elem_id="keep-aspect"
+                    )
                 encoder_notes = gr.Markdown(elem_id="encoder-notes")
         with gr.Tabs():
             with gr.Tab("Feature maps", id="maps"):
@@ -291,12 +309,24 @@ def build_app(explorer: Explorer) -> gr.Blocks:
         views = (
             (
                 calls.feature_maps,
-                [key, encoders, resolution, space, joint, masked, threshold, layer, smooth, attention],
+                [
+                    key,
+                    encoders,
+                    resolution,
+                    space,
+                    joint,
+                    masked,
+                    threshold,
+                    layer,
+                    smooth,
+                    attention,
+                    keep_aspect,
+                ],
                 [maps, maps_notes],
             ),
             (
                 calls.similarity,
-                [key, encoders, resolution, point, layer, smooth],
+                [key, encoders, resolution, point, layer, smooth, keep_aspect],
                 [query, similar, similar_notes],
             ),
             (calls.probes, [key, probed, resolution], [predictions, probe_notes]),
@@ -334,11 +364,14 @@ def build_app(explorer: Explorer) -> gr.Blocks:
             **recompute(calls.feature_maps),
         )
         then_views(
-            gr.on([layer.input, smooth.input], *maps_view, **recompute(calls.feature_maps)), views[1:2]
+            gr.on(
+                [layer.input, smooth.input, keep_aspect.input], *maps_view, **recompute(calls.feature_maps)
+            ),
+            views[1:2],
         )
         query.select(
             calls.click,
-            [key, encoders, resolution, layer, smooth],
+            [key, encoders, resolution, layer, smooth, keep_aspect],
             [point, query, similar, similar_notes],
             **recompute(calls.similarity),
         )

@@ -164,6 +164,30 @@ def test_clicked_patch_is_most_similar_to_itself(calls, key, run):
     assert np.abs(similar[14, 14].astype(float) - expected.numpy()).max() <= 1
 
 
+def test_keep_aspect_shows_a_wide_upload_whole_and_maps_clicks_by_width_and_height(calls, run, tmp_path):
+    photo = tmp_path / "wide.png"
+    pixels = np.random.default_rng(0).integers(0, 256, (90, 160, 3), np.uint8)
+    Image.fromarray(pixels).save(photo)
+    key, query, _ = calls.load_upload(str(photo))
+    assert query.shape == (SIDE, SIDE, 3)  # unticked: the centre square, as before
+    height, width = calls.explorer.store.image(key, keep_aspect=True).shape[-2:]
+    assert height < width and abs(width / height - 160 / 90) < 0.05
+    specs = ["edges", student(run)]
+    gallery, _ = list(calls.feature_maps(key, specs, SIDE, OWN_SPACE, False, False, 0.0, keep_aspect=True))[
+        -1
+    ]
+    assert all(picture.shape == (height, width, 3) for picture, _ in gallery)
+    grids = [caption.split(" · ")[1].split(" ")[0].split("x") for _, caption in gallery[1:]]
+    assert len(grids) == 2 and all(int(h) < int(w) for h, w in grids)
+    square, _ = list(calls.feature_maps(key, specs, SIDE, OWN_SPACE, False, False, 0.0))[-1]
+    assert all(picture.shape == (SIDE, SIDE, 3) for picture, _ in square)
+    click = gr.SelectData(None, {"index": [width - 1, height // 2], "value": None})
+    point, picture, similar, _ = calls.click(key, specs, SIDE, click, keep_aspect=True)
+    assert point == ((width - 1) / width, (height // 2) / height)
+    assert picture.shape == similar[0][0].shape == (height, width, 3)
+    assert tuple(picture[height // 2, width - 1]) == (0, 255, 0)
+
+
 def test_teacher_vs_student_agreement_and_expert_readings(calls, key, run):
     spec = student(run)
     agreement, readings, table, _ = calls.teacher_student(key, spec, SIDE)

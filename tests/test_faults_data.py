@@ -238,7 +238,9 @@ class FakeEncoder(nn.Module):
         self.weight = nn.Parameter(torch.zeros(floats))
         self.resolution = None
 
-    def forward(self, images: torch.Tensor, with_experts: bool = False) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, with_experts: bool = False, keep_aspect: bool = False
+    ) -> torch.Tensor:
         return images.mean()
 
 

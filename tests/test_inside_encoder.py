@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from distill.config import ModelConfig
-from distill.data.images import native_size, native_view
+from distill.data.images import native_size, native_view, square_view
 from distill.distilled_teacher import DistilledTeacher
 from distill.features import Features
 from distill.models import DistilledModel
@@ -236,6 +236,10 @@ def test_layers_and_attention_are_computed_once_and_shown(explorer):
     assert store.forward_passes == passes and (again.panels[1].image == view.panels[1].image).all()
     smooth = attention_maps(explorer, key, ["rope-vit"], 64, layer=0, smooth=True)
     assert (smooth.panels[1].image != view.panels[1].image).any() and store.forward_passes == passes
+    wide_key = explorer.add_image(torch.rand(3, 48, 96))
+    height, width = store.image(wide_key, keep_aspect=True).shape[-2:]
+    wide = attention_maps(explorer, wide_key, ["rope-vit"], 64, keep_aspect=True)
+    assert height < width and [p.image.shape[:2] for p in wide.panels] == [(height, width)] * 2
 
     def maps(**options: object) -> np.ndarray:
         *_, shown = explorer.feature_maps(key, ["vit"], 64, **options)
@@ -246,3 +250,39 @@ def test_layers_and_attention_are_computed_once_and_shown(explorer):
     similar = explorer.similarity(key, ["vit", "convnext"], 64, (0.5, 0.5), layer=-3)
     assert [p.caption.split(" ·")[0] for p in similar.panels] == ["convnext"]
     assert similar.notes[-1] == "vit: layer -3 is out of range: this encoder shows layers 0 to 1"
+
+
+def test_a_wide_image_keeps_its_aspect_in_the_views_and_a_fixed_size_vit_is_a_note(encoders):
+    fixed = Encoder("fixed", "student", tiny_encoder("vit").backbone)
+    fixed.backbone.model.backbone = timm.create_model(
+        "vit_tiny_patch16_224", img_size=64, num_classes=0, **TINY
+    )
+    built = {**encoders, "fixed": fixed}
+    explorer = Explorer(display=64, store=FeatureStore(build=lambda spec, resolution, **kwargs: built[spec]))
+    wide = torch.rand(3, *WIDE, generator=torch.Generator().manual_seed(4))
+    key = explorer.add_image(wide)
+    assert torch.equal(explorer.store.image(key), square_view(wide, 64))  # unticked: the centre square
+    size = native_size(*WIDE, 64, 1)  # the kept copy: the aspect of the image, the area of the display
+    specs = ["rope-vit", "convnext", "fixed"]
+
+    def grid(arch: str) -> str:
+        encoder = encoders[arch]
+        sides = native_size(*size, 64, encoder.backbone.size_multiple)
+        return "x".join(str(side // encoder.patch_stride) for side in sides)
+
+    *_, kept = explorer.feature_maps(key, specs, 64, keep_aspect=True)
+    assert [p.image.shape for p in kept.panels] == [(*size, 3)] * 3 and size[0] < size[1]
+    assert [p.caption for p in kept.panels[1:]] == [
+        f"{a} · {grid(a)} patches" for a in ("rope-vit", "convnext")
+    ]
+    assert kept.notes == ["fixed takes only 64x64 px input: it cannot keep the aspect ratio"]
+    assert np.array_equal(kept.panels[0].image, explorer.picture(key, keep_aspect=True))
+    similar = explorer.similarity(key, specs, 64, (0.9, 0.5), keep_aspect=True)
+    assert [p.image.shape for p in similar.panels] == [(*size, 3)] * 2 and len(similar.notes) == 2
+    *_, square = explorer.feature_maps(key, specs, 64)
+    assert [p.image.shape for p in square.panels] == [(64, 64, 3)] * 4 and not square.notes
+    assert [p.caption.split(" · ")[1] for p in square.panels[1:]] == [
+        "4x4 patches",
+        "2x2 patches",
+        "4x4 patches",
+    ]

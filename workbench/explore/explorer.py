@@ -16,7 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from safetensors import SafetensorError
 from torch import Tensor
 
-from distill.data.images import pil_to_tensor, square_view
+from distill.data.images import native_view, pil_to_tensor, square_view
 from distill.data.photos import load_photo
 from distill.data.scenes import SEGMENT_CLASSES, SceneGenerator
 from distill.features import Features
@@ -114,7 +114,8 @@ class Explorer:
 
     Args:
         runs_root: folder of runs (or one run) whose proxies and students are offered; None for none.
-        display: side of the square working copy of each image and of the pictures.
+        display: side of the square working copy of each image and of the pictures (a native-aspect copy
+            keeps the area of that square).
         store: the feature store (default: a new one; timm models with random weights).
         max_pixels: larger image files are refused.
     """
@@ -165,8 +166,9 @@ class Explorer:
     # images -------------------------------------------------------------------------------------------
 
     def add_image(self, image: Tensor) -> str:
-        """Keep the centre square of an image [3, H, W] in [0, 1] at the display size; returns its key."""
-        return self.store.add_image(square_view(image, self.display))
+        """Keep the centre square of an image [3, H, W] in [0, 1] at the display size, and the whole image
+        with its aspect ratio at that square's area (for views that keep the aspect); returns its key."""
+        return self.store.add_image(square_view(image, self.display), native_view(image, self.display, 1))
 
     def load_file(self, path: str | Path) -> str:
         """`add_image` of an image file (see `open_image` for the errors)."""
@@ -180,9 +182,13 @@ class Explorer:
         """`add_image` of the first generated scene of a seed."""
         return self.add_image(SceneGenerator(self.display, seed=int(seed)).batch(0, 1).images[0])
 
-    def picture(self, key: str, point: tuple[float, float] | None = None) -> np.ndarray:
-        """The working image as uint8 [S, S, 3], with a cross at `point` if given."""
-        picture = to_picture(self.store.image(key), self.display)
+    def picture(
+        self, key: str, point: tuple[float, float] | None = None, keep_aspect: bool = False
+    ) -> np.ndarray:
+        """The working image as uint8 [S, S, 3] (with `keep_aspect`, [H, W, 3] of its native-aspect copy),
+        with a cross at `point` if given."""
+        image = self.store.image(key, keep_aspect)
+        picture = to_picture(image, tuple(image.shape[-2:]))
         return mark_point(picture, point) if point is not None else picture
 
     # features -----------------------------------------------------------------------------------------
@@ -192,15 +198,22 @@ class Explorer:
         return self.store.encoder(spec).name
 
     def each_features(
-        self, key: str, specs: list[str], resolution: int, notes: list[str], layer: int | None = None
+        self,
+        key: str,
+        specs: list[str],
+        resolution: int,
+        notes: list[str],
+        layer: int | None = None,
+        keep_aspect: bool = False,
     ) -> Iterator[tuple[str, EncoderFeatures]]:
-        """(spec, features) of each encoder that loads; a note for each that does not. At a chosen `layer`
-        (see `Encoder.inside`) the patches are that layer's, and there are no expert-space estimates."""
+        """(spec, features) of each encoder that loads (and, with `keep_aspect`, can keep the image's aspect
+        ratio: an H x W grid); a note for each that cannot. At a chosen `layer` (see `Encoder.inside`) the
+        patches are that layer's, and there are no expert-space estimates."""
         for spec in specs:
             try:
-                features = self.store.features(key, spec, resolution)
+                features = self.store.features(key, spec, resolution, keep_aspect)
                 if layer is not None:
-                    inner = self.store.inside(key, spec, resolution, layer).patches
+                    inner = self.store.inside(key, spec, resolution, layer, keep_aspect).patches
                     features = replace(features, patches=inner, experts={})
             except ValueError as error:
                 notes.append(str(error))
@@ -218,6 +231,7 @@ class Explorer:
         threshold: float = 0.0,
         layer: int | None = None,
         smooth: bool = False,
+        keep_aspect: bool = False,
     ) -> Iterator[View]:
         """The image, then PCA-RGB maps of each encoder's patch features; yielded after each encoder.
 
@@ -228,6 +242,7 @@ class Explorer:
             masked, threshold: paint background patches black (see `foreground_mask`).
             layer: the layer whose patches are shown (None: the last; see `each_features`).
             smooth: bicubic upsampling of the maps instead of one block per patch.
+            keep_aspect: the whole image with its aspect ratio (H x W patches) instead of its centre square.
         """
         if space != OWN_SPACE and space not in EXPERTS:
             raise ValueError(
@@ -237,7 +252,8 @@ class Explorer:
         grids: dict[str, Tensor] = {}
         colours: dict[str, Tensor] = {}
         wanted = specs if space == OWN_SPACE else [space, *(s for s in specs if s != space)]
-        for spec, features in self.each_features(key, wanted, resolution, notes, layer):
+        size = tuple(self.store.image(key, keep_aspect).shape[-2:])
+        for spec, features in self.each_features(key, wanted, resolution, notes, layer, keep_aspect):
             named = self.grid_in_space(spec, features, space)
             if named is None:
                 notes.append(f"{self.encoder_name(spec)} has no estimate of the {space} expert's features")
@@ -255,15 +271,17 @@ class Explorer:
                 colours |= pca_colours({name: grid}, False, masked, threshold)
             panels = [
                 Panel(
-                    to_picture(upsample(colours[n], (self.display,) * 2, smooth), self.display),
+                    to_picture(upsample(colours[n], size, smooth), size),
                     f"{n} · {g.shape[-2]}x{g.shape[-1]} patches",
                 )
                 for n, g in grids.items()
             ]
-            shown = View([Panel(self.picture(key), "input"), *panels], notes=list(notes))
+            shown = View(
+                [Panel(self.picture(key, keep_aspect=keep_aspect), "input"), *panels], notes=list(notes)
+            )
             yield shown
         if not grids or len(shown.notes) < len(notes):  # notes on encoders after the last one shown
-            panels = shown.panels if grids else [Panel(self.picture(key), "input")]
+            panels = shown.panels if grids else [Panel(self.picture(key, keep_aspect=keep_aspect), "input")]
             yield View(panels, notes=notes or ["select at least one encoder"])
 
     def grid_in_space(self, spec: str, features: EncoderFeatures, space: str) -> tuple[str, Tensor] | None:
@@ -285,16 +303,18 @@ class Explorer:
         point: tuple[float, float],
         layer: int | None = None,
         smooth: bool = False,
+        keep_aspect: bool = False,
     ) -> View:
         """Cosine similarity of every patch to the patch under `point` (x, y in [0, 1]), per encoder, at a
-        chosen `layer` (None: the last), drawn blocky or `smooth` (bicubic).
+        chosen `layer` (None: the last), drawn blocky or `smooth` (bicubic), on the centre square or with
+        `keep_aspect` the whole image.
 
         Each panel's colours span its own range, from its least similar patch (blue) to 1 (red): features
         of ReLU networks are all positive and their raw similarities crowd near 1.
         """
         view = View(notes=[f"similarity to the patch at ({point[0]:.2f}, {point[1]:.2f})"])
-        image = self.store.image(key)
-        for spec, features in self.each_features(key, specs, resolution, view.notes, layer):
+        image = self.store.image(key, keep_aspect)
+        for spec, features in self.each_features(key, specs, resolution, view.notes, layer, keep_aspect):
             values = cosine_similarity_map(features.patches, point)[0]
             low = float(values.min())
             shown = upsample(values, tuple(image.shape[-2:]), smooth)

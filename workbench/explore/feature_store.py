@@ -30,11 +30,13 @@ from workbench.eval.inside import Inside
 BUILD_ERRORS = (ValueError, KeyError, FileNotFoundError, OSError, RuntimeError)
 
 
-def image_key(image: Tensor) -> str:
-    """A content hash of a [3, H, W] image in [0, 1] (its 8-bit quantisation and shape)."""
-    pixels = (image.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).contiguous()
-    digest = hashlib.sha1(str(tuple(pixels.shape)).encode())
-    digest.update(pixels.numpy().tobytes())
+def image_key(*images: Tensor) -> str:
+    """A content hash of [3, H, W] images in [0, 1] (their 8-bit quantisations and shapes)."""
+    digest = hashlib.sha1()
+    for image in images:
+        pixels = (image.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).contiguous()
+        digest.update(str(tuple(pixels.shape)).encode())
+        digest.update(pixels.numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -79,7 +81,7 @@ class Slot:
 
 class FeatureStore:
     """Encoders by spec (one instance each, the least recently used dropped beyond `max_encoders` or
-    `max_encoder_bytes` of parameters) and features by (image, encoder, resolution).
+    `max_encoder_bytes` of parameters) and features by (image, encoder, resolution, aspect kept or not).
 
     Args:
         timm_weights: weights for timm specs: "random" (offline) or "pretrained" (downloads).
@@ -175,22 +177,25 @@ class FeatureStore:
         with self.using(spec) as slot:
             return slot.encoder
 
-    def add_image(self, image: Tensor) -> str:
-        """Keep a [3, H, W] image in [0, 1] and return its key."""
-        if image.ndim != 3 or image.shape[0] != 3:
-            raise ValueError(f"image must have shape [3, H, W], got {list(image.shape)}")
-        key = image_key(image)
+    def add_image(self, image: Tensor, native: Tensor | None = None) -> str:
+        """Keep a [3, H, W] image in [0, 1] (square where it was cropped) and the same image with its native
+        aspect ratio (None: the image itself), and return their key."""
+        views = (image, image if native is None else native)
+        for view in views:
+            if view.ndim != 3 or view.shape[0] != 3:
+                raise ValueError(f"image must have shape [3, H, W], got {list(view.shape)}")
+        key = image_key(*views[: 1 if native is None else 2])
         with self.lock:
-            self.images.get_or_make(key, lambda: image.detach().cpu().float())
+            self.images.get_or_make(key, lambda: tuple(view.detach().cpu().float() for view in views))
         return key
 
-    def image(self, key: str) -> Tensor:
-        """The image kept under `key`."""
+    def image(self, key: str, keep_aspect: bool = False) -> Tensor:
+        """The image kept under `key`, or with `keep_aspect` its native-aspect view."""
         with self.lock:
             if key not in self.images:
                 raise ValueError("the image is no longer in memory: load it again")
             self.images.move_to_end(key)
-            return self.images[key]
+            return self.images[key][keep_aspect]
 
     def cached(self, entry: tuple) -> EncoderFeatures | Inside | None:
         """What is kept under (image key, spec, resolution, ...), if kept (its encoder counts as used)."""
@@ -202,12 +207,14 @@ class FeatureStore:
                 self.slots.move_to_end(entry[1])
             return self.cache[entry]
 
-    def features(self, key: str, spec: str, resolution: int) -> EncoderFeatures:
+    def features(self, key: str, spec: str, resolution: int, keep_aspect: bool = False) -> EncoderFeatures:
         """Features (with expert-space estimates) of the image `key` by encoder `spec` at `resolution` px,
-        computed once (one forward pass under the encoder's own lock)."""
-        return self.computed(
-            (key, spec, resolution), lambda encoder, image: encoder(image, with_experts=True)
-        )
+        with or without its aspect ratio kept, computed once (one forward pass under the encoder's lock)."""
+
+        def encode(encoder: Encoder, images: Tensor) -> EncoderFeatures:
+            return encoder(images, with_experts=True, keep_aspect=keep_aspect)
+
+        return self.computed((key, spec, resolution, keep_aspect), encode)
 
     def inside(
         self, key: str, spec: str, resolution: int, layer: int | None = None, keep_aspect: bool = False
@@ -215,21 +222,22 @@ class FeatureStore:
         """One layer's patches (None: the last) and CLS attention of the image `key` (see `Encoder.inside`),
         with or without its aspect ratio kept, computed once; errors name the encoder."""
 
-        def look(encoder: Encoder, image: Tensor) -> Inside:
+        def look(encoder: Encoder, images: Tensor) -> Inside:
             try:
-                return encoder.inside(image, layer, keep_aspect)
+                return encoder.inside(images, layer, keep_aspect)
             except ValueError as error:
                 raise ValueError(f"{encoder.name}: {error}") from error
 
-        return self.computed((key, spec, resolution, layer, keep_aspect), look)
+        return self.computed((key, spec, resolution, keep_aspect, layer), look)
 
     def computed(self, entry: tuple, run: Callable[[Encoder, Tensor], object]) -> object:
-        """`run(encoder, image batch)` for entry (image key, spec, resolution, ...), computed once: one pass
-        under the encoder's own lock, at that resolution."""
+        """`run(encoder, image batch)` for entry (image key, spec, resolution, keep_aspect, ...), computed
+        once: one pass under the encoder's own lock, at that resolution, on the image or (keep_aspect) its
+        native-aspect view."""
         if (found := self.cached(entry)) is not None:
             return found
-        key, spec, resolution = entry[:3]
-        image = self.image(key)
+        key, spec, resolution, keep_aspect = entry[:4]
+        image = self.image(key, keep_aspect)
         with self.using(spec) as slot:
             if (found := self.cached(entry)) is not None:  # computed while this request waited
                 return found

@@ -15,11 +15,13 @@ from torch import Tensor
 from workbench.viz.pca import PCABasis, foreground_mask
 
 
-def to_picture(rgb: Tensor, side: int) -> np.ndarray:
-    """[3, h, w] colours in [0, 1] -> uint8 [side, side, 3], nearest-upsampled."""
+def to_picture(rgb: Tensor, size: int | tuple[int, int]) -> np.ndarray:
+    """[3, h, w] colours in [0, 1] -> uint8 [H, W, 3] of `size` (H, W), or [S, S, 3] of a side S,
+    nearest-upsampled."""
     if rgb.ndim != 3 or rgb.shape[0] != 3:
         raise ValueError(f"colours must have shape [3, h, w], got {list(rgb.shape)}")
-    big = F.interpolate(rgb[None].float(), size=(side, side), mode="nearest")[0]
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    big = F.interpolate(rgb[None].float(), size=size, mode="nearest")[0]
     return (big.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
@@ -32,10 +34,10 @@ def colorize(values: Tensor, cmap: str = "coolwarm", vmin: float = -1.0, vmax: f
 
 
 def overlay(image: Tensor, colours: Tensor, alpha: float = 0.65) -> np.ndarray:
-    """Colours [3, h, w] (any grid) blended over a square image [3, S, S] -> uint8 [S, S, 3]."""
-    side = image.shape[-1]
-    top = F.interpolate(colours[None].float(), size=tuple(image.shape[-2:]), mode="nearest")[0]
-    return to_picture((1 - alpha) * image.float().cpu() + alpha * top, side)
+    """Colours [3, h, w] (any grid) blended over an image [3, H, W] -> uint8 [H, W, 3]."""
+    size = tuple(image.shape[-2:])
+    top = F.interpolate(colours[None].float(), size=size, mode="nearest")[0]
+    return to_picture((1 - alpha) * image.float().cpu() + alpha * top, size)
 
 
 def mark_point(
