@@ -45,7 +45,7 @@ class Live:
         if not spec:
             raise gr.Error("pick an encoder")
         store = self.explorer.store
-        live = LivePCA(store.encoder(spec), int(resolution), SIDE, interval, store.lock)
+        live = LivePCA(store.encoder(spec), int(resolution), SIDE, interval, lambda: store.using(spec))
         if reference == CURRENT_IMAGE:
             live.fit(store.image(require_image(key)))
         return live
@@ -163,7 +163,7 @@ def live_tab(explorer: Explorer, key: gr.State, encoders: gr.CheckboxGroup, reso
         fps = gr.Markdown(elem_id="live-fps")
         with gr.Row():
             video = gr.File(
-                label="or a video file (GIF; MP4 or WebM need imageio-ffmpeg)",
+                label="or a video file (MP4, WebM, GIF)",
                 file_types=VIDEO_TYPES,
                 scale=2,
                 elem_id="live-video",

@@ -92,6 +92,8 @@ def test_live_tab_streams_pca_frames_from_the_webcam(camera_browser, runs, tmp_p
         size = page.locator("#live-out img").first.evaluate("img => [img.naturalWidth, img.naturalHeight]")
         assert size[0] == 2 * size[1]  # the frame beside its PCA map
         screenshot(page, "app_live.png", tmp_path)
+        camera.locator("button", has_text=re.compile("stop", re.IGNORECASE)).click(timeout=WAIT_MS)
+        page.wait_for_timeout(1000)  # the frame in flight finishes before the server closes
     finally:
         context.close()
         demo.close()

@@ -96,7 +96,8 @@ class LivePCA:
         resolution: square input side in pixels (frames are centre-cropped to a square first).
         side: side of the pictures (default: `resolution`).
         interval: seconds between camera frames, for the dropped-frame count (see `FrameStats`).
-        lock: held around each forward pass, e.g. the lock of a feature store sharing the encoder.
+        guard: makes the context held around each forward pass, e.g. `lambda: store.using(spec)` of a
+            feature store sharing the encoder with other requests.
     """
 
     def __init__(
@@ -105,19 +106,19 @@ class LivePCA:
         resolution: int = 224,
         side: int | None = None,
         interval: float | None = None,
-        lock: contextlib.AbstractContextManager | None = None,
+        guard: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     ) -> None:
         self.encoder = encoder
         self.resolution = resolution
         self.side = side or resolution
-        self.lock = lock or contextlib.nullcontext()
+        self.guard = guard
         self.basis: PCABasis | None = None
         self.stats = FrameStats(interval)
 
     def patches(self, frame: np.ndarray | Tensor) -> Tensor:
         """The encoder's [1, D, h, w] patch grid of a frame's centre square at `resolution`."""
         image = square_view(frame_tensor(frame), self.resolution)[None]
-        with self.lock:
+        with self.guard():
             self.encoder.resolution = self.resolution
             return self.encoder(image).patches
 
