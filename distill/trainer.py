@@ -20,7 +20,7 @@ from tqdm import tqdm
 from distill import distributed
 from distill.augment import ViewTransforms, draw_transforms, transform_grid, transform_images
 from distill.checkpoint import load_into, read_meta
-from distill.config import AugmentConfig, RunConfig, StageConfig
+from distill.config import AugmentConfig, RunConfig, StageConfig, check_crop_cells, check_stage_sides
 from distill.data.images import resize
 from distill.data.training_data import FixedViews, TrainingData
 from distill.device import peak_memory_gib, pick_device
@@ -209,14 +209,10 @@ def run_stage(config: RunConfig, stage: str, run_dir: str | Path, data: Training
         data = data.to(device)
         targets = {key: features.to(device) for key, features in targets.items()}
     model = DistilledModel(model_config, teachers.dims()).to(device)
-    off_grid = [side for side in cfg.resolutions if side % model.stride]
-    if off_grid:
-        raise ValueError(f"stages.{stage}.resolutions {off_grid} are not multiples of {model_config.arch}'s "
-                         f"stride {model.stride}")  # fmt: skip
+    check_stage_sides(config, stage, model.stride)  # also here for callers that skip `run_stages`
     cells = data.side // model.stride  # crops align to the model's patch grid at the view side
-    if not data.augments and config.augment.crop > 0 and not 1 <= config.augment.min_crop_cells < cells:
-        raise ValueError(f"augment.min_crop_cells must lie in [1, {cells - 1}] for views of {cells} "
-                         f"patch cells, got {config.augment.min_crop_cells}")  # fmt: skip
+    if not data.augments:
+        check_crop_cells(config, model.stride, data.side)
     starts_from = stage_named(stage).starts_from
     resuming = recovered is not None
     if starts_from is not None and not resuming:
