@@ -19,6 +19,7 @@ from workbench.eval.scoreboard import (
     FLOOR_ROLE,
     OTHER_ROLE,
     Column,
+    decimals,
     write_json,
 )
 from workbench.eval.settings import EvalSettings
@@ -60,7 +61,7 @@ def markdown_table(rows: list[dict]) -> str:
     bold = {c.key: best_rows(rows, c.key, c.higher_is_better) for c in columns}
     for i, row in enumerate(rows):
         cells = [row["name"], row["role"]]
-        cells += [cell(row.get(key), 2 if key != "cpu_ms" else 1) for key, _ in EFFICIENCY]
+        cells += [cell(row.get(key), decimals(key)) for key, _ in EFFICIENCY]
         for column in columns:
             text = cell(row.get(column.key))
             cells.append(f"**{text}**" if i in bold[column.key] else text)

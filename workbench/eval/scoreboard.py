@@ -84,6 +84,12 @@ COLUMNS = (
     Column("correspondence_pck10", "Corresp. PCK@0.1"),
 )
 EFFICIENCY = (("params_m", "Params (M)"), ("gflops", "GFLOPs"), ("cpu_ms", "CPU ms"))
+DIGITS = {"params_m": 2, "gflops": 2, "cpu_ms": 1}  # decimals shown of the efficiency columns
+
+
+def decimals(key: str) -> int:
+    """Decimals a scoreboard value of `key` is shown with: an efficiency column's own, 3 for scores."""
+    return DIGITS.get(key, 3)
 
 
 def eval_data(settings: EvalSettings) -> EvalData:

@@ -27,7 +27,7 @@ from distill.checkpoint import read_meta
 from distill.metrics_log import metric_records
 from distill.run_dir import METRICS_FILE, MODEL_FILE, RunDir, checkpoint_folder
 from distill.stages import EXPERTS, STAGE_NAMES, STAGES, role_of
-from workbench.eval.scoreboard import COLUMNS, EFFICIENCY, encoder_key, probe_folder
+from workbench.eval.scoreboard import COLUMNS, EFFICIENCY, decimals, encoder_key, probe_folder
 
 CONTINUES = {stage.name: stage.continues for stage in STAGES}  # the stage each one carries on from
 TAUGHT_BY = {stage.name: stage.taught_by for stage in STAGES}
@@ -36,10 +36,7 @@ QUIET_S = 120  # a run none of whose files changed for this long is not training
 BAD_CHECKPOINT = (OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError)
 # How values are shown: probe scores with 3 decimals, efficiency as the Markdown scoreboard has it, losses
 # (`loss` and the `teacher/term` columns) with 4 significant digits.
-FORMATS = {
-    "params_m": "{:.2f}", "gflops": "{:.2f}", "cpu_ms": "{:.1f}",
-    "loss": "{:.4g}", "lr": "{:.3g}", "grad_norm": "{:.3g}", "images_per_second": "{:.1f}",
-}  # fmt: skip
+METRIC_FORMATS = {"loss": "{:.4g}", "lr": "{:.3g}", "grad_norm": "{:.3g}", "images_per_second": "{:.1f}"}
 Warn = Callable[[str], object]
 SCORED = (  # (key, title, higher is better) of every scored metric: probes, then efficiency
     *((c.key, c.title, c.higher_is_better) for c in COLUMNS),
@@ -62,8 +59,10 @@ def is_whole(value: object) -> bool:
 
 
 def value_format(key: str) -> str:
-    """The format a scoreboard or metrics value of `key` is shown in (see `FORMATS`)."""
-    return FORMATS.get("loss" if "/" in key else key, "{:.3f}")
+    """The format a metrics value (see `METRIC_FORMATS`) or scoreboard value (as the scoreboard's table shows
+    it) of `key` is shown in."""
+    key = "loss" if "/" in key else key
+    return METRIC_FORMATS.get(key, f"{{:.{decimals(key)}f}}")
 
 
 def shown(value: float | None, key: str) -> str:
