@@ -272,8 +272,7 @@ def eval_settings(args: argparse.Namespace, runs: list[Path] | None = None) -> o
 
 def eval_run(args: argparse.Namespace) -> None:
     """Score every encoder of the runs (with the experts and a random floor) and write the scoreboard."""
-    from distill.device import pick_device
-    from distill.pipeline import check_device
+    from distill.device import check_device, pick_device
     from workbench.eval.report import markdown_table, write_scoreboard
     from workbench.eval.scoreboard import evaluate
 

@@ -22,7 +22,7 @@ from distill.config import (
 )
 from distill.data.training_data import FixedViews, StreamingData, TrainingData
 from distill.data.views import build_views
-from distill.device import pick_device
+from distill.device import check_device, pick_device
 from distill.feature_cache import fingerprint
 from distill.run_dir import MODEL_FILE, RunDir
 from distill.stages import STAGE_NAMES, stage_named
@@ -86,18 +86,6 @@ def check_teacher(teacher: TeacherConfig, where: str) -> None:
                           "folder)")  # fmt: skip
     if not timm.is_model(TIMM_ALIASES.get(name, name.removeprefix("timm:"))):
         raise ConfigError(f"config key '{where}.name': timm has no model '{name.removeprefix('timm:')}'")
-
-
-def check_device(name: str, key: str = "train.device") -> None:
-    """`name` is `auto` or a device torch can use here."""
-    if name == "auto":
-        return
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"{key} must be auto, cpu, cuda or cuda:<index>, got '{name}'") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{key}={name} but torch sees no CUDA device")
 
 
 def check_run(config: RunConfig, run_dir: Path, stages: list[str]) -> dict[str, int]:
