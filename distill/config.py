@@ -80,9 +80,10 @@ class DataConfig:
     """Training images.
 
     Attributes:
-        source: `scenes` (generated), `photos` (random crops of the bundled photos), `fashion`
-            (Fashion-MNIST's train split, unlabelled), `mixed` (a mixture of those), `folder:<path>` or
-            `shards:<glob>`.
+        source: `scenes` (generated), `photos` (random crops of the bundled training photos, never of
+            the held-out ones), `fashion` (Fashion-MNIST's train split, unlabelled), `leaves` (dead-leaves
+            images) and `noise` (1/f spectral noise) with natural statistics, `mixed` (a mixture of those),
+            `folder:<path>` or `shards:<glob>`.
         num_images: size of the fixed view set (what the feature cache holds); unused when streaming.
         seed: seed of the generator and of view sampling.
         mix: `mixed`'s share of each source, e.g. {scenes: 0.5, photos: 0.25, fashion: 0.25}; None = 3/4
@@ -113,7 +114,11 @@ class StageConfig:
         steps: optimisation steps.
         batch_size: global batch size (split over processes under DDP).
         lr: peak learning rate.
-        warmup_steps: linear warm-up steps before the cosine decay.
+        warmup_steps: linear warm-up steps before the decay.
+        schedule: after warm-up, `cosine` (decay to zero over the remaining steps) or `wsd` (warm-up,
+            stable, decay: the peak rate held, then a linear decay to zero over the last `decay_fraction`
+            of the steps).
+        decay_fraction: the share of a `wsd` stage's steps spent decaying (0 < f <= 1).
         resolutions: student input sides; more than one = a pyramid, drawn per step.
         teacher_resolutions: teacher input sides, drawn independently per step (None = same as student's).
         weight_decay: AdamW weight decay.
@@ -123,6 +128,8 @@ class StageConfig:
     batch_size: int
     lr: float
     warmup_steps: int = 0
+    schedule: str = "cosine"
+    decay_fraction: float = 0.2
     resolutions: list[int] = field(default_factory=lambda: [128])
     teacher_resolutions: list[int] | None = None
     weight_decay: float = 0.05
@@ -201,6 +208,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+SCHEDULES = ("cosine", "wsd")  # a stage's learning-rate shape after warm-up (`distill.trainer.learning_rate`)
 CHOICES = {"norm.method": ("standard", "phi-s"), "train.precision": ("auto", "bf16", "fp32")}
 POSITIVE = ("train.log_every", "train.checkpoint_every", "train.grad_clip", "norm.warmup_batches",
             "data.num_images", "proxy.adaptor_hidden", "student.adaptor_hidden")  # fmt: skip
@@ -298,6 +306,12 @@ def _validate(config: RunConfig) -> RunConfig:
                 )
         if stage.lr <= 0:
             raise ConfigError(f"config key 'stages.{name}.lr' must be positive, got {stage.lr}")
+        if stage.schedule not in SCHEDULES:
+            allowed, got = ", ".join(SCHEDULES), stage.schedule
+            raise ConfigError(f"config key 'stages.{name}.schedule' must be one of {allowed}, got '{got}'")
+        if not 0 < stage.decay_fraction <= 1:
+            fraction = stage.decay_fraction
+            raise ConfigError(f"config key 'stages.{name}.decay_fraction' must be in (0, 1], got {fraction}")
         for key in ("warmup_steps", "weight_decay"):
             if getattr(stage, key) < 0:
                 raise ConfigError(f"config key 'stages.{name}.{key}' must be >= 0, got {getattr(stage, key)}")

@@ -71,9 +71,16 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 def learning_rate(step: int, stage: StageConfig) -> float:
-    """Linear warm-up to `lr`, then cosine decay to zero at the last step."""
+    """Linear warm-up to `lr`, then the stage's `schedule`: a cosine decay to zero at the last step, or
+    (`wsd`) the peak held until the last `decay_fraction` of the steps, then a linear decay to zero."""
     if step < stage.warmup_steps:
         return stage.lr * (step + 1) / stage.warmup_steps
+    if stage.schedule == "wsd":
+        decay_steps = max(1, round(stage.decay_fraction * stage.steps))
+        decay_start = max(stage.warmup_steps, stage.steps - decay_steps)
+        if step < decay_start:
+            return stage.lr
+        return stage.lr * max(0.0, (stage.steps - step) / max(1, stage.steps - decay_start))
     progress = (step - stage.warmup_steps) / max(1, stage.steps - stage.warmup_steps)
     return stage.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 

@@ -8,7 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workbench.eval.metrics import accuracy, binary_f_score, confusion_matrix, depth_metrics, mean_iou
+from workbench.eval.metrics import (
+    accuracy,
+    binary_f_score,
+    confusion_matrix,
+    depth_metrics,
+    mean_iou,
+    mean_pearson,
+)
 from workbench.eval.probes import (
     DenseProbe,
     evaluate_dense_probe,
@@ -250,3 +257,15 @@ def test_dense_probe_rejects_bad_input():
     with pytest.raises(ValueError, match="patches must be"):
         probe.predict(torch.randn(2, 6, 4, 4), 16)
     assert math.isfinite(probe.predict(patches, 8).sum().item())
+
+
+def test_mean_pearson_is_per_image_and_invariant_to_scale_and_shift():
+    maps = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert mean_pearson(maps, 2 * maps + 5) == pytest.approx(1.0)
+    assert mean_pearson(maps, -maps) == pytest.approx(-1.0)
+    mixed = torch.stack([maps[0], -maps[1], torch.ones(8, 8)])  # +1, -1, and a constant image counts 0
+    assert mean_pearson(maps, mixed) == pytest.approx(0.0, abs=1e-12)
+    noise = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(1))
+    assert abs(mean_pearson(torch.rand(3, 64, 64), noise)) < 0.05
+    with pytest.raises(ValueError, match="differs"):
+        mean_pearson(maps, maps[:2])

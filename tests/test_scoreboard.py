@@ -128,10 +128,13 @@ def test_agreement_is_perfect_for_the_experts_own_features():
     scores = agreement_probe(inputs, TINY, references).scores
     assert scores["semantic_top1"] == scores["semantic_top5"] == 1.0
     assert scores["edges_agree_f"] == pytest.approx(1.0)
-    # a shuffled estimate disagrees
-    shuffled = {"semantic": Features(own["semantic"].summary.roll(1, 0), own["semantic"].patches)}
+    assert scores["semantic_head_r"] == pytest.approx(1.0) and scores["edges_head_r"] == pytest.approx(1.0)
+    # a shuffled estimate disagrees: other images' classes and maps
+    shuffled = {n: Features(f.summary.roll(1, 0), f.patches.roll(1, 0)) for n, f in own.items()}
     inputs.cache["photos"] = EncoderFeatures(torch.zeros(12, 1), torch.zeros(12, 1, 1, 1), shuffled)
-    assert agreement_probe(inputs, TINY, references).scores["semantic_top1"] < 1.0
+    scores = agreement_probe(inputs, TINY, references).scores
+    assert scores["semantic_top1"] < 1.0
+    assert scores["semantic_head_r"] < 0.95 and scores["edges_head_r"] < 0.8
     assert build_encoder("edges").experts() == []
 
 

@@ -13,11 +13,23 @@ SKIMAGE_PHOTOS = (
     "hubble_deep_field", "immunohistochemistry", "moon", "page", "retina", "rocket", "text",
 )  # fmt: skip
 SKLEARN_PHOTOS = ("china", "flower")
+# Never in a training view, so the agreement columns measure photos the encoders never saw. Chosen before
+# any measurement (issue 23), one of each kind of content: an animal, a person, an object, a scene, text.
+HELD_OUT_PHOTOS = ("chelsea", "astronaut", "coffee", "china", "text")
+PHOTO_SPLITS = ("all", "train", "held_out")
 
 
-def photo_names() -> list[str]:
-    """Names of every bundled photograph."""
-    return [*SKIMAGE_PHOTOS, *SKLEARN_PHOTOS]
+def photo_names(split: str = "all") -> list[str]:
+    """Names of the bundled photographs of a split: `all`, `train` (those training views may crop) or
+    `held_out` (`HELD_OUT_PHOTOS`, for evaluation only)."""
+    every = [*SKIMAGE_PHOTOS, *SKLEARN_PHOTOS]
+    if split == "all":
+        return every
+    if split == "train":
+        return [name for name in every if name not in HELD_OUT_PHOTOS]
+    if split == "held_out":
+        return list(HELD_OUT_PHOTOS)
+    raise ValueError(f"unknown photo split '{split}' ({', '.join(PHOTO_SPLITS)})")
 
 
 def photo_array(name: str) -> np.ndarray:

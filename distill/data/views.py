@@ -14,19 +14,21 @@ from torch import Tensor
 from distill.data.fashion_mnist import MISSING, fashion_sample, local_files
 from distill.data.folder import ImageFolder
 from distill.data.images import square_view, stack_views
+from distill.data.natural import dead_leaves, natural_noise
 from distill.data.photos import load_photo, photo_names
 from distill.data.scenes import SceneGenerator
 from distill.data.shards import TarShards
 
 DEFAULT_MIX = {"scenes": 0.75, "photos": 0.25}  # `mixed`: generated scenes, plus random crops of the photos
-MIXABLE = ("scenes", "photos", "fashion")
+MIXABLE = ("scenes", "photos", "fashion", "leaves", "noise")
 SCENE_CHUNK = 256  # scenes rendered per generator call (bounds memory)
 
 
-def photo_crops(count: int, resolution: int, seed: int) -> Tensor:
-    """`count` random square crops (side 30-100% of the shorter side, random flips) of the bundled photos."""
+def photo_crops(count: int, resolution: int, seed: int, split: str = "train") -> Tensor:
+    """`count` random square crops (side 30-100% of the shorter side, random flips) of the bundled photos
+    of a split (`distill.data.photos.photo_names`): training views crop the `train` photos only."""
     generator = torch.Generator().manual_seed(seed)
-    photos = [load_photo(name) for name in photo_names()]
+    photos = [load_photo(name) for name in photo_names(split)]
     crops = []
     for i in range(count):
         photo = photos[i % len(photos)]
@@ -88,8 +90,9 @@ def build_views(
     """The fixed training views of a data source.
 
     Args:
-        source: `scenes`, `photos`, `fashion` (Fashion-MNIST's train split), `mixed` (a mixture of
-            those by `mix`), `folder:<path>` or `shards:<glob>`.
+        source: `scenes`, `photos` (crops of the training photos), `fashion` (Fashion-MNIST's train
+            split), `leaves` (dead-leaves images), `noise` (1/f spectral noise; see `distill.data.natural`),
+            `mixed` (a mixture of those by `mix`), `folder:<path>` or `shards:<glob>`.
         count: number of views (for folders and shards: at most this many images, in order).
         resolution: square side.
         seed: seed of the generator and of crop sampling.
@@ -111,6 +114,10 @@ def build_views(
         return to_uint8(photo_crops(count, resolution, seed))
     if kind == "fashion":
         return to_uint8(fashion_views(count, resolution, seed))
+    if kind == "leaves":
+        return to_uint8(dead_leaves(count, resolution, seed))
+    if kind == "noise":
+        return to_uint8(natural_noise(count, resolution, seed))
     if kind == "mixed":
         counts = mixture_counts(count, available_mix(mix or DEFAULT_MIX))
         parts = [build_views(name, n, resolution, seed, device) for name, n in counts.items() if n > 0]
@@ -119,5 +126,5 @@ def build_views(
     if kind in ("folder", "shards") and argument:
         reader = ImageFolder(argument) if kind == "folder" else TarShards(argument)
         return to_uint8(stack_views(reader, resolution, limit=count)[0])
-    known = "scenes, photos, fashion, mixed, folder:<path>, shards:<glob>"
+    known = "scenes, photos, fashion, leaves, noise, mixed, folder:<path>, shards:<glob>"
     raise ValueError(f"unknown data source '{source}' ({known})")

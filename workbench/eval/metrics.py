@@ -176,3 +176,15 @@ def binary_f_score(
         "recall": recall[best].item(),
         "threshold": thresholds[best].item(),
     }
+
+
+def mean_pearson(pred: ArrayLike, target: ArrayLike) -> float:
+    """The mean over rows (images) of the Pearson correlation of `pred` and `target`, each row flattened;
+    a row where either side is constant counts as 0."""
+    pred, target = _tensor(pred).double(), _tensor(target).double()
+    _same_shape(pred, target)
+    pred, target = pred.reshape(len(pred), -1), target.reshape(len(target), -1)
+    pred, target = pred - pred.mean(1, keepdim=True), target - target.mean(1, keepdim=True)
+    norms = pred.norm(dim=1) * target.norm(dim=1)
+    r = torch.where(norms > 0, (pred * target).sum(1) / norms.clamp_min(1e-300), torch.zeros_like(norms))
+    return r.mean().item()

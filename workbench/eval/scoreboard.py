@@ -43,7 +43,7 @@ from workbench.eval.encoders import (
 )
 from workbench.eval.expert_heads import expert_reading
 from workbench.eval.latency import measure_latency
-from workbench.eval.metrics import binary_f_score
+from workbench.eval.metrics import binary_f_score, mean_pearson
 from workbench.eval.probes import (
     DenseProbe,
     evaluate_dense_probe,
@@ -81,6 +81,9 @@ COLUMNS = (
     Column("semantic_top5", "Sem. agree top-5"),
     Column("edges_agree_f", "Edges agree F"),
     Column("text_agree_f", "Text agree F"),
+    Column("semantic_head_r", "Sem. head r"),
+    Column("edges_head_r", "Edges head r"),
+    Column("text_head_r", "Text head r"),
     Column("correspondence_pck10", "Corresp. PCK@0.1"),
 )
 EFFICIENCY = (("params_m", "Params (M)"), ("gflops", "GFLOPs"), ("cpu_ms", "CPU ms"))
@@ -279,10 +282,13 @@ def dense_probe(name: str) -> Callable[..., ProbeResult]:
 def agreement_probe(inputs: ProbeInputs, settings: EvalSettings, references: ExpertReferences) -> ProbeResult:
     """How well an encoder's expert-space outputs, read by each expert's head, agree with the expert.
 
-    On the photo crops, by the kind of each expert's reading. Classes (semantic): `<name>_top1`, the
-    agreement on the class, and `<name>_top5`, the expert's class among the encoder's top 5. Maps
-    (edges, text): `<name>_agree_f`, the F-score of the encoder's map against the expert's own map
-    thresholded at 0.5 (best threshold over the set for the encoder's map).
+    On crops of the held-out photos, by the kind of each expert's reading. Classes (semantic):
+    `<name>_top1`, the agreement on the class, and `<name>_top5`, the expert's class among the encoder's
+    top 5. Maps (edges, text): `<name>_agree_f`, the F-score of the encoder's map against the expert's own
+    map thresholded at 0.5 (best threshold over the set for the encoder's map). Every expert:
+    `<name>_head_r`, the real-photo fidelity: the mean over crops of the Pearson correlation between the
+    expert's head on the encoder's estimate and on the expert's own features (of the log-probabilities,
+    i.e. the logits, for classes; of the maps, for maps).
     """
     if not inputs.encoder.experts():
         return ProbeResult({})
@@ -291,12 +297,16 @@ def agreement_probe(inputs: ProbeInputs, settings: EvalSettings, references: Exp
     for name, reading in readings.items():
         expected = references.readings[name]
         if expert_spec(name).reading == "classes":
+            logits, expert_logits = (p.clamp_min(1e-30).log() for p in (reading, expected))  # up to a shift
+            scores[f"{name}_head_r"] = mean_pearson(logits, expert_logits)
             expert_class = expected.argmax(-1)
             top5 = reading.topk(5, dim=-1).indices
             scores[f"{name}_top1"] = (top5[:, 0] == expert_class).float().mean().item()
             scores[f"{name}_top5"] = (top5 == expert_class[:, None]).any(-1).float().mean().item()
-        elif (expected > 0.5).any():  # F is undefined where the expert fires nowhere
-            scores[f"{name}_agree_f"] = binary_f_score(reading, expected > 0.5)["f"]
+        else:
+            scores[f"{name}_head_r"] = mean_pearson(reading, expected)
+            if (expected > 0.5).any():  # F is undefined where the expert fires nowhere
+                scores[f"{name}_agree_f"] = binary_f_score(reading, expected > 0.5)["f"]
     return ProbeResult(scores)
 
 
