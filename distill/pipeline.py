@@ -15,6 +15,7 @@ from distill.config import (
     ModelConfig,
     RunConfig,
     TeacherConfig,
+    check_batch_split,
     check_crop_cells,
     check_stage_sides,
     config_to_dict,
@@ -23,6 +24,7 @@ from distill.config import (
 from distill.data.training_data import FixedViews, StreamingData, TrainingData
 from distill.data.views import build_views
 from distill.device import check_device, pick_device
+from distill.distributed import launched_world_size
 from distill.feature_cache import fingerprint
 from distill.run_dir import MODEL_FILE, RunDir
 from distill.stages import STAGE_NAMES, stage_named
@@ -104,6 +106,7 @@ def check_run(config: RunConfig, run_dir: Path, stages: list[str]) -> dict[str, 
     strides = {model: model_stride(getattr(config, model), model) for model in sorted(models)}
     for stage in stages:
         check_stage_sides(config, stage, strides[stage_named(stage).model])
+        check_batch_split(config, stage, launched_world_size())
     return {stage: strides[stage_named(stage).model] for stage in stages}
 
 

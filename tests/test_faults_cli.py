@@ -71,6 +71,12 @@ def written(folder: Path) -> list[Path]:
         ("proxy.arch=no_such_net", "config key 'proxy': timm cannot build no_such_net"),
         ("train.device=gpu", "train.device must be auto, cpu, cuda or cuda:<index>, got 'gpu'"),
         ("train.nosuch=1", "unknown config key 'train.nosuch'"),
+        ("stages.proxy.lr=.nan", "'stages.proxy.lr' must be a finite number, got nan"),
+        ("loss.alpha=.inf", "'loss.alpha' must be a finite number, got inf"),
+        ("stages.direct.weight_decay=-.inf", "'stages.direct.weight_decay' must be a finite number, got -in"),
+        ("teachers=[{name: edges, patch_weight: -1}]", "'teachers[0].patch_weight' must be >= 0, got -1.0"),
+        ("stages.student.batch_size=25", "'stages.student.batch_size' (25) exceeds the 24 fixed views"),
+        ("data.seed=-1", "'data.seed' must be >= 0, got -1"),
     ],
 )
 def test_a_bad_config_is_one_line_and_writes_nothing(override, named, tiny_config, capsys):
@@ -78,6 +84,27 @@ def test_a_bad_config_is_one_line_and_writes_nothing(override, named, tiny_confi
     line = error_line(["pipeline", "--config", str(tiny_config), "--out", str(out), override], capsys)
     assert named in line
     assert written(tiny_config.parent) == []  # no config.yaml, statistics or feature cache
+
+
+def test_a_yaml_alias_bomb_is_refused_in_one_line_before_the_run_folder(tiny_config, capsys):
+    levels = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}], " for i in range(1, 10))
+    bomb = f"kwargs: {{l0: &l0 [lol], {levels}embed_dim: 48,"  # 9 ** 9 copies of 'lol' under a model's kwargs
+    tiny_config.write_text(tiny_config.read_text().replace("kwargs: {embed_dim: 48,", bomb))
+    with pytest.raises(ConfigError, match=r"YAML aliases expand the config to [\d,]+ values"):
+        load_config(tiny_config)  # the node graph is measured; nothing is expanded
+    out = tiny_config.parent / "run"
+    line = error_line(["pipeline", "--config", str(tiny_config), "--out", str(out)], capsys)
+    assert "(at most 100,000); write the values out" in line and written(tiny_config.parent) == []
+    tiny_config.write_text("teachers: &t [{name: edges, extra: *t}]\n")
+    with pytest.raises(ConfigError, match="refers to a node that contains it"):
+        load_config(tiny_config)
+
+
+def test_a_batch_that_does_not_split_over_the_processes_writes_nothing(tiny_config, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")  # as torchrun sets it; the check joins no process group
+    argv = ["pipeline", "--config", str(tiny_config), "--out", str(tiny_config.parent / "run")]
+    assert "stages.proxy.batch_size 8 does not split over 3 processes" in error_line(argv, capsys)
+    assert written(tiny_config.parent) == []
 
 
 def test_a_check_that_needs_the_views_still_comes_before_any_write(one_teacher, capsys):
