@@ -26,7 +26,7 @@ from distill.data.views import build_views
 from distill.device import check_device, pick_device
 from distill.distributed import launched_world_size
 from distill.feature_cache import fingerprint
-from distill.run_dir import MODEL_FILE, RunDir
+from distill.run_dir import RunDir, existing_checkpoint, names_a_path
 from distill.stages import STAGE_NAMES, stage_named
 from distill.teachers.registry import registered_teachers
 from distill.trainer import StageResult, run_stage
@@ -80,7 +80,13 @@ def check_teacher(teacher: TeacherConfig, where: str) -> None:
     name = teacher.name
     if teacher.checkpoint is not None and not Path(teacher.checkpoint).is_file():
         raise ConfigError(f"config key '{where}.checkpoint': file not found: {teacher.checkpoint}")
-    if (Path(name) / MODEL_FILE).is_file() or name in registered_teachers():
+    if name in registered_teachers():
+        return
+    if names_a_path(name):
+        try:
+            existing_checkpoint(name)
+        except FileNotFoundError as error:
+            raise ConfigError(f"config key '{where}.name': {error}") from None
         return
     if not (name.startswith("timm:") or name in TIMM_ALIASES):
         raise ConfigError(f"config key '{where}.name': unknown teacher '{name}' (experts: "

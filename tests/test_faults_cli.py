@@ -15,7 +15,10 @@ from conftest import TINY_RUN
 
 from apps.cli import hoisted_overrides, main
 from distill.config import ConfigError, load_config
+from distill.data.stream import StreamingImages, stream_loader
+from distill.errors import one_line
 from distill.run_dir import MODEL_FILE, RunDir
+from distill.teachers import build_teacher
 from distill.trainer import NonFiniteLoss
 
 ONE_TEACHER = """
@@ -168,6 +171,32 @@ def test_usage_errors_and_failures_inside_a_stage_are_one_line(tiny_config, caps
     argv = ["pipeline", "--config", str(tiny_config), "--out", str(tiny_config.parent / "run")]
     line = error_line(argv, capsys)
     assert "proxy: loss became nan/inf at step 3; no finite checkpoint to keep" in line
+
+
+def test_a_missing_checkpoint_is_named_not_called_an_unknown_teacher(tiny_config, capsys):
+    student = tiny_config.parent / "runs" / "gone" / "student"
+    named = f"no distilled checkpoint at {student} (no model.safetensors in it or in its checkpoint/)"
+    assert named in error_line(["export", str(student), "--out", str(tiny_config.parent / "x")], capsys)
+    with pytest.raises(FileNotFoundError, match="no distilled checkpoint at gone/proxy/checkpoint"):
+        build_teacher("gone/proxy/checkpoint")
+    argv = ["pipeline", "--config", str(tiny_config), "--out", str(tiny_config.parent / "run")]
+    line = error_line([*argv, f"teachers=[{{name: {student}}}]"], capsys)
+    assert f"config key 'teachers[0].name': {named}" in line and written(tiny_config.parent) == []
+
+
+def test_a_dataloader_workers_error_keeps_its_own_type_and_message_in_full(tmp_path):
+    folder = tmp_path / ("a-long-folder-name-" * 12)
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.png").write_bytes(b"not a png")
+    dataset = StreamingImages(f"folder:{folder}", 16, global_batch=2, seed=0)
+    with pytest.raises(RuntimeError) as info:
+        next(iter(stream_loader(dataset, 0, 1, workers=1)))
+    assert "Original Traceback" in str(info.value)  # torch re-raises it with the worker's traceback
+    assert one_line(info.value) == (
+        f"RuntimeError: 64 consecutive unreadable images in folder:{folder} (last: {folder / '2.png'}) "
+        "(in DataLoader worker process 0)"
+    )
 
 
 def test_a_pickle_given_as_weights_is_one_line_and_never_runs(tmp_path, capsys):
