@@ -128,6 +128,23 @@ def test_a_decompression_bomb_is_skipped_and_counted_in_folders_shards_and_strea
     assert batch.skipped == [str(folder / "b_bomb.png")] and len(batch.ids) == 3
 
 
+def test_a_symlink_loop_or_a_dangling_link_is_skipped_and_counted_not_the_whole_folder(tmp_path):
+    for name, data in (("a.png", small_png(10)), ("c.png", small_png(200))):
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "b_loop.png").symlink_to("b_loop.png")
+    (tmp_path / "d_dangling.png").symlink_to("gone.png")
+    unreadable = [str(tmp_path / "b_loop.png"), str(tmp_path / "d_dangling.png")]
+    images = ImageFolder(tmp_path)
+    with pytest.warns(UserWarning, match=r"skipping unreadable image .*b_loop.png \(OSError: \[Errno 40\]"):
+        assert [item.name for item in images] == ["a.png", "c.png"]
+    assert images.skips.skipped == unreadable
+
+    stream = StreamingImages(f"folder:{tmp_path}", side=8, global_batch=4, seed=0)
+    batch = stream[0]  # each unreadable file is replaced by the next sample of the epoch
+    assert sorted(set(batch.skipped)) == unreadable and len(batch.ids) == 4
+    assert all(isinstance(error, OSError) for error in batch.errors)
+
+
 def test_the_app_refuses_a_huge_greyscale_image_from_its_header_without_decoding(tmp_path, monkeypatch):
     path = tmp_path / "huge.png"
     path.write_bytes(png(8000, 8000, 8, 0))  # 64 MP greyscale, 62 kB

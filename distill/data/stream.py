@@ -23,6 +23,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from distill.data.folder import is_image_file
 from distill.data.images import DECODE_ERRORS, IMAGE_EXTENSIONS, SkipLog, pil_to_tensor
 from distill.data.shards import resolve_shards, split_key
 
@@ -45,7 +46,8 @@ def unpacked_string(blob: np.ndarray, offsets: np.ndarray, i: int) -> str:
 
 
 def image_files(root: Path) -> list[str]:
-    """Relative paths (with `/`) of the JPEG/PNG/WebP files under `root`, recursively, sorted."""
+    """Relative paths (with `/`) of the JPEG/PNG/WebP files under `root`, recursively, sorted (links that
+    cannot be followed included: the stream skips them when it reads them, as it does corrupt images)."""
     found, folders = [], [""]
     while folders:
         relative = folders.pop()
@@ -54,7 +56,7 @@ def image_files(root: Path) -> list[str]:
                 name = f"{relative}/{entry.name}" if relative else entry.name
                 if entry.is_dir(follow_symlinks=False):
                     folders.append(name)
-                elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file():
+                elif is_image_file(entry):
                     found.append(name)
     return sorted(found)
 
