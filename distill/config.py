@@ -408,6 +408,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     except yaml.YAMLError as error:
         reason = str(error).splitlines()[0]
         raise ConfigError(f"override '{text}': not a valid YAML value ({reason})") from None
+    except ConfigError as error:  # aliases past `MAX_NODES`, or recursive
+        raise ConfigError(f"override '{text}': {error}") from None
 
 
 def apply_override(tree: dict[str, Any], path: list[str], value: Any) -> None:

@@ -101,6 +101,8 @@ def test_a_yaml_alias_bomb_is_refused_in_one_line_before_the_run_folder(tiny_con
     tiny_config.write_text("teachers: &t [{name: edges, extra: *t}]\n")
     with pytest.raises(ConfigError, match="refers to a node that contains it"):
         load_config(tiny_config)
+    with pytest.raises(ConfigError, match=r"override 'proxy\.kwargs=\{a: &a \[\*a\]\}': a YAML alias refers"):
+        load_config("tiny", ["proxy.kwargs={a: &a [*a]}"])
 
 
 def test_a_batch_that_does_not_split_over_the_processes_writes_nothing(tiny_config, capsys, monkeypatch):
