@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.(?:tmp|old)")  # `atomic_path`'s names, with their pid
+_swept: set[Path] = set()  # folders this process has already removed orphans from
 
 
 def _remove(path: Path) -> None:
@@ -17,6 +22,35 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs (one of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_orphans(folder: Path) -> list[Path]:
+    """Delete the temporary files and folders `atomic_path` left in `folder` for processes that no longer run
+    (killed mid-write); those of running processes, this one included, are kept. Returns what was deleted."""
+    if not folder.is_dir():
+        return []
+    orphans = [
+        path
+        for path in folder.iterdir()
+        if (match := TEMPORARY.fullmatch(path.name))
+        and int(match["pid"]) != os.getpid()
+        and not pid_alive(int(match["pid"]))
+    ]
+    for path in orphans:
+        with contextlib.suppress(FileNotFoundError):  # another process removed it first
+            _remove(path)
+    return orphans
+
+
 @contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a free temporary path beside `path`; the block writes a file or makes a folder there, which
@@ -25,9 +59,13 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     A file replaces `path` in one `os.replace`. A folder cannot be renamed over a non-empty one, so the
     old folder is first renamed aside, then the new one into place, then the old one deleted: between
     the two renames `path` is briefly absent, but never partial. On an exception nothing is replaced
-    and the temporary path is removed.
+    and the temporary path is removed. The first write into a folder in a process also removes the
+    orphans killed writers left there (`remove_orphans`): feature-cache entries, store shards, ...
     """
     path = Path(path)
+    if path.parent.absolute() not in _swept:
+        remove_orphans(path.parent)
+        _swept.add(path.parent.absolute())
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     aside = path.with_name(f".{path.name}.{os.getpid()}.old")
     _remove(tmp)  # left by a killed process that had the same id

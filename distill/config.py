@@ -1,11 +1,13 @@
 """Run configuration: dataclasses filled from YAML, with `key.sub=value` command-line overrides.
 
-An unknown key or a value of the wrong type is a one-line `ConfigError` naming the key.
+An unknown key, a value of the wrong type, a non-finite number or one of the wrong sign is a one-line
+`ConfigError` naming the key, raised before anything is written.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -36,9 +38,49 @@ ConfigLoader.add_implicit_resolver(
 )
 
 
+MAX_NODES = 100_000  # values a config may expand to through YAML aliases (an alias bomb expands to billions)
+
+
+def expanded_nodes(node: yaml.Node, sizes: dict[int, int], open_: set[int]) -> int:
+    """How many values `node` stands for once its aliases are expanded (`sizes` memoises shared nodes).
+
+    Raises:
+        ConfigError: an alias refers to a node that contains it (a recursive structure).
+    """
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in open_:
+        raise ConfigError("a YAML alias refers to a node that contains it (a recursive config)")
+    open_.add(id(node))
+    children = []
+    if isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    elif isinstance(node, yaml.SequenceNode):
+        children = node.value
+    sizes[id(node)] = 1 + sum(expanded_nodes(child, sizes, open_) for child in children)
+    open_.discard(id(node))
+    return sizes[id(node)]
+
+
 def parse_yaml(text: str) -> Any:
-    """A YAML document or scalar, read by `ConfigLoader`."""
-    return yaml.load(text, Loader=ConfigLoader)  # a SafeLoader
+    """A YAML document or scalar, read by `ConfigLoader` (a SafeLoader).
+
+    Raises:
+        ConfigError: its aliases expand it to more than `MAX_NODES` values (checked on the node graph,
+            before anything is built), or one refers to a node containing it.
+    """
+    loader = ConfigLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = expanded_nodes(node, {}, set())
+        if size > MAX_NODES:
+            raise ConfigError(f"YAML aliases expand the config to {size:,} values (at most {MAX_NODES:,}); "
+                              "write the values out")  # fmt: skip
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 @dataclass
@@ -212,7 +254,9 @@ SCHEDULES = ("cosine", "wsd")  # a stage's learning-rate shape after warm-up (`d
 CHOICES = {"norm.method": ("standard", "phi-s"), "train.precision": ("auto", "bf16", "fp32")}
 POSITIVE = ("train.log_every", "train.checkpoint_every", "train.grad_clip", "norm.warmup_batches",
             "data.num_images", "proxy.adaptor_hidden", "student.adaptor_hidden")  # fmt: skip
-NON_NEGATIVE = ("loss.alpha", "loss.beta", "loss.smooth_l1_beta")
+NON_NEGATIVE = ("loss.alpha", "loss.beta", "loss.smooth_l1_beta", "data.seed", "data.workers", "train.seed")
+STAGE_POSITIVE = ("steps", "batch_size", "lr")
+STAGE_NON_NEGATIVE = ("warmup_steps", "weight_decay")
 TEACHER_WEIGHTS = ("pretrained", "random", "file")
 MIN_SIDE = 16  # the smallest input side a stage or teacher may take
 
@@ -255,6 +299,8 @@ def _build(cls: Any, value: Any, where: str) -> Any:
         return value
     if cls is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if cls is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key '{where}' must be a finite number, got {value}")
     if cls is int and isinstance(value, float) and value.is_integer():  # steps: 1e4
         return int(value)
     if not isinstance(value, cls) or (cls is int and isinstance(value, bool)):
@@ -276,18 +322,24 @@ def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
 
+def _check_sign(key: str, value: float, positive: bool) -> None:
+    """A one-line `ConfigError` unless `value` is > 0 (`positive`) or >= 0 (finiteness is checked on
+    reading)."""
+    if value < 0 or (positive and value == 0):
+        raise ConfigError(f"config key '{key}' must be {'positive' if positive else '>= 0'}, got {value}")
+
+
 def _validate(config: RunConfig) -> RunConfig:
     """Value checks that types cannot express."""
     for key, allowed in CHOICES.items():
         value = _value(config, key)
         if value not in allowed:
             raise ConfigError(f"config key '{key}' must be one of {', '.join(allowed)}, got '{value}'")
-    for keys, bound in ((POSITIVE, "positive"), (NON_NEGATIVE, ">= 0")):
+    for keys, positive in ((POSITIVE, True), (NON_NEGATIVE, False)):
         for key in keys:
-            value = _value(config, key)
-            if value < 0 or (value == 0 and bound == "positive"):
-                raise ConfigError(f"config key '{key}' must be {bound}, got {value}")
+            _check_sign(key, _value(config, key), positive)
     for i, teacher in enumerate(config.teachers):
+        _check_sign(f"teachers[{i}].patch_weight", teacher.patch_weight, positive=False)
         key = f"config key 'teachers[{i}]"
         if teacher.weights not in TEACHER_WEIGHTS:
             allowed = ", ".join(TEACHER_WEIGHTS)
@@ -299,22 +351,18 @@ def _validate(config: RunConfig) -> RunConfig:
     for name, stage in config.stages.items():
         if name not in STAGE_NAMES:
             raise ConfigError(f"unknown stage 'stages.{name}' (known: {', '.join(STAGE_NAMES)})")
-        for key in ("steps", "batch_size"):
-            if getattr(stage, key) <= 0:
-                raise ConfigError(
-                    f"config key 'stages.{name}.{key}' must be positive, got {getattr(stage, key)}"
-                )
-        if stage.lr <= 0:
-            raise ConfigError(f"config key 'stages.{name}.lr' must be positive, got {stage.lr}")
+        for keys, positive in ((STAGE_POSITIVE, True), (STAGE_NON_NEGATIVE, False)):
+            for key in keys:
+                _check_sign(f"stages.{name}.{key}", getattr(stage, key), positive)
+        if not config.data.stream and stage.batch_size > config.data.num_images:
+            raise ConfigError(f"config key 'stages.{name}.batch_size' ({stage.batch_size}) exceeds the "
+                              f"{config.data.num_images} fixed views of data.num_images")  # fmt: skip
         if stage.schedule not in SCHEDULES:
             allowed, got = ", ".join(SCHEDULES), stage.schedule
             raise ConfigError(f"config key 'stages.{name}.schedule' must be one of {allowed}, got '{got}'")
         if not 0 < stage.decay_fraction <= 1:
             fraction = stage.decay_fraction
             raise ConfigError(f"config key 'stages.{name}.decay_fraction' must be in (0, 1], got {fraction}")
-        for key in ("warmup_steps", "weight_decay"):
-            if getattr(stage, key) < 0:
-                raise ConfigError(f"config key 'stages.{name}.{key}' must be >= 0, got {getattr(stage, key)}")
         for key in ("resolutions", "teacher_resolutions"):
             sides = getattr(stage, key)
             if sides is not None and (not sides or min(sides) < MIN_SIDE):
@@ -332,8 +380,6 @@ def _validate(config: RunConfig) -> RunConfig:
         raise ConfigError(f"config key 'data.stream' needs a folder: or shards: source, got '{data.source}'")
     if data.store is not None and not data.stream:
         raise ConfigError("config key 'data.store' needs data.stream: true (a store holds a streamed corpus)")
-    if data.workers < 0:
-        raise ConfigError(f"config key 'data.workers' must be >= 0, got {data.workers}")
     scale = augment.scale
     if scale is not None and not (len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1):
         raise ConfigError(
@@ -349,6 +395,13 @@ def check_stage_sides(config: RunConfig, stage: str, stride: int) -> None:
         arch = getattr(config, stage_named(stage).model).arch
         raise ConfigError(f"stages.{stage}.resolutions {off_grid} are not multiples of {arch}'s "
                           f"stride {stride}")  # fmt: skip
+
+
+def check_batch_split(config: RunConfig, stage: str, world_size: int) -> None:
+    """The stage's global batch splits evenly over `world_size` processes."""
+    batch = config.stages[stage].batch_size
+    if batch % world_size:
+        raise ConfigError(f"stages.{stage}.batch_size {batch} does not split over {world_size} processes")
 
 
 def check_crop_cells(config: RunConfig, stride: int, view_side: int) -> None:
@@ -369,6 +422,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     except yaml.YAMLError as error:
         reason = str(error).splitlines()[0]
         raise ConfigError(f"override '{text}': not a valid YAML value ({reason})") from None
+    except ConfigError as error:  # aliases past `MAX_NODES`, or recursive
+        raise ConfigError(f"override '{text}': {error}") from None
 
 
 def apply_override(tree: dict[str, Any], path: list[str], value: Any) -> None:
@@ -414,6 +469,8 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         tree = parse_yaml(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
     for text in overrides:
         apply_override(tree, *parse_override(text))
     return _validate(_build(RunConfig, tree, ""))

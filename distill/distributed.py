@@ -30,9 +30,14 @@ class Context:
         return self.rank == 0
 
 
+def launched_world_size() -> int:
+    """The number of processes torchrun launched (1 without torchrun); joins nothing."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def context() -> Context:
     """Join the process group if launched by torchrun (WORLD_SIZE > 1), else a single-process context."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = launched_world_size()
     if world_size == 1:
         return Context(0, 1, torch.device("cpu"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

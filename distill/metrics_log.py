@@ -44,7 +44,8 @@ class MetricsLog:
     Args:
         folder: the stage folder.
         resume_step: the step training starts from; entries logged at or after it are dropped (they are
-            run again), with a line cut short by a kill and any malformed one.
+            run again), with a line cut short by a kill and any malformed one; TensorBoard's readers drop
+            the earlier events at or after it too (`purge_step`), so each step shows once.
     """
 
     def __init__(self, folder: Path, resume_step: int = 0) -> None:
@@ -56,7 +57,7 @@ class MetricsLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tensorboard = SummaryWriter(str(folder / "tensorboard"))
+            self.tensorboard = SummaryWriter(str(folder / "tensorboard"), purge_step=resume_step)
         except ImportError:  # tensorboard is optional
             self.tensorboard = None
 

@@ -15,6 +15,7 @@ from distill.config import (
     ModelConfig,
     RunConfig,
     TeacherConfig,
+    check_batch_split,
     check_crop_cells,
     check_stage_sides,
     config_to_dict,
@@ -23,8 +24,9 @@ from distill.config import (
 from distill.data.training_data import FixedViews, StreamingData, TrainingData
 from distill.data.views import build_views
 from distill.device import check_device, pick_device
+from distill.distributed import launched_world_size
 from distill.feature_cache import fingerprint
-from distill.run_dir import MODEL_FILE, RunDir
+from distill.run_dir import RunDir, existing_checkpoint, names_a_path
 from distill.stages import STAGE_NAMES, stage_named
 from distill.teachers.registry import registered_teachers
 from distill.trainer import StageResult, run_stage
@@ -78,7 +80,13 @@ def check_teacher(teacher: TeacherConfig, where: str) -> None:
     name = teacher.name
     if teacher.checkpoint is not None and not Path(teacher.checkpoint).is_file():
         raise ConfigError(f"config key '{where}.checkpoint': file not found: {teacher.checkpoint}")
-    if (Path(name) / MODEL_FILE).is_file() or name in registered_teachers():
+    if name in registered_teachers():
+        return
+    if names_a_path(name):
+        try:
+            existing_checkpoint(name)
+        except FileNotFoundError as error:
+            raise ConfigError(f"config key '{where}.name': {error}") from None
         return
     if not (name.startswith("timm:") or name in TIMM_ALIASES):
         raise ConfigError(f"config key '{where}.name': unknown teacher '{name}' (experts: "
@@ -104,6 +112,7 @@ def check_run(config: RunConfig, run_dir: Path, stages: list[str]) -> dict[str, 
     strides = {model: model_stride(getattr(config, model), model) for model in sorted(models)}
     for stage in stages:
         check_stage_sides(config, stage, strides[stage_named(stage).model])
+        check_batch_split(config, stage, launched_world_size())
     return {stage: strides[stage_named(stage).model] for stage in stages}
 
 

@@ -13,6 +13,7 @@ RUN/../.feature_cache/                   teacher targets, shared by the runs of 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 MODEL_FILE = "model.safetensors"  # a checkpoint's weights, loadable without this code
@@ -69,6 +70,22 @@ def checkpoint_folder(path: str | Path) -> Path | None:
         if (folder / MODEL_FILE).is_file():
             return folder
     return None
+
+
+def existing_checkpoint(path: str | Path) -> Path:
+    """`checkpoint_folder(path)`, or a one-line FileNotFoundError naming the path and the file it lacks."""
+    folder = checkpoint_folder(path)
+    if folder is None:
+        raise FileNotFoundError(
+            f"no distilled checkpoint at {path} (no {MODEL_FILE} in it or in its {CHECKPOINT_FOLDER}/)"
+        )
+    return folder
+
+
+def names_a_path(spec: str) -> bool:
+    """Whether a teacher or encoder spec names a file-system path (it has a path separator or exists) rather
+    than an expert, a `timm:` model or an alias."""
+    return not spec.startswith("timm:") and ("/" in spec or os.sep in spec or Path(spec).exists())
 
 
 def stage_of_checkpoint(folder: Path) -> tuple[RunDir, str]:

@@ -20,7 +20,14 @@ from tqdm import tqdm
 from distill import distributed
 from distill.augment import ViewTransforms, draw_transforms, transform_grid, transform_images
 from distill.checkpoint import load_into, read_meta
-from distill.config import AugmentConfig, RunConfig, StageConfig, check_crop_cells, check_stage_sides
+from distill.config import (
+    AugmentConfig,
+    RunConfig,
+    StageConfig,
+    check_batch_split,
+    check_crop_cells,
+    check_stage_sides,
+)
 from distill.data.images import resize
 from distill.data.training_data import FixedViews, TrainingData
 from distill.device import peak_memory_gib, pick_device
@@ -187,9 +194,7 @@ def run_stage(config: RunConfig, stage: str, run_dir: str | Path, data: Training
     torch.manual_seed(train.seed)
     amp = autocast_dtype(train.precision, device)
     model_config = getattr(config, stage_named(stage).model)
-    local_batch = cfg.batch_size // ctx.world_size
-    if local_batch * ctx.world_size != cfg.batch_size:
-        raise ValueError(f"batch size {cfg.batch_size} does not split over {ctx.world_size} processes")
+    check_batch_split(config, stage, ctx.world_size)  # also in `run_stages`, before the run folder is written
 
     store = stage_store(config, stage)
     stored = None if store is None else store.take

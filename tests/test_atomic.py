@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from distill import atomic
 from distill.atomic import atomic_path
 
 
@@ -80,3 +83,19 @@ def test_rename_failure_restores_the_old_folder(tmp_path, monkeypatch):
         tmp.mkdir()
         (tmp / "model.safetensors").write_text("new")
     assert (folder / "model.safetensors").read_text() == "old" and siblings(folder) == ["checkpoint"]
+
+
+def test_the_first_write_into_a_folder_removes_what_killed_writers_left(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic, "_swept", set(), raising=False)  # folders swept so far
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    dead, alive = int(gone.stdout), os.getppid()  # a process that has exited, and one that runs
+    (tmp_path / f".entry-a.{dead}.tmp").mkdir()  # a cache entry or store shard cut short by a kill
+    (tmp_path / f".entry-a.{dead}.tmp" / "patches.npy").write_bytes(b"partial")
+    (tmp_path / f".shard_00001.safetensors.{dead}.tmp").write_bytes(b"partial")
+    (tmp_path / f".checkpoint.{dead}.old").mkdir()
+    kept = [f".entry-b.{alive}.tmp", f".entry-c.{os.getpid()}.tmp", ".notes.tmp", "entry-d"]
+    for name in kept:
+        (tmp_path / name).mkdir()  # another live writer's, ours, and names atomic_path does not make
+    with atomic_path(tmp_path / "entry-e") as tmp:
+        tmp.mkdir()
+    assert siblings(tmp_path / "x") == sorted([*kept, "entry-e"])

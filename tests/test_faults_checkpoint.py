@@ -6,11 +6,13 @@ import json
 import os
 import shutil
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from distill import checkpoint, trainer
 from distill.checkpoint import MANIFEST_FILE, DamagedCheckpoint, read_meta
@@ -260,6 +262,24 @@ def test_malformed_metrics_lines_are_left_out_with_a_warning(tmp_path):
     with pytest.warns(UserWarning):
         MetricsLog(tmp_path, resume_step=1)  # the truncation on resume reads the same lines
     assert (tmp_path / "metrics.jsonl").read_text() == lines[0] + "\n"
+
+
+def test_tensorboard_shows_each_step_once_after_a_resume_or_a_restart(tmp_path):
+    def log(resume_step: int, steps: range, offset: float) -> None:
+        time.sleep(1.1)  # event files are named by the second they were opened in, and read in name order
+        metrics = MetricsLog(tmp_path, resume_step)
+        for step in steps:
+            metrics.write({"step": step, "loss": offset + step})
+
+    def curve() -> list[tuple[int, float]]:
+        events = EventAccumulator(str(tmp_path / "tensorboard")).Reload().Scalars("loss")
+        return [(event.step, event.value) for event in events]
+
+    log(0, range(5), 0.0)
+    log(2, range(2, 4), 10.0)  # resumed at step 2, killed again after step 3
+    assert curve() == [(0, 0.0), (1, 1.0), (2, 12.0), (3, 13.0)]
+    log(0, range(2), 20.0)  # the stage starts over
+    assert curve() == [(0, 20.0), (1, 21.0)]
 
 
 def nan_loss_at(step: int, monkeypatch: pytest.MonkeyPatch) -> None:

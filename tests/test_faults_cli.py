@@ -15,7 +15,10 @@ from conftest import TINY_RUN
 
 from apps.cli import hoisted_overrides, main
 from distill.config import ConfigError, load_config
+from distill.data.stream import StreamingImages, stream_loader
+from distill.errors import one_line
 from distill.run_dir import MODEL_FILE, RunDir
+from distill.teachers import build_teacher
 from distill.trainer import NonFiniteLoss
 
 ONE_TEACHER = """
@@ -71,6 +74,12 @@ def written(folder: Path) -> list[Path]:
         ("proxy.arch=no_such_net", "config key 'proxy': timm cannot build no_such_net"),
         ("train.device=gpu", "train.device must be auto, cpu, cuda or cuda:<index>, got 'gpu'"),
         ("train.nosuch=1", "unknown config key 'train.nosuch'"),
+        ("stages.proxy.lr=.nan", "'stages.proxy.lr' must be a finite number, got nan"),
+        ("loss.alpha=.inf", "'loss.alpha' must be a finite number, got inf"),
+        ("stages.direct.weight_decay=-.inf", "'stages.direct.weight_decay' must be a finite number, got -in"),
+        ("teachers=[{name: edges, patch_weight: -1}]", "'teachers[0].patch_weight' must be >= 0, got -1.0"),
+        ("stages.student.batch_size=25", "'stages.student.batch_size' (25) exceeds the 24 fixed views"),
+        ("data.seed=-1", "'data.seed' must be >= 0, got -1"),
     ],
 )
 def test_a_bad_config_is_one_line_and_writes_nothing(override, named, tiny_config, capsys):
@@ -78,6 +87,29 @@ def test_a_bad_config_is_one_line_and_writes_nothing(override, named, tiny_confi
     line = error_line(["pipeline", "--config", str(tiny_config), "--out", str(out), override], capsys)
     assert named in line
     assert written(tiny_config.parent) == []  # no config.yaml, statistics or feature cache
+
+
+def test_a_yaml_alias_bomb_is_refused_in_one_line_before_the_run_folder(tiny_config, capsys):
+    levels = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}], " for i in range(1, 10))
+    bomb = f"kwargs: {{l0: &l0 [lol], {levels}embed_dim: 48,"  # 9 ** 9 copies of 'lol' under a model's kwargs
+    tiny_config.write_text(tiny_config.read_text().replace("kwargs: {embed_dim: 48,", bomb))
+    with pytest.raises(ConfigError, match=r"YAML aliases expand the config to [\d,]+ values"):
+        load_config(tiny_config)  # the node graph is measured; nothing is expanded
+    out = tiny_config.parent / "run"
+    line = error_line(["pipeline", "--config", str(tiny_config), "--out", str(out)], capsys)
+    assert "(at most 100,000); write the values out" in line and written(tiny_config.parent) == []
+    tiny_config.write_text("teachers: &t [{name: edges, extra: *t}]\n")
+    with pytest.raises(ConfigError, match="refers to a node that contains it"):
+        load_config(tiny_config)
+    with pytest.raises(ConfigError, match=r"override 'proxy\.kwargs=\{a: &a \[\*a\]\}': a YAML alias refers"):
+        load_config("tiny", ["proxy.kwargs={a: &a [*a]}"])
+
+
+def test_a_batch_that_does_not_split_over_the_processes_writes_nothing(tiny_config, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")  # as torchrun sets it; the check joins no process group
+    argv = ["pipeline", "--config", str(tiny_config), "--out", str(tiny_config.parent / "run")]
+    assert "stages.proxy.batch_size 8 does not split over 3 processes" in error_line(argv, capsys)
+    assert written(tiny_config.parent) == []
 
 
 def test_a_check_that_needs_the_views_still_comes_before_any_write(one_teacher, capsys):
@@ -141,6 +173,32 @@ def test_usage_errors_and_failures_inside_a_stage_are_one_line(tiny_config, caps
     argv = ["pipeline", "--config", str(tiny_config), "--out", str(tiny_config.parent / "run")]
     line = error_line(argv, capsys)
     assert "proxy: loss became nan/inf at step 3; no finite checkpoint to keep" in line
+
+
+def test_a_missing_checkpoint_is_named_not_called_an_unknown_teacher(tiny_config, capsys):
+    student = tiny_config.parent / "runs" / "gone" / "student"
+    named = f"no distilled checkpoint at {student} (no model.safetensors in it or in its checkpoint/)"
+    assert named in error_line(["export", str(student), "--out", str(tiny_config.parent / "x")], capsys)
+    with pytest.raises(FileNotFoundError, match="no distilled checkpoint at gone/proxy/checkpoint"):
+        build_teacher("gone/proxy/checkpoint")
+    argv = ["pipeline", "--config", str(tiny_config), "--out", str(tiny_config.parent / "run")]
+    line = error_line([*argv, f"teachers=[{{name: {student}}}]"], capsys)
+    assert f"config key 'teachers[0].name': {named}" in line and written(tiny_config.parent) == []
+
+
+def test_a_dataloader_workers_error_keeps_its_own_type_and_message_in_full(tmp_path):
+    folder = tmp_path / ("a-long-folder-name-" * 12)
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.png").write_bytes(b"not a png")
+    dataset = StreamingImages(f"folder:{folder}", 16, global_batch=2, seed=0)
+    with pytest.raises(RuntimeError) as info:
+        next(iter(stream_loader(dataset, 0, 1, workers=1)))
+    assert "Original Traceback" in str(info.value)  # torch re-raises it with the worker's traceback
+    assert one_line(info.value) == (
+        f"RuntimeError: 64 consecutive unreadable images in folder:{folder} (last: {folder / '2.png'}) "
+        "(in DataLoader worker process 0)"
+    )
 
 
 def test_a_pickle_given_as_weights_is_one_line_and_never_runs(tmp_path, capsys):

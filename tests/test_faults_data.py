@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
+import subprocess
+import sys
 import tarfile
+import textwrap
 import threading
 import time
 import zlib
@@ -21,7 +25,7 @@ from torch import nn
 from distill.data.folder import ImageFolder
 from distill.data.images import decode_image, pil_to_tensor
 from distill.data.shards import TarShards
-from distill.data.stream import StreamingImages
+from distill.data.stream import ShardIndex, StreamingImages
 from distill.feature_cache import FeatureCache
 from distill.feature_store import FeatureStore as TeacherStore
 from distill.feature_store import StoreManifest, write_shards
@@ -95,6 +99,40 @@ def test_a_16_bit_png_decodes_to_its_grey_levels_in_training_and_in_the_app(tmp_
     assert abs(float(stream[0].images.float().mean()) / 255 - 0.5) < 0.01
 
 
+PEAK_GROWTH = textwrap.dedent("""
+    import json, resource, sys
+    import torch
+    from distill.data.images import decode_image
+    from distill.data.stream import render_view
+
+    def peak_mib():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    data = open(sys.argv[1], "rb").read()
+    start = peak_mib()
+    view = render_view(data, 64, (0.35, 1.0), 0.5, torch.Generator().manual_seed(0))
+    streamed = peak_mib() - start
+    image = decode_image(data)
+    print(json.dumps({"stream_mib": streamed, "decode_mib": peak_mib() - start, "view": float(view.mean()),
+                      "shape": list(image.shape), "image": float(image.mean()) * 255}))
+""")
+
+
+def test_a_large_flat_png_is_decoded_and_resized_in_bounded_memory(tmp_path):
+    path = tmp_path / "flat.png"
+    Image.new("L", (9000, 9000), 77).save(
+        path
+    )  # 81 MP greyscale in ~100 kB; was +1.5 GiB decoded, +1.9 streamed
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_GROWTH, str(path)], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    grown = json.loads(done.stdout)
+    assert grown["stream_mib"] < 250 and grown["decode_mib"] < 250, grown  # 81 MB is the 8-bit image itself
+    assert grown["view"] == 77 and grown["shape"] == [3, 2250, 2250] and abs(grown["image"] - 77) < 1e-3
+
+
 def test_32_bit_data_is_an_unreadable_image_not_a_white_one():
     image = Image.frombytes("I", (2, 1), np.array([0, 70_000], "<i4").tobytes())
     with pytest.raises(ValueError, match=r"mode I image with values 0 \.\. 70000, outside 0 \.\. 65535"):
@@ -126,6 +164,47 @@ def test_a_decompression_bomb_is_skipped_and_counted_in_folders_shards_and_strea
     stream = StreamingImages(f"folder:{folder}", side=8, global_batch=3, seed=0)
     batch = stream[0]
     assert batch.skipped == [str(folder / "b_bomb.png")] and len(batch.ids) == 3
+
+
+def test_a_symlink_loop_or_a_dangling_link_is_skipped_and_counted_not_the_whole_folder(tmp_path):
+    for name, data in (("a.png", small_png(10)), ("c.png", small_png(200))):
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "b_loop.png").symlink_to("b_loop.png")
+    (tmp_path / "d_dangling.png").symlink_to("gone.png")
+    unreadable = [str(tmp_path / "b_loop.png"), str(tmp_path / "d_dangling.png")]
+    images = ImageFolder(tmp_path)
+    with pytest.warns(UserWarning, match=r"skipping unreadable image .*b_loop.png \(OSError: \[Errno 40\]"):
+        assert [item.name for item in images] == ["a.png", "c.png"]
+    assert images.skips.skipped == unreadable
+
+    stream = StreamingImages(f"folder:{tmp_path}", side=8, global_batch=4, seed=0)
+    batch = stream[0]  # each unreadable file is replaced by the next sample of the epoch
+    assert sorted(set(batch.skipped)) == unreadable and len(batch.ids) == 4
+    assert all(isinstance(error, OSError) for error in batch.errors)
+
+
+def test_a_damaged_tar_header_loses_one_member_not_the_rest_of_the_shard(tmp_path):
+    shard = tmp_path / "train-0.tar"
+    with tarfile.open(shard, "w") as tar:
+        for i in range(8):
+            data = small_png(10 * i)
+            info = tarfile.TarInfo(f"{i:03d}.png")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with tarfile.open(shard) as tar:
+        header = tar.getmember("001.png").offset
+    with open(shard, "r+b") as file:
+        file.seek(header)
+        file.write(b"\xff" * 16)  # the second member's name: its header's checksum no longer matches
+    where = rf"train-0\.tar: header of member 2 at byte {header} \(bad checksum; read on from byte \d+\)"
+    kept = [f"train-0.tar:{i:03d}.png" for i in (0, 2, 3, 4, 5, 6, 7)]  # was 000.png alone, and no warning
+    shards = TarShards(str(shard))
+    with pytest.warns(UserWarning, match=where):
+        assert [item.name for item in shards] == kept
+    assert len(shards.skips.skipped) == 1
+    with pytest.warns(UserWarning, match=rf"tar shard .*{where}$"):
+        index = ShardIndex(str(shard))
+    assert [index.name(i) for i in range(len(index))] == kept
 
 
 def test_the_app_refuses_a_huge_greyscale_image_from_its_header_without_decoding(tmp_path, monkeypatch):

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from distill.data.images import DECODE_ERRORS, IMAGE_EXTENSIONS, LabeledImage, SkipLog, decode_image
 
 
-def is_image_file(path: Path) -> bool:
-    """True for a regular file with a JPEG/PNG/WebP extension."""
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+def is_image_file(path: Path | os.DirEntry) -> bool:
+    """True for a JPEG/PNG/WebP name that is a regular file, or a link that cannot be followed (a loop, a
+    dangling link): reading that one fails, and the readers skip, name and count it as a corrupt image."""
+    if os.path.splitext(path.name)[1].lower() not in IMAGE_EXTENSIONS:
+        return False
+    return (path.is_symlink() and not os.path.exists(path)) or path.is_file()
 
 
 class ImageFolder:
     """Images under `root`: one subfolder per class (labels = sorted subfolder index), else flat (label -1).
 
-    Files whose decoding fails (corrupt, truncated) are skipped with a warning that names them,
-    and listed in `skips.skipped`.
+    Files that cannot be read or decoded (corrupt, truncated, a symlink loop) are skipped with a warning
+    that names them, and listed in `skips.skipped`.
 
     Args:
         root: the folder.

@@ -20,6 +20,10 @@ DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 # The full-scale value of the greyscale modes of more than 8 bits: 16-bit PNGs and TIFFs open as I;16*
 # (as mode I in older Pillows, hence 16-bit there too); F (float) images hold [0, 1].
 FULL_SCALE = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+REDUCING_GAP = 2  # a large image is box-reduced while it keeps at least this many pixels per pixel drawn
+DECODED_SIDE = 1024  # the largest side a reader of decoded images (`decode_image`) draws a view at
+# the modes PIL cannot box-reduce, and the mode each is converted to first (the same pixel values)
+REDUCIBLE = {"1": "L", "P": "RGBA", "PA": "RGBA", "I;16": "I", "I;16B": "I", "I;16L": "I", "I;16N": "I"}
 
 
 def deep_grey_tensor(image: Image.Image) -> Tensor:
@@ -58,11 +62,31 @@ def array_to_tensor(array: np.ndarray) -> Tensor:
     return pil_to_tensor(Image.fromarray(array))
 
 
-def decode_image(data: bytes) -> Tensor:
-    """Decode JPEG/PNG/WebP bytes fully (truncated files raise) to a [3, H, W] tensor in [0, 1]."""
+def reduction(region: float, side: int) -> int:
+    """The integer factor by which an image may be reduced when a region of it, `region` pixels on its
+    shorter side, is drawn at `side` pixels: the largest that keeps `REDUCING_GAP` pixels per pixel drawn."""
+    return max(1, int(region // (REDUCING_GAP * side)))
+
+
+def reduced(image: Image.Image, factor: int) -> Image.Image:
+    """A loaded image box-reduced by `factor` in its own pixel values (a JPEG should be drafted before it
+    is loaded): memory grows with the result, not with a float copy at full size."""
+    if factor < 2:
+        return image
+    if image.mode in REDUCIBLE:
+        transparent = image.mode == "PA" or "transparency" in image.info
+        image = image.convert("RGB" if image.mode == "P" and not transparent else REDUCIBLE[image.mode])
+    return image.reduce(factor)
+
+
+def decode_image(data: bytes, side: int = DECODED_SIDE) -> Tensor:
+    """Decode JPEG/PNG/WebP bytes fully (truncated files raise) to a [3, H, W] tensor in [0, 1]; an image
+    much larger than views of `side` need is drafted (JPEG) and box-reduced first (`reduction`)."""
     with Image.open(io.BytesIO(data)) as image:
+        factor = reduction(min(image.size), side)
+        image.draft(image.mode, (image.size[0] // factor, image.size[1] // factor))
         image.load()
-        return pil_to_tensor(image)
+        return pil_to_tensor(reduced(image, reduction(min(image.size), side)))
 
 
 def square_view(image: Tensor, resolution: int) -> Tensor:

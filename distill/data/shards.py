@@ -6,8 +6,11 @@ import glob
 import tarfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from distill.data.images import DECODE_ERRORS, IMAGE_EXTENSIONS, LabeledImage, SkipLog, decode_image
+
+SCAN_CHUNK = 1 << 20  # bytes read at a time while looking for the next readable header (a multiple of 512)
 
 
 def split_key(member_name: str) -> tuple[str, str]:
@@ -29,12 +32,60 @@ def resolve_shards(spec: str | Sequence[str | Path]) -> list[Path]:
     return paths
 
 
+def header_problem(block: bytes) -> str | None:
+    """Why a 512-byte block is not a tar header (None if it is one)."""
+    try:
+        tarfile.TarInfo.frombuf(block, tarfile.ENCODING, "surrogateescape")
+    except tarfile.HeaderError as error:
+        return str(error) or type(error).__name__
+    return None
+
+
+def next_header(file: BinaryIO, position: int) -> int | None:
+    """The offset of the first block at or after `position` (a block boundary) that reads as a tar header."""
+    file.seek(position)
+    while chunk := file.read(SCAN_CHUNK):
+        for start in range(0, len(chunk) - tarfile.BLOCKSIZE + 1, tarfile.BLOCKSIZE):
+            if header_problem(chunk[start : start + tarfile.BLOCKSIZE]) is None:
+                return position + start
+        position += len(chunk)
+    return None
+
+
+def tar_members(file: BinaryIO, damaged: list[str]) -> Iterator[tarfile.TarInfo]:
+    """The members of an uncompressed tar, in order, from their headers (the caller may seek `file` between
+    them to read their data). A header that cannot be read would end the archive for `tarfile`; here it is
+    described in `damaged` (member position, byte offset, why) and reading goes on at the next readable
+    header, so one damaged header loses one member, not the rest of the shard."""
+    start, count = 0, 0
+    while start is not None:
+        file.seek(start)
+        tar = None
+        try:
+            tar = tarfile.TarFile(fileobj=file)  # uncompressed, from the current position
+            for member in tar:
+                count += 1
+                yield member
+        except (tarfile.TarError, EOFError):
+            pass  # where it stopped is checked below, like the end of the archive
+        stop = start if tar is None else tar.offset
+        file.seek(stop)
+        block = file.read(tarfile.BLOCKSIZE)
+        if len(block) < tarfile.BLOCKSIZE or not block.strip(b"\0"):
+            return  # the end of the archive, or a shard cut short (its last member is truncated)
+        count += 1
+        start = next_header(file, stop + tarfile.BLOCKSIZE)
+        after = "nothing readable after it" if start is None else f"read on from byte {start}"
+        damaged.append(f"header of member {count} at byte {stop} ({header_problem(block)}; {after})")
+
+
 class TarShards:
     """Decoded images from WebDataset-style tar shards, streamed shard by shard.
 
     A sample is the group of consecutive members sharing a key; its image is the first member
     with a JPEG/PNG/WebP extension and its label the integer in a `cls` member (-1 if absent).
-    Undecodable images, and the rest of a truncated shard, are skipped with a named warning.
+    Undecodable images, truncated members and members whose header is damaged are skipped with a named
+    warning (counted in `skips`); reading goes on after them (`tar_members`).
 
     Args:
         shards: a glob pattern (`data/train-*.tar`), one path, or a list of paths.
@@ -49,10 +100,10 @@ class TarShards:
             yield from self._samples(path)
 
     def _samples(self, path: Path) -> Iterator[LabeledImage]:
-        key, fields = None, {}
+        key, fields, damaged = None, {}, []
         try:
-            with tarfile.open(path, mode="r|*") as tar:
-                for member in tar:
+            with open(path, "rb") as file:
+                for member in tar_members(file, damaged):
                     if not member.isfile():
                         continue
                     member_key, extension = split_key(member.name)
@@ -60,12 +111,18 @@ class TarShards:
                         yield from self._decode(path, key, fields)
                         fields = {}
                     key = member_key
-                    fields[extension] = tar.extractfile(member).read()
-        except (tarfile.TarError, OSError, EOFError) as error:
-            self.skips.skip(f"{path} (rest of the shard after {key})", error)
-            return
+                    file.seek(member.offset_data)
+                    fields[extension] = file.read(member.size)
+                    if len(fields[extension]) < member.size:
+                        read = len(fields.pop(extension))
+                        cut = EOFError(f"truncated: the shard ends {read} of its {member.size} bytes in")
+                        self.skips.skip(f"{path.name}:{member.name}", cut)
+        except OSError as error:
+            self.skips.skip(f"{path} (the rest of the shard)", error)
         if fields:
             yield from self._decode(path, key, fields)
+        for problem in damaged:
+            self.skips.skip(f"{path.name}: {problem}", tarfile.ReadError("damaged tar header"))
 
     def _decode(self, path: Path, key: str, fields: dict[str, bytes]) -> Iterator[LabeledImage]:
         image_ext = next((e for e in fields if f".{e}" in IMAGE_EXTENSIONS), None)

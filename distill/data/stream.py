@@ -12,7 +12,6 @@ import hashlib
 import io
 import math
 import os
-import tarfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +22,9 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from distill.data.images import DECODE_ERRORS, IMAGE_EXTENSIONS, SkipLog, pil_to_tensor
-from distill.data.shards import resolve_shards, split_key
+from distill.data.folder import is_image_file
+from distill.data.images import DECODE_ERRORS, IMAGE_EXTENSIONS, SkipLog, pil_to_tensor, reduced, reduction
+from distill.data.shards import resolve_shards, split_key, tar_members
 
 MAX_CONSECUTIVE_FAILURES = 64
 LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))  # random-resized-crop's aspect ratio range
@@ -45,7 +45,8 @@ def unpacked_string(blob: np.ndarray, offsets: np.ndarray, i: int) -> str:
 
 
 def image_files(root: Path) -> list[str]:
-    """Relative paths (with `/`) of the JPEG/PNG/WebP files under `root`, recursively, sorted."""
+    """Relative paths (with `/`) of the JPEG/PNG/WebP files under `root`, recursively, sorted (links that
+    cannot be followed included: the stream skips them when it reads them, as it does corrupt images)."""
     found, folders = [], [""]
     while folders:
         relative = folders.pop()
@@ -54,7 +55,7 @@ def image_files(root: Path) -> list[str]:
                 name = f"{relative}/{entry.name}" if relative else entry.name
                 if entry.is_dir(follow_symlinks=False):
                     folders.append(name)
-                elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file():
+                elif is_image_file(entry):
                     found.append(name)
     return sorted(found)
 
@@ -91,21 +92,24 @@ class FolderIndex:
 
 @dataclass
 class ShardScan:
-    """The image members of one shard: key.ext names, data offsets and sizes, and what was unreadable."""
+    """The image members of one shard: key.ext names, data offsets and sizes, and what was unreadable
+    (truncated members, damaged headers as `tar_members` describes them, an error reading the file)."""
 
     names: list[str] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
     truncated: int = 0
+    damaged: list[str] = field(default_factory=list)
     error: str | None = None
 
 
 def scan_shard(path: Path) -> ShardScan:
-    """The first image member of each run of members sharing a key, from the tar headers alone."""
+    """The first image member of each run of members sharing a key, from the tar headers alone (past
+    damaged headers: `tar_members`)."""
     scan, last_key, file_size = ShardScan(), None, path.stat().st_size
     try:
-        with tarfile.open(path, mode="r:") as tar:
-            for member in tar:
+        with open(path, "rb") as file:
+            for member in tar_members(file, scan.damaged):
                 key, extension = split_key(member.name)
                 if not member.isfile() or f".{extension}" not in IMAGE_EXTENSIONS or key == last_key:
                     continue
@@ -116,7 +120,7 @@ def scan_shard(path: Path) -> ShardScan:
                 scan.names.append(f"{key}.{extension}")
                 scan.offsets.append(member.offset_data)
                 scan.sizes.append(member.size)
-    except (tarfile.TarError, OSError, EOFError) as error:
+    except OSError as error:
         scan.error = f"{type(error).__name__}: {error}"
     return scan
 
@@ -168,9 +172,11 @@ class ShardIndex:
 
 
 def warn_unreadable(path: str, scan: ShardScan) -> None:
-    """One warning for the truncated members and the unreadable rest of a shard, if any."""
-    problems = [f"{scan.truncated} truncated member(s) skipped"] if scan.truncated else []
-    if scan.error and not scan.truncated:  # a truncated member ends the shard: no error of its own
+    """One warning for the damaged headers, the truncated members and the unreadable rest of a shard."""
+    problems = list(scan.damaged)
+    if scan.truncated:
+        problems.append(f"{scan.truncated} truncated member(s) skipped")
+    if scan.error:
         problems.append(f"unreadable after {len(scan.names)} sample(s) ({scan.error})")
     if problems:
         warnings.warn(f"tar shard {path}: {'; '.join(problems)}", stacklevel=3)
@@ -237,8 +243,8 @@ def render_view(
     data: bytes, side: int, scale: tuple[float, float] | None, flip: float, generator: torch.Generator
 ) -> np.ndarray:
     """A uint8 view [3, side, side] of image bytes: cropped (random, or the centred square if `scale` is
-    None), resized (antialiased bilinear) and flipped with probability `flip`. JPEGs much larger than the
-    crop needs are decoded at reduced size."""
+    None), resized (antialiased bilinear) and flipped with probability `flip`. Images much larger than the
+    crop needs are decoded at reduced size (JPEG) and box-reduced before any conversion (`reduced`)."""
     with Image.open(io.BytesIO(data)) as image:
         width, height = image.size
         box = random_crop(width, height, scale, generator) if scale else centre_square(width, height)
@@ -246,6 +252,7 @@ def render_view(
         zoom = side / min(box[2] - box[0], box[3] - box[1])
         image.draft("RGB", (math.ceil(width * zoom), math.ceil(height * zoom)))
         image.load()
+        image = reduced(image, reduction(min(box[2] - box[0], box[3] - box[1]) * image.size[0] / width, side))
         sx, sy = image.size[0] / width, image.size[1] / height
         box = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
         view = as_rgb(image).resize((side, side), Image.Resampling.BILINEAR, box=box)

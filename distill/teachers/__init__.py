@@ -7,10 +7,9 @@ torch-backed names (`Teacher`, `TimmTeacher`) are imported on first use.
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from distill.run_dir import MODEL_FILE
+from distill.run_dir import existing_checkpoint, names_a_path
 from distill.teachers.registry import registered_teachers, teacher_factory
 
 if TYPE_CHECKING:
@@ -38,16 +37,17 @@ def build_teacher(spec: str, **kwargs: object) -> Teacher:
     Keyword arguments go to the expert's factory, to `TimmTeacher` (weights, checkpoint, resolution)
     or to `DistilledTeacher` (resolution).
     """
-    if (Path(spec) / MODEL_FILE).is_file():
-        from distill.distilled_teacher import DistilledTeacher
-
-        return DistilledTeacher(spec, **kwargs)
     if spec not in registered_teachers():
         from distill.backbones import TIMM_ALIASES
-        from distill.teachers.timm_teacher import TimmTeacher
 
         if spec.startswith("timm:") or spec in TIMM_ALIASES:
+            from distill.teachers.timm_teacher import TimmTeacher
+
             return TimmTeacher(spec.removeprefix("timm:"), **kwargs)
+        if names_a_path(spec):  # a missing checkpoint is named as such, not as an unknown teacher
+            from distill.distilled_teacher import DistilledTeacher
+
+            return DistilledTeacher(existing_checkpoint(spec), **kwargs)
     return teacher_factory(spec)(**kwargs)
 
 

@@ -27,7 +27,7 @@ from distill.data.images import native_view
 from distill.distilled_teacher import DistilledTeacher
 from distill.features import Features
 from distill.models import DistilledModel
-from distill.run_dir import MODEL_FILE, checkpoint_folder, stage_of_checkpoint
+from distill.run_dir import MODEL_FILE, checkpoint_folder, existing_checkpoint, stage_of_checkpoint
 from distill.stages import STAGE_NAMES, stage_named
 from distill.teachers import EXPERTS, Teacher, build_teacher
 from distill.teachers.base import check_images
@@ -188,14 +188,6 @@ class Encoder(nn.Module):
 def is_checkpoint(path: str | Path) -> bool:
     """Whether `path` is a distilled checkpoint folder or a run stage folder holding one."""
     return checkpoint_folder(path) is not None
-
-
-def existing_checkpoint(path: str | Path) -> Path:
-    """`checkpoint_folder(path)`, or a one-line FileNotFoundError naming `path`."""
-    folder = checkpoint_folder(path)
-    if folder is None:
-        raise FileNotFoundError(f"{path} holds no distilled checkpoint (model.safetensors)")
-    return folder
 
 
 def distilled_encoder(path: str | Path, resolution: int | None = None, name: str | None = None) -> Encoder:
