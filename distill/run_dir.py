@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from distill.config import ConfigError, load_config
+
 MODEL_FILE = "model.safetensors"  # a checkpoint's weights, loadable without this code
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_FOLDER = "checkpoint"
@@ -61,6 +63,15 @@ class RunDir:
     def metrics(self, stage: str) -> Path:
         return self.root / stage / METRICS_FILE
 
+    def trained_side(self, stage: str) -> int | None:
+        """The largest input side `stage` trained at (its `resolutions` in the run's config), or None when the
+        run has no readable config naming that stage."""
+        try:
+            stages = load_config(self.config).stages
+        except (ConfigError, OSError):
+            return None
+        return max(stages[stage].resolutions) if stage in stages else None
+
 
 def checkpoint_folder(path: str | Path) -> Path | None:
     """The checkpoint folder `path` is (or, for a run stage folder, holds); None if neither."""
@@ -75,3 +86,13 @@ def stage_of_checkpoint(folder: Path) -> tuple[RunDir, str]:
     """The run folder and stage name of a checkpoint folder (`RUN/<stage>/checkpoint`)."""
     stage_folder = folder.parent
     return RunDir(stage_folder.parent), stage_folder.name
+
+
+def trained_side(path: str | Path) -> int | None:
+    """The largest input side the stage of a checkpoint (or run stage folder) trained at; None when `path` is
+    not one, or its run's config does not say (see `RunDir.trained_side`)."""
+    folder = checkpoint_folder(path)
+    if folder is None:
+        return None
+    run, stage = stage_of_checkpoint(folder)
+    return run.trained_side(stage)
