@@ -30,6 +30,7 @@ from apps.app_parts import (
 from apps.correspondence_tab import correspondence_tab
 from apps.live_tab import live_tab
 from distill.data.photos import photo_names
+from distill.run_dir import trained_resolution
 from distill.teachers import EXPERTS
 from workbench.eval.encoders import is_checkpoint
 from workbench.explore.attention_view import attention_maps
@@ -225,7 +226,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
     """The demo's Blocks: image in, encoder choice, and one tab per view."""
     calls = Callbacks(explorer)
     specs = explorer.default_specs()
-    side = explorer.trained_resolution(specs, RESOLUTION["value"])
+    side = trained_resolution(specs, RESOLUTION["value"])
     with gr.Blocks(title="EUPE workbench · live demo", analytics_enabled=False) as demo:
         key, point, extra = gr.State(None), gr.State(CENTRE), gr.State([])
         gr.Markdown(

@@ -13,6 +13,7 @@ RUN/../.feature_cache/                   teacher targets, shared by the runs of 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from distill.config import ConfigError, load_config
@@ -96,3 +97,9 @@ def trained_side(path: str | Path) -> int | None:
         return None
     run, stage = stage_of_checkpoint(folder)
     return run.trained_side(stage)
+
+
+def trained_resolution(paths: Sequence[str | Path], default: int) -> int:
+    """The side the last of `paths` that is a run's checkpoint trained at (`trained_side`), else `default`:
+    where a distilled encoder opens unless the user picks another side."""
+    return next(filter(None, map(trained_side, reversed(paths))), default)

@@ -19,7 +19,7 @@ from apps.gradio_app import Callbacks, build_app
 from apps.launch import serve
 from distill.data.photos import photo_names
 from distill.data.scenes import SEGMENT_CLASSES, SceneGenerator
-from distill.run_dir import RunDir, trained_side
+from distill.run_dir import RunDir, trained_resolution, trained_side
 from workbench.eval.encoders import build_encoder, random_encoder
 from workbench.eval.probes import DenseProbe
 from workbench.eval.scoreboard import encoder_key, probe_folder, save_probe
@@ -311,8 +311,8 @@ def test_the_random_floor_is_offered_and_named_by_what_it_is(calls, key, run):
 def test_a_distilled_encoder_opens_at_the_side_it_trained_at(run, tmp_path):
     assert RunDir(run).trained_side("multires") == 64  # its pyramid [32, 64]: the largest
     assert trained_side(run / "multires" / "checkpoint") == 64 and trained_side(tmp_path) is None
-    assert Explorer.trained_resolution(["edges", student(run)], 224) == 64
-    assert Explorer.trained_resolution(["edges"], 224) == 224
+    assert trained_resolution(["edges", student(run)], 224) == 64
+    assert trained_resolution(["edges"], 224) == 224
     demo = build_app(Explorer(run, display=SIDE))
     slider = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "resolution")
     assert slider.value == 64
@@ -375,3 +375,22 @@ def test_http_api_round_trip_survives_a_bad_upload(run, tmp_path):
         assert notes.startswith("1 of 1 encoders")
     finally:
         demo.close()
+
+
+def test_teachers_show_opens_students_at_the_side_they_trained_at(run, tmp_path, monkeypatch):
+    from apps.cli import main
+    from workbench.viz import pca_figures
+
+    seen: dict = {}
+
+    def record(encoders: dict, images: dict, path: Path, students: dict) -> Path:
+        seen.update(sides={image.shape[-1] for image in images.values()}, students=students)
+        return path
+
+    monkeypatch.setattr(pca_figures, "pca_grid_figure", record)
+    out = str(tmp_path / "s.png")
+    command = ["teachers", "show", "--teachers", "edges", "--photos", "coffee", "--out", out]
+    main([*command, "--students", student(run)])
+    assert seen["sides"] == {64} and seen["students"]["tiny/multires"].resolution == 64
+    main([*command, "--students", student(run), "--resolution", "96"])  # unless the user picks another
+    assert seen["sides"] == {96} and seen["students"]["tiny/multires"].resolution == 96

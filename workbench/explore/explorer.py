@@ -22,7 +22,6 @@ from distill.data.images import native_view, pil_to_tensor, square_view
 from distill.data.photos import load_photo, photo_names
 from distill.data.scenes import SEGMENT_CLASSES, SceneBatch, SceneGenerator
 from distill.features import Features
-from distill.run_dir import trained_side
 from distill.stages import EUPE_STUDENT, STAGES
 from distill.teachers import EXPERTS
 from distill.teachers.registry import expert_spec, registered_teachers
@@ -162,11 +161,6 @@ class Explorer:
         random init (None when no student stage has a checkpoint)."""
         students = {s.name for s in STAGES if s.model == "student"}
         return next((floor_spec(s.folder) for s in run.stages if s.name in students and s.checkpoint), None)
-
-    @staticmethod
-    def trained_resolution(specs: list[str], default: int) -> int:
-        """The side the last distilled encoder among `specs` trained at (its run's config), else `default`."""
-        return next(filter(None, map(trained_side, reversed(specs))), default)
 
     def default_specs(self) -> list[str]:
         """The experts, and the first run's proxy and latest EUPE student when there are runs."""
