@@ -6,6 +6,8 @@ the apps show the same model, so nothing looks learned that a random network sho
 
 from __future__ import annotations
 
+import functools
+import json
 from pathlib import Path
 
 import torch
@@ -42,18 +44,23 @@ def describe(backbone: nn.Module) -> str:
     return f"{shape}, {params:.2g}M"
 
 
-def floor_name(like: str | Path) -> str:
-    """The floor's display name from a checkpoint's architecture (built on the meta device: no memory, no
-    weights), e.g. 'ViT 192x4, 1.9M (random init)'."""
-    config = read_meta(existing_checkpoint(like))["model_config"]
+@functools.lru_cache(maxsize=32)
+def architecture_name(arch: str, kwargs: str) -> str:
+    """`describe` of a timm architecture with JSON `kwargs`, built on the meta device (no weights)."""
     with torch.device("meta"):
-        backbone = create_timm_backbone(config["arch"], "random", **config.get("kwargs", {}))
-    return f"{describe(backbone)} {FLOOR_SUFFIX}"
+        return describe(create_timm_backbone(arch, "random", **json.loads(kwargs)))
+
+
+def floor_name(spec: str) -> str:
+    """The display name of the floor a `random:<checkpoint>` spec names, from the checkpoint's architecture,
+    e.g. 'ViT 192x4, 1.9M (random init)'."""
+    config = read_meta(existing_checkpoint(spec.removeprefix(FLOOR_PREFIX)))["model_config"]
+    kwargs = json.dumps(config.get("kwargs", {}), sort_keys=True)
+    return f"{architecture_name(config['arch'], kwargs)} {FLOOR_SUFFIX}"
 
 
 def floor_encoder(spec: str, resolution: int | None = None, seed: int = 0) -> Encoder:
     """The floor a `random:<checkpoint>` spec names, as the scoreboard builds it (same seed, same weights)."""
-    like = spec.removeprefix(FLOOR_PREFIX)
-    encoder = random_encoder(like, resolution, seed)
-    encoder.name = floor_name(like)
+    encoder = random_encoder(spec.removeprefix(FLOOR_PREFIX), resolution, seed)
+    encoder.name = floor_name(spec)
     return encoder
