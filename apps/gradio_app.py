@@ -280,7 +280,9 @@ def build_app(explorer: Explorer) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Feature maps", id="maps"):
                 with gr.Row():
-                    space = gr.Dropdown([OWN_SPACE, *EXPERTS], value=OWN_SPACE, label="Feature space")
+                    space = gr.Dropdown(
+                        [OWN_SPACE, *EXPERTS], value=OWN_SPACE, label="Feature space", elem_id="space"
+                    )
                     joint = gr.Checkbox(
                         False, label="Joint PCA basis", info=JOINT_NOTE, interactive=False, elem_id="joint"
                     )
@@ -329,7 +331,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
             with gr.Tab("Probes", id="probes"):
                 probed = gr.Dropdown(label="Encoder", elem_id="probed")
                 predictions = gr.Gallery(label="Linear probe predictions", elem_id="predictions", **panels(4))
-                probe_notes = gr.Markdown()
+                probe_notes = gr.Markdown(elem_id="probe-notes")
             matches_view = correspondence_tab(explorer, key, encoders, resolution)
             live_tab(explorer, key, encoders, resolution)
 
