@@ -59,17 +59,19 @@ def teachers_show(args: argparse.Namespace) -> None:
     from distill.data.images import square_view
     from distill.data.photos import load_photo
     from distill.data.scenes import SceneGenerator
+    from distill.run_dir import trained_resolution
     from distill.teachers import build_teacher
     from workbench.eval.encoders import distilled_encoder
     from workbench.viz.pca_figures import pca_grid_figure
 
     check_out(args.out, folder=False)
-    images = {name: square_view(load_photo(name), args.resolution) for name in args.photos}
-    images["generated scene"] = SceneGenerator(args.resolution, seed=args.seed).batch(0, 1).images[0]
-    encoders = {name: build_teacher(name, resolution=args.resolution) for name in args.teachers}
+    side = args.resolution or trained_resolution(args.students, 224)
+    images = {name: square_view(load_photo(name), side) for name in args.photos}
+    images["generated scene"] = SceneGenerator(side, seed=args.seed).batch(0, 1).images[0]
+    encoders = {name: build_teacher(name, resolution=side) for name in args.teachers}
     students = {}
     for folder in args.students:
-        student = distilled_encoder(folder, args.resolution)
+        student = distilled_encoder(folder, side)
         students[student.name] = student
     print(f"wrote {pca_grid_figure(encoders, images, args.out, students)}")
 
@@ -368,7 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = teachers.add_parser("show", help="PCA maps of the experts' patch features, as a PNG")
     show.add_argument("--out", type=Path, default=Path("runs/teachers_show.png"))
-    show.add_argument("--resolution", type=int, default=224)
+    show.add_argument(
+        "--resolution",
+        type=int,
+        help="input side (default: the largest the last --students stage trained at, else 224)",
+    )
     show.add_argument("--photos", nargs="+", default=["astronaut", "coffee"])
     show.add_argument("--teachers", nargs="+", default=list(EXPERTS), help="experts or timm:<model> names")
     show.add_argument("--seed", type=int, default=0)

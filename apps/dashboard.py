@@ -146,8 +146,14 @@ def show_experts(root: Path) -> None:
     show_feature_maps(root, list(EXPERTS), "experts")
 
 
+def stage_scale(stages: list[str]) -> alt.Scale:
+    """Colours of stages (by name), the stage table's, the same in every chart."""
+    return alt.Scale(domain=stages, range=[wr.stage_colour(stage) for stage in stages])
+
+
 def timeline_chart(timeline: pd.DataFrame) -> alt.Chart:
     """Stages as bars over cumulative steps: EUPE's chain end to end, the direct baseline from 0."""
+    stages = list(timeline["stage"])
     bars = (
         alt.Chart(timeline)
         .mark_bar()
@@ -155,7 +161,7 @@ def timeline_chart(timeline: pd.DataFrame) -> alt.Chart:
             x=alt.X("start:Q", title="cumulative steps"),
             x2="end:Q",
             y=alt.Y("stage:N", sort=list(timeline["stage"]), title=None),
-            color=alt.Color("role:N", legend=alt.Legend(orient="bottom")),
+            color=alt.Color("stage:N", scale=stage_scale(stages), legend=alt.Legend(orient="bottom")),
             tooltip=list(timeline.columns),
         )
     )
@@ -197,6 +203,33 @@ def loss_chart(terms: pd.DataFrame) -> alt.Chart:
     )
 
 
+def overlay_chart(frame: pd.DataFrame, x_label: str, y_label: str) -> alt.Chart:
+    """Curves of stages (a `curves` frame: columns `run/stage`) over steps: colour = stage, as in every chart;
+    dash = run, where several runs are drawn."""
+    long = frame.rename_axis("step").reset_index().melt("step", var_name="curve", value_name="value").dropna()
+    long["run"] = long["curve"].str.rsplit("/", n=1).str[0]
+    long["stage"] = long["curve"].str.rsplit("/", n=1).str[-1]
+    encoding = {
+        "x": alt.X("step:Q", title=x_label),
+        "y": alt.Y("value:Q", title=y_label),
+        "color": alt.Color("stage:N", scale=stage_scale(list(dict.fromkeys(long["stage"])))),
+        "detail": "curve:N",
+        "tooltip": ["curve", "step", "value"],
+    }
+    if long["run"].nunique() > 1:
+        encoding["strokeDash"] = alt.StrokeDash("run:N")
+    return alt.Chart(long).mark_line().encode(**encoding).properties(height=260)
+
+
+def draw_curves(frame: pd.DataFrame, x_label: str, y_label: str) -> None:
+    """`overlay_chart` of some curves, and a note on those that lie on top of one another."""
+    if frame.empty:
+        return
+    st.altair_chart(overlay_chart(frame, x_label, y_label), width="stretch")
+    for group in wr.identical_curves(frame):
+        st.caption(f"{', '.join(group)}: identical {y_label} curves, drawn on top of each other")
+
+
 def show_overlay(
     stages: list[wr.StageFolder], column: str, key: str, starts: dict[str, int] | None = None
 ) -> None:
@@ -212,14 +245,12 @@ def show_overlay(
         "Overlay the objectives: each stage's loss divided by its first value", key=f"{key}-relative"
     )
     if relative:
-        st.line_chart(
-            wr.curves(stages, column, starts, relative=True), x_label=x_label, y_label=f"{column} / first"
-        )
+        draw_curves(wr.curves(stages, column, starts, relative=True), x_label, f"{column} / first")
         return
     for target, members in groups.items():
         if target:
             st.caption(f"{column} against {target}: {', '.join(s.label for s in members)}")
-        st.line_chart(wr.curves(members, column, starts), x_label=x_label, y_label=column)
+        draw_curves(wr.curves(members, column, starts), x_label, column)
 
 
 def show_curves(run: wr.Run) -> None:

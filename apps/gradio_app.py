@@ -30,12 +30,14 @@ from apps.app_parts import (
 from apps.correspondence_tab import correspondence_tab
 from apps.live_tab import live_tab
 from distill.data.photos import photo_names
+from distill.run_dir import trained_resolution
 from distill.teachers import EXPERTS
 from workbench.eval.encoders import is_checkpoint
 from workbench.explore.attention_view import attention_maps
 from workbench.explore.explorer import OWN_SPACE, Explorer
 
-RESOLUTION = {"minimum": 64, "maximum": 512, "step": 32, "value": 224}
+RESOLUTION = {"minimum": 32, "maximum": 512, "step": 16, "value": 224}  # value: unless a student says
+JOINT_NOTE = "in an expert space: every panel in the expert's own basis"
 FIRST_PHOTO = "astronaut"
 LAYERS = [("last", -1), *((f"last − {n}", -1 - n) for n in range(1, 12))]  # counted from the output
 
@@ -125,6 +127,7 @@ class Callbacks:
         smooth: bool = False,
         attention: bool = False,
         keep_aspect: bool = False,
+        centred: bool = False,
     ) -> Iterator[tuple]:
         key = require_image(key)
         start = time.perf_counter()
@@ -137,9 +140,11 @@ class Callbacks:
                 notes(view, f"CLS→patch attention · {time.perf_counter() - start:.2f} s"),
             )
             return
-        shown = f"{space} · {'joint basis' if joint else 'one basis each'} · " + (
+        bases = "joint basis (the expert's)" if joint and space != OWN_SPACE else "one basis each"
+        shown = f"{space} · {bases} · " + (
             f"background masked (threshold {threshold:g} std)" if masked else "unmasked"
         )
+        shown += " · position mean removed" if centred else ""
         views = self.explorer.feature_maps(
             key,
             specs,
@@ -151,11 +156,20 @@ class Callbacks:
             chosen_layer(layer),
             smooth,
             keep_aspect,
+            centred,
         )
         for view in views:
             seconds = time.perf_counter() - start
             done = f"{max(len(view.panels) - 1, 0)} of {len(specs)} encoders · {seconds:.2f} s"
             yield gallery(view.panels), notes(view, done, shown)
+
+    @staticmethod
+    def joint_offer(space: str) -> dict:
+        """The Joint PCA basis box: offered (and kept) in an expert space, unticked and off in own features,
+        where different encoders' features share no axes."""
+        if space == OWN_SPACE:
+            return gr.update(value=False, interactive=False)
+        return gr.update(interactive=True)
 
     @readable_errors
     def similarity(
@@ -212,12 +226,18 @@ def build_app(explorer: Explorer) -> gr.Blocks:
     """The demo's Blocks: image in, encoder choice, and one tab per view."""
     calls = Callbacks(explorer)
     specs = explorer.default_specs()
+    side = trained_resolution(specs, RESOLUTION["value"])
     with gr.Blocks(title="EUPE workbench · live demo", analytics_enabled=False) as demo:
         key, point, extra = gr.State(None), gr.State(CENTRE), gr.State([])
         gr.Markdown(
             "## EUPE workbench · what each encoder sees\n"
             "Load an image, choose encoders, then browse the tabs. Features are computed once per image, "
             "encoder and resolution."
+            + (
+                f" The resolution starts at {side} px, the largest side the last student trained at."
+                if side != RESOLUTION["value"]
+                else ""
+            )
         )
         with gr.Row():
             with gr.Column(scale=1):
@@ -245,7 +265,9 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                     )
                     add = gr.Button("Add", scale=1)
                     rescan = gr.Button("Rescan runs", scale=1)
-                resolution = gr.Slider(**RESOLUTION, label="Input resolution (px)", elem_id="resolution")
+                resolution = gr.Slider(
+                    **RESOLUTION | {"value": side}, label="Input resolution (px)", elem_id="resolution"
+                )
                 with gr.Row():
                     layer = gr.Dropdown(
                         LAYERS, value=-1, label="Layer (feature maps, similarity)", elem_id="layer"
@@ -258,9 +280,19 @@ def build_app(explorer: Explorer) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Feature maps", id="maps"):
                 with gr.Row():
-                    space = gr.Dropdown([OWN_SPACE, *EXPERTS], value=OWN_SPACE, label="Feature space")
-                    joint = gr.Checkbox(False, label="Joint PCA basis")
+                    space = gr.Dropdown(
+                        [OWN_SPACE, *EXPERTS], value=OWN_SPACE, label="Feature space", elem_id="space"
+                    )
+                    joint = gr.Checkbox(
+                        False, label="Joint PCA basis", info=JOINT_NOTE, interactive=False, elem_id="joint"
+                    )
                     masked = gr.Checkbox(False, label="Mask background")
+                    centred = gr.Checkbox(
+                        False,
+                        label="Remove position mean",
+                        info="each position's mean over photos: what position alone explains",
+                        elem_id="centred",
+                    )
                     threshold = gr.Slider(-1, 1, value=0, step=0.1, label="Foreground threshold (std)")
                     attention = gr.Checkbox(False, label="Attention (CLS→patch)", elem_id="attention")
                 maps = gr.Gallery(label="PCA of patch features", elem_id="maps", **panels(4))
@@ -299,7 +331,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
             with gr.Tab("Probes", id="probes"):
                 probed = gr.Dropdown(label="Encoder", elem_id="probed")
                 predictions = gr.Gallery(label="Linear probe predictions", elem_id="predictions", **panels(4))
-                probe_notes = gr.Markdown()
+                probe_notes = gr.Markdown(elem_id="probe-notes")
             matches_view = correspondence_tab(explorer, key, encoders, resolution)
             live_tab(explorer, key, encoders, resolution)
 
@@ -321,6 +353,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                     smooth,
                     attention,
                     keep_aspect,
+                    centred,
                 ],
                 [maps, maps_notes],
             ),
@@ -358,8 +391,11 @@ def build_app(explorer: Explorer) -> gr.Blocks:
             gr.on([encoders.input, resolution.change], *maps_view, **recompute(calls.feature_maps)), views[1:]
         )
         rescan.click(calls.rescan, [encoders, extra], pickers, **LATEST)
+        space.input(calls.joint_offer, space, joint, **LATEST).then(
+            *maps_view, **recompute(calls.feature_maps)
+        )
         gr.on(
-            [space.input, joint.input, masked.input, threshold.change, attention.input],
+            [joint.input, masked.input, centred.input, threshold.change, attention.input],
             *maps_view,
             **recompute(calls.feature_maps),
         )

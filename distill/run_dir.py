@@ -14,7 +14,10 @@ RUN/../.feature_cache/                   teacher targets, shared by the runs of 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
+
+from distill.config import ConfigError, load_config
 
 MODEL_FILE = "model.safetensors"  # a checkpoint's weights, loadable without this code
 CONFIG_FILE = "config.yaml"
@@ -62,6 +65,15 @@ class RunDir:
     def metrics(self, stage: str) -> Path:
         return self.root / stage / METRICS_FILE
 
+    def trained_side(self, stage: str) -> int | None:
+        """The largest input side `stage` trained at (its `resolutions` in the run's config), or None when the
+        run has no readable config naming that stage."""
+        try:
+            stages = load_config(self.config).stages
+        except (ConfigError, OSError):
+            return None
+        return max(stages[stage].resolutions) if stage in stages else None
+
 
 def checkpoint_folder(path: str | Path) -> Path | None:
     """The checkpoint folder `path` is (or, for a run stage folder, holds); None if neither."""
@@ -92,3 +104,19 @@ def stage_of_checkpoint(folder: Path) -> tuple[RunDir, str]:
     """The run folder and stage name of a checkpoint folder (`RUN/<stage>/checkpoint`)."""
     stage_folder = folder.parent
     return RunDir(stage_folder.parent), stage_folder.name
+
+
+def trained_side(path: str | Path) -> int | None:
+    """The largest input side the stage of a checkpoint (or run stage folder) trained at; None when `path` is
+    not one, or its run's config does not say (see `RunDir.trained_side`)."""
+    folder = checkpoint_folder(path)
+    if folder is None:
+        return None
+    run, stage = stage_of_checkpoint(folder)
+    return run.trained_side(stage)
+
+
+def trained_resolution(paths: Sequence[str | Path], default: int) -> int:
+    """The side the last of `paths` that is a run's checkpoint trained at (`trained_side`), else `default`:
+    where a distilled encoder opens unless the user picks another side."""
+    return next(filter(None, map(trained_side, reversed(paths))), default)

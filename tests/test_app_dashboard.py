@@ -21,9 +21,10 @@ from streamlit.testing.v1 import AppTest
 from test_app_gradio import free_port, make_scored_run
 
 from apps.launch import DASHBOARD, dashboard_command
+from distill.stages import STAGES
+from workbench.eval.scoreboard import FLOOR_ROLE
 from workbench.explore import runs as wr
 
-LINE_COLOUR = "color -- streamlit-generated"  # where `st.line_chart` puts its series' names
 TIMEOUT = 120  # seconds per script run: the first one builds encoders on a loaded CPU
 
 
@@ -276,17 +277,67 @@ def test_ties_as_shown_are_not_highlighted_and_numbers_are_formatted(run, tmp_pa
 
 
 def line_charts(at: AppTest) -> list[tuple[str, list[str]]]:
-    """(y title, stages drawn) of each `st.line_chart` of the page (layered, unlike the Altair charts)."""
+    """(y title, curves drawn) of each chart of curves (`overlay_chart`) of the page."""
     found = []
     for chart in at.get("vega_lite_chart"):
-        layers = json.loads(chart.proto.spec).get("layer")
-        if layers:
-            encoding = layers[0]["encoding"]
+        encoding = json.loads(chart.proto.spec)["encoding"]
+        if encoding.get("detail", {}).get("field") == "curve":
             data = dataframe_util.convert_arrow_bytes_to_pandas_df(chart.proto.datasets[0].data.data)
-            many = encoding.get("color", {}).get("field") == LINE_COLOUR  # else one series, named by y
-            names = data[LINE_COLOUR].unique() if many else [encoding["y"]["field"]]
-            found.append((encoding["y"]["title"], sorted(names)))
+            found.append((encoding["y"]["title"], sorted(data["curve"].unique())))
     return found
+
+
+def stage_colours(at: AppTest) -> list[dict[str, str]]:
+    """Stage -> colour of every chart of the page coloured by stage."""
+    found = []
+    for chart in at.get("vega_lite_chart"):
+        colour = json.loads(chart.proto.spec)["encoding"].get("color", {})
+        if colour.get("field") == "stage":
+            found.append(dict(zip(colour["scale"]["domain"], colour["scale"]["range"], strict=True)))
+    return found
+
+
+def test_every_chart_colours_a_stage_as_the_stage_table_does_and_notes_identical_curves(run, monkeypatch):
+    at = dashboard(run.parent, monkeypatch)
+    assert not at.exception
+    table = {stage.name: stage.colour for stage in STAGES}
+    charts = stage_colours(at)
+    assert len(charts) >= 4  # the timeline, then total loss, learning rate and throughput of the stages
+    assert all(colours == {stage: table[stage] for stage in colours} for colours in charts)
+    assert set(charts[0]) == set(table)
+    # the tiny config gives proxy, student and direct one learning-rate schedule: one curve hides the others
+    assert "tiny/proxy, tiny/student, tiny/direct: identical lr curves, drawn on top of each other" in texts(
+        at.caption
+    )
+    assert wr.identical_curves(wr.curves(list(wr.read_run(run).stages), "loss")) == []
+
+
+def test_the_normalised_score_is_in_both_tables_and_the_floor_is_named_by_what_it_is(
+    run, tmp_path, monkeypatch
+):
+    copy = copy_run(run, tmp_path)
+    board = copy / "eval" / "scoreboard.json"
+    data = json.loads(board.read_text())
+    floor = {
+        "name": "random vit_small_patch16_dinov3",
+        "role": FLOOR_ROLE,
+        "spec": f"random:{copy / 'student'}",
+    }
+    data["rows"].append(floor | {"seg_miou": 0.1})  # the expert has 0.6: multires 0.8, direct 0.6 of the way
+    board.write_text(json.dumps(data))
+    (scoreboard,) = wr.find_scoreboards(wr.read_run(copy))
+    assert scoreboard.rows[-1]["name"].startswith("ViT 32x2, ") and scoreboard.rows[-1]["name"].endswith(
+        "M (random init)"
+    )
+    at = dashboard(copy.parent, monkeypatch)
+    assert not at.exception
+    frame = at.dataframe[1].value
+    assert frame["Norm. score"].round(6).tolist()[1:3] == [0.8, 0.6] and frame["Encoder"].iloc[-1].startswith(
+        "ViT"
+    )
+    at.sidebar.radio[0].set_value("Compare").run()
+    comparison = at.dataframe[0].value
+    assert comparison.loc["Norm. score"].round(6).tolist() == [0.8, 0.6, -0.2]
 
 
 def test_compare_draws_losses_only_within_one_objective(run, monkeypatch):

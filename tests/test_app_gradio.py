@@ -17,13 +17,16 @@ from PIL import Image
 
 from apps.gradio_app import Callbacks, build_app
 from apps.launch import serve
-from distill.data.scenes import SEGMENT_CLASSES
-from workbench.eval.encoders import build_encoder
+from distill.data.photos import photo_names
+from distill.data.scenes import SEGMENT_CLASSES, SceneGenerator
+from distill.run_dir import RunDir, trained_resolution, trained_side
+from workbench.eval.encoders import build_encoder, random_encoder
 from workbench.eval.probes import DenseProbe
 from workbench.eval.scoreboard import encoder_key, probe_folder, save_probe
 from workbench.eval.similarity import agreement_score
-from workbench.explore.explorer import OWN_SPACE, Explorer
-from workbench.viz.panels import palette
+from workbench.explore.explorer import OWN_SPACE, POSITION_PHOTOS, Explorer
+from workbench.viz.panels import label_colours, palette, pca_colours, to_picture
+from workbench.viz.upsample import upsample
 
 SIDE = 64  # display and encoder resolution: the tiny run's models are trained at 64 px
 SEG_CLASS, DEPTH = 3, 2.0  # what the hand-made probes predict everywhere
@@ -84,6 +87,7 @@ def test_encoders_on_offer_are_found_in_the_runs(calls, run):
         "text",
         "edges",
         *(str(run / s) for s in ("proxy", "student", "multires", "direct")),
+        f"random:{run / 'student'}",  # the run's random floor
     ]
     assert calls.explorer.default_specs() == ["semantic", "text", "edges", str(run / "proxy"), student(run)]
     _, teacher, probed, note = calls.rescan(["edges", str(run / "proxy")], [])
@@ -136,7 +140,7 @@ def test_feature_maps_stream_per_encoder_and_never_recompute(calls, key, run):
     black = (masked[1][0] == 0).all(-1).mean()
     assert 0 < black < 1  # background patches painted black
     gallery, notes = list(calls.feature_maps(key, specs, SIDE, OWN_SPACE, True, False, 0.0))[-1]
-    assert "a joint basis needs one feature dimension" in notes and len(gallery) == 3
+    assert "one basis each" in notes and len(gallery) == 3  # own features: no joint basis
     gallery, notes = list(calls.feature_maps(key, specs, SIDE, "edges", True, False, 0.0))[-1]
     assert [c for _, c in gallery] == [
         "input",
@@ -217,6 +221,7 @@ def test_probes_of_a_run_predict_what_they_were_trained_to(calls, key, run):
     colour = (palette(len(SEGMENT_CLASSES))[SEG_CLASS] * 255).round().numpy()
     assert (segmentation == colour).all()
     assert "segments: " in notes and SEGMENT_CLASSES[SEG_CLASS] in notes and "trained at 64 px" in notes
+    assert "trained on generated scenes; on a photo they can only answer in the scenes' terms" in notes
     gallery, notes = calls.probes(key, str(run / "proxy"), SIDE)
     assert gallery == [] and f"`eupe eval --runs {run} --out {run}/eval`" in notes
     # a probe file that does not load is a note; the other probes still show
@@ -224,6 +229,93 @@ def test_probes_of_a_run_predict_what_they_were_trained_to(calls, key, run):
     (probes / "depth.safetensors").write_bytes(b"broken")
     gallery, notes = calls.probes(key, str(run / "direct"), SIDE)
     assert [caption for _, caption in gallery] == ["segmentation"] and "cannot use the depth probe" in notes
+
+
+def test_probes_on_a_scene_show_its_ground_truth_beside_each_prediction(calls, run):
+    scene = calls.load_scene(5)[0]
+    gallery, notes = calls.probes(scene, student(run), SIDE)
+    captions = [caption for _, caption in gallery]
+    assert captions[:3] == [
+        "segmentation",
+        "segmentation · ground truth",
+        f"depth · {DEPTH:.2f} to {DEPTH:.2f}",
+    ]
+    assert (
+        captions[3].startswith("depth · ") and captions[3].endswith(" · ground truth") and len(captions) == 4
+    )
+    labels = SceneGenerator(SIDE, seed=5).batch(0, 1).segmentation[0]
+    assert np.array_equal(gallery[1][0], to_picture(label_colours(labels, len(SEGMENT_CLASSES)), SIDE))
+    assert "trained on generated scenes, like this one" in notes
+
+
+def test_feature_map_colours_repeat_across_toggles_and_added_encoders(calls, key, run):
+    def pictures(specs: list[str], **options: object) -> dict[str, np.ndarray]:
+        view = list(calls.explorer.feature_maps(key, specs, SIDE, **options))[-1]
+        return {panel.caption: panel.image for panel in view.panels}
+
+    first = pictures([student(run)])
+    pictures([student(run)], masked=True)  # toggled on, then off again
+    again = pictures([student(run)])
+    with_others = pictures(["edges", student(run), str(run / "direct")])
+    caption = "tiny/multires · 4x4 patches"
+    assert np.array_equal(first[caption], again[caption]) and np.array_equal(
+        first[caption], with_others[caption]
+    )
+    alone = pictures([student(run)], space="edges", joint=True)
+    joined = pictures([student(run), str(run / "direct")], space="edges", joint=True)
+    assert all(np.array_equal(alone[c], joined[c]) for c in alone)  # the joint basis is the expert's own
+
+
+def test_the_joint_basis_is_offered_only_where_panels_share_a_feature_space(calls, key, run):
+    specs = ["edges", student(run)]
+    own = list(calls.explorer.feature_maps(key, specs, SIDE, OWN_SPACE, joint=False))[-1]
+    own_joint = list(calls.explorer.feature_maps(key, specs, SIDE, OWN_SPACE, joint=True))[-1]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(own.panels, own_joint.panels, strict=True))
+    each = list(calls.explorer.feature_maps(key, specs, SIDE, "edges", joint=False))[-1]
+    joint = list(calls.explorer.feature_maps(key, specs, SIDE, "edges", joint=True))[-1]
+    assert np.array_equal(each.panels[1].image, joint.panels[1].image)  # the expert: its own basis either way
+    assert not np.array_equal(each.panels[2].image, joint.panels[2].image)  # the estimate: in the expert's
+    assert Callbacks.joint_offer(OWN_SPACE) == gr.update(value=False, interactive=False)
+    assert Callbacks.joint_offer("edges") == gr.update(interactive=True)
+    demo = build_app(Explorer(run, display=SIDE))
+    box = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "joint")
+    assert box.interactive is False  # the app opens in own features
+
+
+def test_position_mean_is_the_photos_mean_and_is_removed_before_the_pca(calls, key, run):
+    spec, explorer = student(run), calls.explorer
+    mean = explorer.position_mean(spec, SIDE, OWN_SPACE, None, (4, 4))
+    photos = [explorer.load_photo(name) for name in photo_names()[:POSITION_PHOTOS]]
+    expected = torch.cat([explorer.store.features(k, spec, SIDE).patches for k in photos]).mean(
+        0, keepdim=True
+    )
+    torch.testing.assert_close(mean, expected, rtol=1e-4, atol=1e-5)
+    grid = explorer.store.features(key, spec, SIDE).patches
+    (panel,) = list(explorer.feature_maps(key, [spec], SIDE, centred=True))[-1].panels[1:]
+    colours = pca_colours({"centred": grid - mean})["centred"]
+    assert np.array_equal(panel.image, to_picture(upsample(colours, (SIDE, SIDE), False), (SIDE, SIDE)))
+    assert explorer.position_mean(spec, SIDE, OWN_SPACE, None, (2, 6)).shape == (1, grid.shape[1], 2, 6)
+
+
+def test_the_random_floor_is_offered_and_named_by_what_it_is(calls, key, run):
+    floor = f"random:{run / 'student'}"
+    assert ("tiny/random init (floor)", floor) in calls.explorer.encoder_choices()
+    (panel,) = list(calls.explorer.feature_maps(key, [floor], SIDE))[-1].panels[1:]
+    scored = random_encoder(run / "student", SIDE)  # the scoreboard's floor: the same weights
+    params = sum(p.numel() for p in scored.backbone.model.backbone.parameters()) / 1e6
+    assert panel.caption == f"ViT 32x2, {params:.2g}M (random init) · 4x4 patches"  # width x depth, size
+    image = calls.explorer.store.image(key)[None]
+    torch.testing.assert_close(calls.explorer.store.features(key, floor, SIDE).patches, scored(image).patches)
+
+
+def test_a_distilled_encoder_opens_at_the_side_it_trained_at(run, tmp_path):
+    assert RunDir(run).trained_side("multires") == 64  # its pyramid [32, 64]: the largest
+    assert trained_side(run / "multires" / "checkpoint") == 64 and trained_side(tmp_path) is None
+    assert trained_resolution(["edges", student(run)], 224) == 64
+    assert trained_resolution(["edges"], 224) == 224
+    demo = build_app(Explorer(run, display=SIDE))
+    slider = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "resolution")
+    assert slider.value == 64
 
 
 def test_broken_checkpoints_and_unknown_encoders_are_messages_not_crashes(calls, key, run, tmp_path):
@@ -283,3 +375,22 @@ def test_http_api_round_trip_survives_a_bad_upload(run, tmp_path):
         assert notes.startswith("1 of 1 encoders")
     finally:
         demo.close()
+
+
+def test_teachers_show_opens_students_at_the_side_they_trained_at(run, tmp_path, monkeypatch):
+    from apps.cli import main
+    from workbench.viz import pca_figures
+
+    seen: dict = {}
+
+    def record(encoders: dict, images: dict, path: Path, students: dict) -> Path:
+        seen.update(sides={image.shape[-1] for image in images.values()}, students=students)
+        return path
+
+    monkeypatch.setattr(pca_figures, "pca_grid_figure", record)
+    out = str(tmp_path / "s.png")
+    command = ["teachers", "show", "--teachers", "edges", "--photos", "coffee", "--out", out]
+    main([*command, "--students", student(run)])
+    assert seen["sides"] == {64} and seen["students"]["tiny/multires"].resolution == 64
+    main([*command, "--students", student(run), "--resolution", "96"])  # unless the user picks another
+    assert seen["sides"] == {96} and seen["students"]["tiny/multires"].resolution == 96

@@ -21,6 +21,7 @@ from test_app_gradio import free_port, make_scored_run
 from apps.gradio_app import build_app
 from apps.launch import dashboard_command, serve
 from distill.data.photos import photo_array
+from distill.run_dir import trained_resolution
 from workbench.explore.explorer import Explorer
 
 pytestmark = pytest.mark.slow
@@ -89,6 +90,10 @@ def test_live_demo_upload_tabs_and_click(browser, runs, tmp_path):
         page.goto(demo.local_url)
         done = f"{encoders} of {encoders} encoders"
         wait_for_text(page, "#maps-notes", done)  # the bundled photo, shown on page load
+        side = page.locator("#resolution input[type=number]")
+        assert side.input_value() == str(trained_resolution(explorer.default_specs(), 224))  # the student's
+        side.fill("224")  # the semantic expert's own side, for its reading of the photo below
+        wait_for_text(page, "#maps", "edges · 28x28 patches")
         shown = page.locator("#maps img").first.evaluate("img => img.src")
         # upload a photo: the feature maps of every encoder, streamed in one by one
         photo = tmp_path / "chelsea.png"
@@ -122,6 +127,11 @@ def test_live_demo_upload_tabs_and_click(browser, runs, tmp_path):
         page.get_by_role("tab", name="Probes").click()
         wait_for_text(page, "#predictions", "segmentation")
         wait_for_images(page, "#predictions", 2)
+        wait_for_text(page, "#probe-notes", "trained on generated scenes; on a photo they can only answer")
+        page.locator("#scene-button").click()  # on a scene: its ground truth beside each prediction
+        wait_for_text(page, "#predictions", "ground truth")
+        wait_for_text(page, "#probe-notes", "trained on generated scenes, like this one")
+        wait_for_images(page, "#predictions", 4)
         screenshot(page, "app_probes.png", tmp_path)
         # a file that is not an image: a message in the page, and the app lives on
         notes = tmp_path / "notes.txt"
@@ -155,12 +165,17 @@ def test_live_demo_rapid_changes_resolution_and_correspondence_clicks(browser, r
         # a typed resolution applies as typed, without leaving the box: the edges expert's grid is /8
         page.locator("#resolution input[type=number]").fill("160")
         wait_for_text(page, "#maps", "edges · 20x20 patches")
+        # own features share no axes: the joint basis is not on offer there
+        assert page.locator("#joint input").is_disabled()
         # rapid changes, 0.3 s apart while the maps compute: the last state wins, nothing is dropped
-        for label in ("text (expert)", "semantic (expert)", "Joint PCA basis", "Mask background"):
+        for label in ("text (expert)", "semantic (expert)", "Mask background", "Remove position mean"):
             page.get_by_label(label, exact=True).click()
             page.wait_for_timeout(300)
         left = len(specs) - 2
-        final = [f"{left} of {left} encoders", "joint basis · background masked"]
+        final = [
+            f"{left} of {left} encoders",
+            "one basis each · background masked (threshold 0 std) · position",
+        ]
         page.wait_for_function(
             "texts => texts.every(t => (document.querySelector('#maps-notes')?.innerText || '').includes(t))",
             arg=final,
@@ -175,6 +190,12 @@ def test_live_demo_rapid_changes_resolution_and_correspondence_clicks(browser, r
             ".filter(c => c.scrollWidth > c.clientWidth + 1).map(c => c.innerText)"
         )
         assert cut == []  # every caption readable in full
+        # in an expert space the joint basis is offered: every panel in the expert's colours
+        page.locator("#space input").click()
+        page.get_by_role("option", name="edges", exact=True).click()
+        page.wait_for_function("() => !document.querySelector('#joint input').disabled", timeout=WAIT_MS)
+        page.get_by_label("Joint PCA basis", exact=True).click()
+        wait_for_text(page, "#maps-notes", "edges · joint basis (the expert's)")
         # correspondence: B is A under a random warp; two clicks in A, each encoder's match in B
         page.get_by_role("tab", name="Correspondence").click()
         wait_for_text(page, "#match-notes", "best match in B")
@@ -229,6 +250,9 @@ def test_dashboard_run_tabs_checkpoint_and_compare(browser, runs, tmp_path):
         page.get_by_text("Learning rate").wait_for(timeout=WAIT_MS)
         assert page.locator("[data-testid='stVegaLiteChart']").count() >= 4
         screenshot(page, "dashboard_curves.png", tmp_path)
+        page.get_by_role("tab", name="Scoreboard").click()
+        page.locator("[data-testid='stDataFrame']").nth(1).wait_for(timeout=WAIT_MS)
+        screenshot(page, "dashboard_scoreboard.png", tmp_path)
         page.get_by_role("tab", name="Checkpoints").click()
         wait_for_images(page, "[data-testid='stImage']", 2)  # the input and the checkpoint's PCA map
         screenshot(page, "dashboard_checkpoint.png", tmp_path)

@@ -457,6 +457,10 @@ def test_pca_columns_in_one_group_share_their_colours():
     axes = np.asarray(fig.axes).reshape(2, 4)
     assert np.array_equal(axes[1][1].images[0].get_array(), axes[1][2].images[0].get_array())
     assert axes[0][3].get_title() == "c\n8x8 patches"
+    grown = pca_columns_figure(images, {"a": grid, "d": 5 * torch.randn(2, 5, 4, 4)}, {"a": "g", "d": "g"})
+    for row in range(2):  # a column added to a group recolours none of the others
+        before = np.asarray(fig.axes).reshape(2, 4)[row][1].images[0].get_array()
+        assert np.array_equal(np.asarray(grown.axes).reshape(2, 3)[row][1].images[0].get_array(), before)
     titled = pca_columns_figure(images, {"a": grid}, title="stage 2")
     assert titled.get_suptitle() == "stage 2"
     with pytest.raises(ValueError, match="column 'a'"):

@@ -1,5 +1,11 @@
 """Robust PCA colouring of patch features."""
 
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import Tensor
@@ -23,7 +29,7 @@ def test_first_component_follows_the_dominant_direction():
     t = torch.linspace(-5, 5, 64)
     patches = (t[:, None] * direction + 0.01 * torch.randn(64, 8)).T.reshape(1, 8, 8, 8)
     basis = PCABasis.fit(patches)
-    assert abs(float(basis.components[0] @ direction)) > 0.99
+    assert abs(float(basis.components[0].float() @ direction)) > 0.99
     colours = basis.to_rgb(patches)[0, 0].flatten()
     corr = torch.corrcoef(torch.stack([colours, t]))[0, 1]
     assert abs(corr) > 0.95  # the first colour channel tracks the position along the direction
@@ -78,8 +84,8 @@ def test_joint_basis_across_two_encoders_of_the_same_dim():
     first, second = along(4), along(6)
     joint = PCABasis.fit([first, second])  # different grids, one feature space
     rows = torch.cat([first.flatten(2)[0].T, second.flatten(2)[0].T])
-    torch.testing.assert_close(joint.mean, rows.mean(0))
-    assert abs(float(joint.components[0] @ direction)) > 0.99
+    torch.testing.assert_close(joint.mean, rows.double().mean(0))
+    assert abs(float(joint.components[0].float() @ direction)) > 0.99
     first[0, :, 1, 2] = second[0, :, 5, 0] = 2.0 * direction  # the same feature in both encoders' grids
     assert torch.equal(joint.to_rgb(first)[0, :, 1, 2], joint.to_rgb(second)[0, :, 5, 0])
     ends = joint.to_rgb(first)[0, 0]
@@ -131,3 +137,52 @@ def test_foreground_mask_falls_back_to_the_minority_and_reuses_a_basis():
     assert torch.equal(foreground_mask(scene[1:], basis=basis), scene_truth[1:])
     with pytest.raises(ValueError, match="skip_first=False"):
         foreground_mask(scene, basis=PCABasis.fit(scene, skip_first=True))
+
+
+def clusters_with_outliers(outliers: int, side: int = 12, dim: int = 16) -> tuple[Tensor, Tensor]:
+    """A grid of four tight clusters of patches (labels [side*side], row-major) in the first half of the
+    feature dimensions, and `outliers` huge patches (labelled -1) in the other half, as a ViT's high-norm
+    tokens are."""
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.cat([2 * torch.randn(4, dim // 2, generator=generator), torch.zeros(4, dim // 2)], 1)
+    labels = torch.arange(side * side) % 4
+    rows = centres[labels] + 0.05 * torch.randn(side * side, dim, generator=generator)
+    rows[:outliers, dim // 2 :] = 1e4 * torch.randn(outliers, dim // 2, generator=generator)
+    labels[:outliers] = -1
+    return rows.T.reshape(1, dim, side, side), labels
+
+
+@pytest.mark.parametrize("outliers", [1, 3])
+def test_outlier_patches_do_not_take_the_colours_from_the_rest(outliers):
+    grid, labels = clusters_with_outliers(outliers)
+    colours = pca_rgb(grid)[0].flatten(1).T  # [patches, 3]
+    means = torch.stack([colours[labels == k].mean(0) for k in range(4)])
+    spread = max(float(colours[labels == k].std(0).max()) for k in range(4))
+    apart = torch.cdist(means, means)[~torch.eye(4, dtype=torch.bool)]
+    assert float(apart.min()) > 0.3 and spread < 0.1  # four distinct colours, each cluster one colour
+
+
+FEATURES = "torch.randn(2, 24, 7, 9, generator=torch.Generator().manual_seed(3))"
+
+
+def test_the_same_features_give_bit_identical_colours_in_every_call_and_process():
+    patches = eval(FEATURES)
+    colours = [PCABasis.fit(patches).to_rgb(patches) for _ in range(3)]
+    assert all(torch.equal(colours[0], c) for c in colours[1:])
+    code = (
+        "import hashlib, torch; from workbench.viz.pca import PCABasis\n"
+        f"patches = {FEATURES}\n"
+        "print(hashlib.sha1(PCABasis.fit(patches).to_rgb(patches).numpy().tobytes()).hexdigest())"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = os.environ | {"PYTHONPATH": str(root)}
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert other.stdout.strip() == hashlib.sha1(colours[0].numpy().tobytes()).hexdigest()
+
+
+def test_negated_or_mirrored_features_give_the_same_colours():
+    patches = eval(FEATURES)
+    colours = PCABasis.fit(patches).to_rgb(patches)
+    assert torch.equal(PCABasis.fit(-patches).to_rgb(-patches), colours)  # signs follow the data
+    mirrored = patches.flip(-1)  # the same patches in another order
+    torch.testing.assert_close(PCABasis.fit(mirrored).to_rgb(mirrored), colours.flip(-1), rtol=0, atol=1e-6)

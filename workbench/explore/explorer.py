@@ -12,13 +12,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from safetensors import SafetensorError
 from torch import Tensor
 
 from distill.data.images import native_view, pil_to_tensor, square_view
-from distill.data.photos import load_photo
-from distill.data.scenes import SEGMENT_CLASSES, SceneGenerator
+from distill.data.photos import load_photo, photo_names
+from distill.data.scenes import SEGMENT_CLASSES, SceneBatch, SceneGenerator
 from distill.features import Features
 from distill.stages import EUPE_STUDENT, STAGES
 from distill.teachers import EXPERTS
@@ -27,7 +29,8 @@ from workbench.eval.encoders import EncoderFeatures, is_checkpoint
 from workbench.eval.expert_heads import expert_reading, top_classes
 from workbench.eval.scoreboard import load_probe
 from workbench.eval.similarity import agreement_map, cosine_similarity_map
-from workbench.explore.feature_store import FeatureStore
+from workbench.explore.feature_store import LRU, FeatureStore
+from workbench.explore.floor import floor_spec
 from workbench.explore.runs import Run, find_probes, list_runs
 from workbench.viz.panels import (
     colorize,
@@ -43,6 +46,9 @@ from workbench.viz.upsample import upsample
 
 MAX_PIXELS = 40_000_000  # larger uploads are refused
 OWN_SPACE = "own features"
+POSITION_PHOTOS = 8  # the bundled photos (the first, by name) whose mean patch per position `centred` removes
+PROBES_TRAINED_ON = "trained on generated scenes"
+ON_A_PHOTO = "; on a photo they can only answer in the scenes' terms (their shapes, signs and backgrounds)"
 UNREADABLE_PROBE = (RuntimeError, ValueError, KeyError, OSError, SafetensorError)  # damaged, or other code's
 
 
@@ -131,6 +137,9 @@ class Explorer:
         self.display = display
         self.store = store or FeatureStore()
         self.max_pixels = max_pixels
+        self.scenes = LRU(16)  # image key -> the generated scene's labels (ground truth beside probes)
+        self.position_means = LRU(16)  # (spec, resolution, space, layer) -> [1, D, h, w]
+        self.position_photos: Tensor | None = None
 
     def runs(self) -> list[Run]:
         """The runs under `runs_root`, read afresh (new runs appear without a restart)."""
@@ -141,8 +150,17 @@ class Explorer:
         choices = [(f"{name} (expert)", name) for name in EXPERTS]
         for run in self.runs():
             choices += [(f"{s.label} ({s.role})", str(s.folder)) for s in run.stages if s.checkpoint]
+            if (floor := self.floor_of(run)) is not None:
+                choices.append((f"{run.name}/random init (floor)", floor))
         offered = {spec for _, spec in choices}
         return choices + [(spec, spec) for spec in extra if spec not in offered]
+
+    @staticmethod
+    def floor_of(run: Run) -> str | None:
+        """The random floor of a run, as its scoreboard scores it: its first student stage's architecture at
+        random init (None when no student stage has a checkpoint)."""
+        students = {s.name for s in STAGES if s.model == "student"}
+        return next((floor_spec(s.folder) for s in run.stages if s.name in students and s.checkpoint), None)
 
     def default_specs(self) -> list[str]:
         """The experts, and the first run's proxy and latest EUPE student when there are runs."""
@@ -179,8 +197,11 @@ class Explorer:
         return self.add_image(load_photo(name))
 
     def load_scene(self, seed: int) -> str:
-        """`add_image` of the first generated scene of a seed."""
-        return self.add_image(SceneGenerator(self.display, seed=int(seed)).batch(0, 1).images[0])
+        """`add_image` of the first generated scene of a seed (its labels kept for the Probes tab)."""
+        scene = SceneGenerator(self.display, seed=int(seed)).batch(0, 1)
+        key = self.add_image(scene.images[0])
+        self.scenes.put(key, scene)
+        return key
 
     def picture(
         self, key: str, point: tuple[float, float] | None = None, keep_aspect: bool = False
@@ -232,22 +253,30 @@ class Explorer:
         layer: int | None = None,
         smooth: bool = False,
         keep_aspect: bool = False,
+        centred: bool = False,
     ) -> Iterator[View]:
         """The image, then PCA-RGB maps of each encoder's patch features; yielded after each encoder.
+
+        Colours are repeatable (see `PCABasis`): the same features, options and encoder give the same
+        picture whatever else is shown, so adding an encoder or toggling an option back recolours nothing.
 
         Args:
             space: OWN_SPACE (each encoder's own features) or an expert's name: that expert's features
                 next to every selected distilled encoder's estimate of them.
-            joint: one basis for all panels (in an expert space, or own features of equal dimension).
+            joint: in an expert space, every panel in the expert's own basis; ignored in OWN_SPACE, where
+                different encoders' features share no axes (each gets a basis of its own).
             masked, threshold: paint background patches black (see `foreground_mask`).
             layer: the layer whose patches are shown (None: the last; see `each_features`).
             smooth: bicubic upsampling of the maps instead of one block per patch.
             keep_aspect: the whole image with its aspect ratio (H x W patches) instead of its centre square.
+            centred: remove each position's mean patch over the first POSITION_PHOTOS bundled photos before
+                the PCA (see `position_mean`): what the image shows beyond what position alone explains.
         """
         if space != OWN_SPACE and space not in EXPERTS:
             raise ValueError(
                 f"unknown feature space '{space}'; choose {OWN_SPACE} or one of {', '.join(EXPERTS)}"
             )
+        joint = joint and space != OWN_SPACE
         notes: list[str] = []
         grids: dict[str, Tensor] = {}
         colours: dict[str, Tensor] = {}
@@ -259,16 +288,11 @@ class Explorer:
                 notes.append(f"{self.encoder_name(spec)} has no estimate of the {space} expert's features")
                 continue
             name, grid = named
+            if centred:
+                grid = grid - self.position_mean(spec, resolution, space, layer, tuple(grid.shape[-2:]))
             grids[name] = grid
-            if joint:
-                try:
-                    colours = pca_colours(grids, True, masked, threshold)
-                except ValueError as error:
-                    joint = False
-                    notes.append(f"{error}: pick an expert space for a joint basis; showing one basis each")
-                    colours = pca_colours(grids, False, masked, threshold)
-            else:
-                colours |= pca_colours({name: grid}, False, masked, threshold)
+            reference = dict([next(iter(grids.items()))]) if joint else {}
+            colours[name] = pca_colours(reference | {name: grid}, joint, masked, threshold)[name]
             panels = [
                 Panel(
                     to_picture(upsample(colours[n], size, smooth), size),
@@ -283,6 +307,32 @@ class Explorer:
         if not grids or len(shown.notes) < len(notes):  # notes on encoders after the last one shown
             panels = shown.panels if grids else [Panel(self.picture(key, keep_aspect=keep_aspect), "input")]
             yield View(panels, notes=notes or ["select at least one encoder"])
+
+    def position_mean(
+        self, spec: str, resolution: int, space: str, layer: int | None, grid: tuple[int, int]
+    ) -> Tensor:
+        """[1, D, *grid] mean patch at each position of an encoder's grid in a feature space, over the first
+        POSITION_PHOTOS bundled photos (their centre squares), computed once per encoder, resolution,
+        space and layer; resized bilinearly to `grid` where it differs (an image with its aspect kept)."""
+        entry = (spec, resolution, space, layer)
+        mean = self.position_means.get_or_make(entry, lambda: self.measure_position_mean(*entry))
+        if tuple(mean.shape[-2:]) == grid:
+            return mean
+        return F.interpolate(mean, size=grid, mode="bilinear", align_corners=False)
+
+    def measure_position_mean(self, spec: str, resolution: int, space: str, layer: int | None) -> Tensor:
+        """See `position_mean`: one forward pass of the photos, under the encoder's lock."""
+        if self.position_photos is None:
+            names = photo_names()[:POSITION_PHOTOS]
+            self.position_photos = torch.stack([square_view(load_photo(n), self.display) for n in names])
+        with self.store.using(spec) as slot:
+            slot.encoder.resolution = resolution
+            features = slot.encoder(self.position_photos, with_experts=True)
+            if layer is not None:
+                inner = slot.encoder.inside(self.position_photos, layer).patches
+                features = replace(features, patches=inner, experts={})
+        _, grids = self.grid_in_space(spec, features, space)
+        return grids.float().mean(0, keepdim=True)
 
     def grid_in_space(self, spec: str, features: EncoderFeatures, space: str) -> tuple[str, Tensor] | None:
         """(panel title, patch grid) of an encoder in a feature space, or None if it cannot reach it."""
@@ -357,7 +407,8 @@ class Explorer:
         return view
 
     def probes(self, key: str, spec: str, resolution: int) -> View:
-        """Predictions of the dense probes an evaluation trained on this encoder's features."""
+        """Predictions of the dense probes an evaluation trained on this encoder's features; on a generated
+        scene, each beside the scene's ground truth."""
         probes, board = find_probes(self.runs(), spec)
         name = self.encoder_name(spec)
         if board is None:
@@ -367,7 +418,11 @@ class Explorer:
             return View(notes=[f"no trained probes for {name}: score it with `{command}`"])
         patches = self.store.features(key, spec, resolution).patches
         trained_at = board.settings.get("resolution", "?")
-        view = View(notes=[f"probes of {name} from {board.folder} (trained at {trained_at} px)"])
+        scene: SceneBatch | None = self.scenes.get(key)
+        trained_on = PROBES_TRAINED_ON + (", like this one" if scene is not None else ON_A_PHOTO)
+        view = View(
+            notes=[f"probes of {name} from {board.folder} (trained at {trained_at} px); {trained_on}"]
+        )
         for task, path in probes.items():
             try:
                 prediction = load_probe(path).predict(patches, self.display)[0]
@@ -376,5 +431,8 @@ class Explorer:
                 continue
             colours, caption, legend = probe_picture(task, prediction)
             view.panels.append(Panel(to_picture(colours, self.display), caption))
+            if scene is not None:
+                truth, truth_caption, _ = probe_picture(task, getattr(scene, task)[0].float())
+                view.panels.append(Panel(to_picture(truth, self.display), f"{truth_caption} · ground truth"))
             view.notes += [legend] if legend else []
         return view

@@ -26,6 +26,7 @@ from torch import Tensor
 from distill.teachers import EXPERTS
 from workbench.eval.encoders import Encoder, EncoderFeatures, build_encoder, is_checkpoint
 from workbench.eval.inside import Inside
+from workbench.explore.floor import floor_encoder, is_floor
 
 BUILD_ERRORS = (ValueError, KeyError, FileNotFoundError, OSError, RuntimeError)
 
@@ -38,6 +39,11 @@ def image_key(*images: Tensor) -> str:
         digest.update(str(tuple(pixels.shape)).encode())
         digest.update(pixels.numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def build_any(spec: str, resolution: int | None = None, **kwargs: object) -> Encoder:
+    """`build_encoder`, or the random floor a `random:<checkpoint>` spec names (`workbench.explore.floor`)."""
+    return floor_encoder(spec, resolution) if is_floor(spec) else build_encoder(spec, resolution, **kwargs)
 
 
 def parameter_bytes(encoder: Encoder) -> int:
@@ -87,7 +93,7 @@ class FeatureStore:
         timm_weights: weights for timm specs: "random" (offline) or "pretrained" (downloads).
         max_features: feature sets kept in memory.
         max_images: images kept in memory.
-        build: encoder factory `(spec, resolution, **kwargs) -> Encoder` (default `build_encoder`).
+        build: encoder factory `(spec, resolution, **kwargs) -> Encoder` (default `build_any`).
         max_encoders: built encoders kept.
         max_encoder_bytes: their parameter memory kept; the encoder just built is kept even if alone it
             exceeds this (the others are dropped).
@@ -99,7 +105,7 @@ class FeatureStore:
         timm_weights: str = "random",
         max_features: int = 48,
         max_images: int = 32,
-        build: Callable[..., Encoder] = build_encoder,
+        build: Callable[..., Encoder] = build_any,
         max_encoders: int = 8,
         max_encoder_bytes: int = 4 * 2**30,
         wait_s: float = 120.0,
@@ -139,7 +145,8 @@ class FeatureStore:
     def build_into(self, spec: str, slot: Slot) -> None:
         """Build the encoder of `spec` into its (locked) slot, then drop the least recently used others
         beyond the bounds; a failed build leaves no slot."""
-        kwargs = {} if spec in EXPERTS or is_checkpoint(spec) else {"weights": self.timm_weights}
+        timm = not (spec in EXPERTS or is_checkpoint(spec) or is_floor(spec))
+        kwargs = {"weights": self.timm_weights} if timm else {}
         try:
             encoder = self.build(spec, None, **kwargs)
         except Exception as error:

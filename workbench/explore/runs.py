@@ -27,7 +27,9 @@ from distill.checkpoint import read_meta
 from distill.metrics_log import metric_records
 from distill.run_dir import METRICS_FILE, MODEL_FILE, RunDir, checkpoint_folder
 from distill.stages import EXPERTS, STAGE_NAMES, STAGES, role_of
+from workbench.eval.normalised import NORMALISED, with_normalised_scores
 from workbench.eval.scoreboard import COLUMNS, EFFICIENCY, decimals, encoder_key, probe_folder
+from workbench.explore.floor import floor_name, is_floor
 
 CONTINUES = {stage.name: stage.continues for stage in STAGES}  # the stage each one carries on from
 TAUGHT_BY = {stage.name: stage.taught_by for stage in STAGES}
@@ -38,10 +40,16 @@ BAD_CHECKPOINT = (OSError, ValueError, KeyError, TypeError, AttributeError, Safe
 # (`loss` and the `teacher/term` columns) with 4 significant digits.
 METRIC_FORMATS = {"loss": "{:.4g}", "lr": "{:.3g}", "grad_norm": "{:.3g}", "images_per_second": "{:.1f}"}
 Warn = Callable[[str], object]
-SCORED = (  # (key, title, higher is better) of every scored metric: probes, then efficiency
-    *((c.key, c.title, c.higher_is_better) for c in COLUMNS),
+OTHER_COLOUR = "#7f7f7f"  # a folder that is not a known stage
+SCORED = (  # (key, title, higher is better) of every scored metric: the normalised score, probes, efficiency
+    *((c.key, c.title, c.higher_is_better) for c in (NORMALISED, *COLUMNS)),
     *((key, title, False) for key, title in EFFICIENCY),
 )
+
+
+def stage_colour(name: str) -> str:
+    """A stage's colour in every chart: the stage table's (grey for a folder that is not a known stage)."""
+    return next((stage.colour for stage in STAGES if stage.name == name), OTHER_COLOUR)
 
 
 def ignore(problem: str) -> None:
@@ -275,6 +283,16 @@ def curves(
     return pd.DataFrame(series).rename_axis("step")
 
 
+def identical_curves(frame: pd.DataFrame) -> list[list[str]]:
+    """Groups (two or more) of a `curves` frame's columns with the same values at the same steps: drawn,
+    they lie on top of each other and only the last one shows."""
+    groups: dict[tuple, list[str]] = {}
+    for column in frame.columns:
+        values = frame[column].dropna()
+        groups.setdefault((tuple(values.index), tuple(values)), []).append(column)
+    return [group for group in groups.values() if len(group) > 1]
+
+
 def checkpoint_info(stage: StageFolder) -> dict:
     """What a stage's checkpoint holds: step, architecture, teachers and size ({} when there is none).
 
@@ -433,7 +451,20 @@ def read_scoreboard(folder: str | Path) -> Scoreboard:
         wrong = [key for key, _, _ in SCORED if row.get(key) is not None and not is_number(row[key])]
         if wrong:
             raise ValueError(f"{path}: row {i + 1} has a {wrong[0]} that is not a number ({row[wrong[0]]!r})")
+    rows = [row | {"name": named(row)} for row in with_normalised_scores(rows)]
     return Scoreboard(Path(folder), tuple(rows), settings)
+
+
+def named(row: dict) -> str | None:
+    """A scoreboard row's name as the apps show it: a random floor by what it is (`floor_name`, while its
+    checkpoint is there to say), any other row by its own name."""
+    spec = row.get("spec")
+    if isinstance(spec, str) and is_floor(spec):
+        try:
+            return floor_name(spec)
+        except (*BAD_CHECKPOINT, FileNotFoundError):
+            pass
+    return row.get("name")
 
 
 def find_scoreboards(run: Run, warn: Warn = ignore) -> list[Scoreboard]:
@@ -476,8 +507,14 @@ def find_probes(runs: list[Run], spec: str) -> tuple[dict[str, Path], Scoreboard
 
 
 def scoreboard_frame(rows: list[dict] | tuple[dict, ...]) -> pd.DataFrame:
-    """Scoreboard rows as a table: one row per encoder (name, role), efficiency then probe columns titled."""
-    keys = [("name", "Encoder"), ("role", "Role"), *EFFICIENCY, *((c.key, c.title) for c in COLUMNS)]
+    """Scoreboard rows as a table: one row per encoder (name, role), efficiency, the normalised score, then
+    probe columns, titled."""
+    keys = [
+        ("name", "Encoder"),
+        ("role", "Role"),
+        *EFFICIENCY,
+        *((c.key, c.title) for c in (NORMALISED, *COLUMNS)),
+    ]
     present = [(k, t) for k, t in keys if any(k in row for row in rows)]
     return pd.DataFrame([[row.get(k) for k, _ in present] for row in rows], columns=[t for _, t in present])
 

@@ -96,8 +96,10 @@ def pca_colours(
 
     Args:
         grids: name -> one image's patch grid.
-        joint: fit one basis on all grids (they must share the feature dimension D), so a colour
-            means the same feature direction in every panel; otherwise one basis per grid.
+        joint: colour every grid in the basis of the first (the reference, e.g. an expert's own features
+            before the estimates of them), so a colour means the same feature direction in every panel and
+            adding a grid recolours none of the others; they must share the feature dimension D.
+            Otherwise one basis per grid.
         masked: paint background patches (`foreground_mask` of each grid) black and fit on foreground.
         threshold: the foreground cut in standard deviations.
 
@@ -108,15 +110,12 @@ def pca_colours(
         dims = ", ".join(f"{n}: {g.shape[1]}" for n, g in grids.items())
         raise ValueError(f"a joint basis needs one feature dimension, got {dims}")
     masks = {n: foreground_mask(g, threshold) if masked else None for n, g in grids.items()}
-    if joint:
-        fitted = [n for n in grids if masks[n] is None or masks[n].sum() >= 4]
-        basis = PCABasis.fit([grids[n] for n in fitted], mask=[masks[n] for n in fitted] if masked else None)
-        bases = dict.fromkeys(grids, basis)
-    else:
-        bases = {
-            n: PCABasis.fit(g, mask=masks[n] if masked and masks[n].sum() >= 4 else None)
-            for n, g in grids.items()
-        }
+
+    def basis_of(name: str) -> PCABasis:
+        mask = masks[name]
+        return PCABasis.fit(grids[name], mask=mask if mask is not None and mask.sum() >= 4 else None)
+
+    bases = dict.fromkeys(grids, basis_of(next(iter(grids)))) if joint else {n: basis_of(n) for n in grids}
     return {n: bases[n].to_rgb(g, masks[n])[0] for n, g in grids.items()}
 
 

@@ -24,13 +24,49 @@ def check_mask(mask: Tensor, patches: Tensor) -> None:
         )
 
 
+def principal_directions(centred: Tensor, count: int) -> Tensor:
+    """The `count` leading principal directions [count, D] of centred float64 rows [N, D], exactly (the
+    eigenvectors of the smaller of the covariance and the Gram matrix), each signed by `sign_rule`."""
+    rows, dim = centred.shape
+    if rows >= dim:
+        _, vectors = torch.linalg.eigh(centred.T @ centred)  # ascending eigenvalues
+        directions = vectors.flip(1)[:, :count].T
+    else:
+        values, vectors = torch.linalg.eigh(centred @ centred.T)
+        values, vectors = values.flip(0)[:count], vectors.flip(1)[:, :count]
+        directions = (centred.T @ vectors / values.clamp_min(1e-300).sqrt()).T
+        directions = directions / directions.norm(dim=1, keepdim=True).clamp_min(1e-300)
+    return directions * sign_rule(centred @ directions.T)[:, None]
+
+
+def sign_rule(scores: Tensor) -> Tensor:
+    """+1 or -1 per component of scores [N, K]: the sign that puts the heavier tail of the patches' scores
+    on the positive side (a positive third moment; +1 when it is zero).
+
+    It depends only on where the patches lie, not on how the feature axes are oriented, so negated (or
+    rotated) features get the same colours, and the eigen-solver's arbitrary sign never shows.
+    """
+    return torch.where(scores.pow(3).sum(0) < 0, -1.0, 1.0).to(scores.dtype)
+
+
+def inliers(rows: Tensor, scale: float) -> Tensor:
+    """bool [N]: the rows whose distance to the coordinate-wise median is at most `scale` times the 90th
+    percentile of those distances. Only rare extremes are left out (under a tenth of the rows: a group of
+    patches larger than that sets the percentile itself), never a whole minority region of the image."""
+    distance = (rows - rows.median(0).values).norm(dim=1)
+    return distance <= scale * distance.quantile(0.9)
+
+
 @dataclass
 class PCABasis:
     """A PCA projection to three components with a robust colour range per component.
 
+    The fit is exact and repeatable (float64 eigen-decomposition, every component's sign fixed by
+    `sign_rule`): the same features give bit-identical colours in every call and every process.
+
     Attributes:
-        mean: [D] feature mean.
-        components: [3, D] principal directions.
+        mean: [D] feature mean (float64) of the patches the directions were fitted on.
+        components: [3, D] principal directions (float64).
         low, high: [3] colour range per component: median -/+ `mad_scale` median absolute deviations.
         skipped_first: whether the first principal component was dropped (components start at the second).
     """
@@ -48,6 +84,7 @@ class PCABasis:
         skip_first: bool = False,
         mad_scale: float = 2.0,
         mask: Tensor | list[Tensor] | None = None,
+        outlier_scale: float = 3.0,
     ) -> PCABasis:
         """Fit on one or more patch grids (joint basis when several share a feature space).
 
@@ -57,6 +94,9 @@ class PCABasis:
             mad_scale: half-width of the colour range in median absolute deviations.
             mask: bool [B, h, w] per grid (a list parallel to `patches`); only True patches are fitted,
                 e.g. the output of `foreground_mask`.
+            outlier_scale: patches farther from the median patch than this times the 90th percentile of
+                the patches' distances to it (e.g. a ViT's few high-norm tokens) are left out of the fit,
+                so they cannot take the components from the rest; they are still coloured (clipped).
         """
         grids = patches if isinstance(patches, list) else [patches]
         if mask is None:
@@ -70,10 +110,11 @@ class PCABasis:
             rows = torch.cat([flatten_patches(g)[m.reshape(-1)] for g, m in zip(grids, masks, strict=True)])
         if rows.shape[0] < 4:
             raise ValueError(f"PCA needs at least 4 patches, got {rows.shape[0]}")
-        mean = rows.mean(0)
+        rows = rows.double()
+        fitted = rows[inliers(rows, outlier_scale)]
+        mean = fitted.mean(0)
         k = 3 + int(skip_first)
-        _, _, v = torch.pca_lowrank(rows - mean, q=min(k, *rows.shape), center=False, niter=6)
-        components = v[:, int(skip_first) : k].T
+        components = principal_directions(fitted - mean, min(k, *fitted.shape))[int(skip_first) : k]
         if components.shape[0] < 3:  # features of dimension < 3: pad with zero directions
             components = torch.cat([components, components.new_zeros(3 - components.shape[0], rows.shape[1])])
         projected = (rows - mean) @ components.T
@@ -82,13 +123,13 @@ class PCABasis:
         return cls(mean, components, median - mad_scale * mad, median + mad_scale * mad, skip_first)
 
     def project(self, patches: Tensor) -> Tensor:
-        """[B, D, h, w] -> [B, 3, h, w] component scores (not yet scaled to colours)."""
+        """[B, D, h, w] -> [B, 3, h, w] component scores (float64, not yet scaled to colours)."""
         b, _, h, w = patches.shape
-        scores = (flatten_patches(patches) - self.mean) @ self.components.T
+        scores = (flatten_patches(patches).double() - self.mean) @ self.components.T
         return scores.reshape(b, h, w, 3).permute(0, 3, 1, 2)
 
     def to_rgb(self, patches: Tensor, mask: Tensor | None = None) -> Tensor:
-        """[B, D, h, w] -> [B, 3, h, w] colours in [0, 1], clipped to the fitted robust range.
+        """[B, D, h, w] -> [B, 3, h, w] float32 colours in [0, 1], clipped to the fitted robust range.
 
         Args:
             patches: [B, D, h, w] features in this basis' feature space.
@@ -96,7 +137,7 @@ class PCABasis:
         """
         scores = self.project(patches)
         low, high = self.low.view(1, 3, 1, 1), self.high.view(1, 3, 1, 1)
-        rgb = ((scores - low) / (high - low)).clamp(0, 1)
+        rgb = ((scores - low) / (high - low)).clamp(0, 1).float()
         if mask is None:
             return rgb
         check_mask(mask, patches)
