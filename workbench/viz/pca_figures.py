@@ -32,9 +32,10 @@ def pca_columns_figure(
 ) -> Figure:
     """Rows = images: the image, then each column's PCA map (first three components as RGB).
 
-    Columns in the same group share one PCA basis and colour range, fitted jointly on all their
-    grids, so that the same colour means the same feature direction across them (e.g. an expert's
-    features and a student's estimate of them, or one encoder at several input sides).
+    Columns in the same group share one PCA basis and colour range, fitted on the group's first column
+    (the reference), so that the same colour means the same feature direction across them (e.g. an
+    expert's features and a student's estimate of them, or one encoder at several input sides), and
+    adding a column to a group recolours none of the others.
 
     Args:
         images: [B, 3, H, W] in [0, 1].
@@ -55,7 +56,7 @@ def pca_columns_figure(
         members.setdefault(groups.get(name, f"own:{name}"), []).append(name)
     bases = {}
     for titles in members.values():
-        basis = PCABasis.fit([columns[t].float() for t in titles])
+        basis = PCABasis.fit(columns[titles[0]].float())
         bases |= dict.fromkeys(titles, basis)
     size = tuple(images.shape[-2:])
     rows, cols = images.shape[0], 1 + len(columns)
@@ -88,8 +89,8 @@ def estimate_pca_figure(
 ) -> Figure:
     """Each expert's PCA map next to distilled encoders' estimates of it, in the expert's colours.
 
-    Per expert, one basis is fitted jointly on the expert's patches and the estimates, so a colour
-    means the same direction of that expert's feature space in all its columns.
+    Per expert, one basis is fitted on the expert's own patches and the estimates are drawn in it, so a
+    colour means the same direction of that expert's feature space in all its columns.
 
     Args:
         images: [B, 3, H, W] in [0, 1].
@@ -119,7 +120,7 @@ def pca_grid_figure(
 ) -> Path:
     """A PNG grid: one row per image, the image then each encoder's PCA map of its patch features.
 
-    Each encoder's PCA basis and colour range are fitted jointly on all the images, so a colour
+    Each encoder's PCA basis and colour range are fitted on all the images at once, so a colour
     means the same feature direction in every row of that column. Each student adds its estimate of
     every encoder it was taught (through the proxy or directly) next to it, in that encoder's basis,
     and its own features last.
