@@ -73,6 +73,13 @@ def teachers_show(args: argparse.Namespace) -> None:
     for folder in args.students:
         student = distilled_encoder(folder, side)
         students[student.name] = student
+    if args.floor:
+        from workbench.explore.floor import floor_encoder, floor_spec
+
+        if not args.students:
+            raise ValueError("--floor draws the random floor of the last --students stage: name one")
+        floor = floor_encoder(floor_spec(args.students[-1]), side)
+        students[floor.name] = floor
     print(f"wrote {pca_grid_figure(encoders, images, args.out, students)}")
 
 
@@ -386,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run stage folders (e.g. runs/toy/multires): each adds its estimate of every expert, in that "
         "expert's PCA basis, and its own features",
     )
+    show.add_argument("--floor", action="store_true", help="also the random floor: the last --students "
+                      "stage's architecture at random init, as the scoreboard scores it")  # fmt: skip
     show.set_defaults(run=teachers_show)
 
     check = teachers.add_parser("check", help="run each expert's behaviour check")

@@ -394,3 +394,8 @@ def test_teachers_show_opens_students_at_the_side_they_trained_at(run, tmp_path,
     assert seen["sides"] == {64} and seen["students"]["tiny/multires"].resolution == 64
     main([*command, "--students", student(run), "--resolution", "96"])  # unless the user picks another
     assert seen["sides"] == {96} and seen["students"]["tiny/multires"].resolution == 96
+    main([*command, "--students", student(run), "--floor"])  # the random floor, drawn as the scoreboard's
+    floor = next(s for name, s in seen["students"].items() if name.endswith("(random init)"))
+    assert floor.kind == "random" and floor.resolution == 64 and floor.experts() == []
+    with pytest.raises(SystemExit, match="--floor draws the random floor of the last --students stage"):
+        main([*command, "--floor"])
