@@ -101,9 +101,8 @@ def check_manifest(out: Path, manifest: dict) -> None:
 
 
 def store_teachers(config: RunConfig, device: torch.device) -> StageTeachers:
-    """The config's expert/timm teachers on `device` (autocast bf16 on CUDA), without standardisers;
-    random weights drawn after seeding with `train.seed`, as the trainer does."""
-    torch.manual_seed(config.train.seed)
+    """The config's expert/timm teachers on `device` (autocast bf16 on CUDA), without standardisers; random
+    weights seeded by `train.seed`, as the trainer's."""
     teachers, identity, gammas = configured_experts(config)
     teachers = {name: teacher.to(device).eval() for name, teacher in teachers.items()}
     amp = torch.bfloat16 if device.type == "cuda" else None
