@@ -144,7 +144,12 @@ def seal(folder: Path) -> None:
 
 def checkpoint_step(folder: Path) -> int:
     """The step of an intact checkpoint folder; a one-line DamagedCheckpoint naming the first bad file
-    otherwise. A folder without a manifest (saved before manifests existed) is trusted as it was then."""
+    otherwise. A folder without a manifest (saved before manifests existed) is trusted as it was then.
+
+    The one check of a checkpoint against its manifest: every reader (`load_model_state`, `load_train_state`,
+    hence training, teachers, `eupe eval` and `eupe export`) goes through it. Each file is hashed once per
+    process while its size and modification time stay the same.
+    """
     manifest = folder / MANIFEST_FILE
     if not manifest.is_file():
         return read_meta(folder)["step"]
@@ -160,7 +165,7 @@ def checkpoint_step(folder: Path) -> int:
             raise DamagedCheckpoint(f"{path} is missing", step)
         if (found := path.stat().st_size) != size:
             raise DamagedCheckpoint(f"{path} is damaged: {found} bytes, {size} when saved", step)
-        if _sha256(path) != digest:
+        if file_digest(path) != digest:
             raise DamagedCheckpoint(f"{path} is damaged: its content differs from when it was saved", step)
     return step
 
@@ -287,10 +292,11 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
 
 
 def load_model_state(folder: str | Path) -> dict[str, Tensor]:
-    """A checkpoint's model weights."""
+    """A checkpoint's model weights, after its files are checked against its manifest."""
     path = Path(folder) / MODEL_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {folder} (missing {MODEL_FILE})")
+    checkpoint_step(path.parent)
     try:
         return load_file(str(path))
     except SafetensorError as error:
@@ -298,8 +304,9 @@ def load_model_state(folder: str | Path) -> dict[str, Tensor]:
 
 
 def load_train_state(folder: str | Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore the optimizer from a checkpoint; returns the saved metadata."""
+    """Restore the optimizer from a checkpoint (checked against its manifest); returns the saved metadata."""
     path = Path(folder) / TRAIN_STATE_FILE
+    checkpoint_step(path.parent)
     try:
         with safe_open(str(path), "pt") as f:
             header = f.metadata()
