@@ -188,7 +188,7 @@ def run_stage(config: RunConfig, stage: str, run_dir: str | Path, data: Training
     if local_batch * ctx.world_size != cfg.batch_size:
         raise ValueError(f"batch size {cfg.batch_size} does not split over {ctx.world_size} processes")
 
-    store = stage_store(config, stage)
+    store = stage_store(config, stage, data)
     stored = None if store is None else store.take
     teachers = build_stage_teachers(config, stage, run_dir, device, data, ctx.is_main, amp, stored)
     if device.type == "cuda":

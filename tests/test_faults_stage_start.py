@@ -23,15 +23,18 @@ CONFIG = "configs/tiny.yaml"
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
-    """A dozen small JPEGs."""
-    root = tmp_path_factory.mktemp("images")
+def write_images(root: Path) -> Path:
+    """A dozen small JPEGs in `root`."""
     rng = np.random.default_rng(0)
     for i in range(12):
         small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
         Image.fromarray(small).resize((80 + 4 * i, 72), Image.BICUBIC).save(root / f"{i:02d}.jpg")
     return root
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return write_images(tmp_path_factory.mktemp("images"))
 
 
 def overrides(folder: Path, stream: bool) -> list[str]:
