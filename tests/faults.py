@@ -136,37 +136,61 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> Non
         if process.poll() is not None or time.monotonic() > deadline:
             stderr = process.stderr.read() if process.stderr else ""
             raise AssertionError(f"{path} never appeared (rc {process.poll()}): {stderr[-3000:]}")
-        time.sleep(0.05)
+        time.sleep(0.01)
 
 
 class DiskFull:
-    """ENOSPC injected at every write of a run: `install` makes write number `at` (counted over file
-    writes, memory-map flushes and safetensors saves) and every later one fail as a full disk would."""
+    """ENOSPC injected at the writes of a run: every write (file writes and appends, the safetensors saves of
+    checkpoints and statistics, memory map allocations, free-space checks) is counted and recorded by kind in
+    `writes`; from write
+    number `at` on (1-based; 0: never) each fails as a full disk makes it fail: an OSError without a path, or
+    safetensors' own error."""
 
-    def __init__(self, at: int) -> None:
-        self.at, self.count = at, 0
+    def __init__(self, at: int = 0) -> None:
+        self.at, self.writes = at, []
 
-    def check(self, path: object = "") -> None:
-        self.count += 1
-        if self.count >= self.at:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    def full(self, kind: str) -> bool:
+        self.writes.append(kind)
+        return 0 < self.at <= len(self.writes)
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        import numpy as np
-        import safetensors.torch
+        from safetensors import SafetensorError
 
-        def wrap(original, path_of):
+        from distill import disk, standardize
+
+        def failing(kind: str, original: Callable, error: Callable[[], Exception]) -> Callable:
             def write(*args, **kwargs):
-                self.check(path_of(*args, **kwargs))
+                if self.full(kind):
+                    raise error()
                 return original(*args, **kwargs)
 
             return write
 
-        monkeypatch.setattr(Path, "write_text", wrap(Path.write_text, lambda path, *a, **k: path))
-        monkeypatch.setattr(Path, "write_bytes", wrap(Path.write_bytes, lambda path, *a, **k: path))
-        monkeypatch.setattr(np.memmap, "flush", wrap(np.memmap.flush, lambda array: array.filename))
-        for module in (safetensors.torch, checkpoint):
-            monkeypatch.setattr(module, "save_file", wrap(module.save_file, lambda t, path, *a, **k: path))
+        def enospc() -> OSError:
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def safetensors_full() -> SafetensorError:
+            return SafetensorError("I/O error: No space left on device (os error 28)")
+
+        for module, kind in ((checkpoint, "checkpoint"), (standardize, "statistics")):
+            monkeypatch.setattr(module, "save_file", failing(kind, module.save_file, safetensors_full))
+        monkeypatch.setattr(Path, "write_text", failing("write_text", Path.write_text, enospc))
+        monkeypatch.setattr(os, "posix_fallocate", failing("memory map", os.posix_fallocate, enospc))
+
+        def open_(path, mode="r", *args, original=Path.open, **kwargs):
+            file = original(path, mode, *args, **kwargs)
+            if "a" in mode and self.full("append"):
+                file.close()
+                raise enospc()
+            return file
+
+        monkeypatch.setattr(Path, "open", open_)
+
+        def disk_usage(path, original=shutil.disk_usage):
+            usage = original(path)
+            return usage._replace(free=0) if self.full("free space") else usage
+
+        monkeypatch.setattr(disk.shutil, "disk_usage", disk_usage)
 
 
 def main() -> None:
