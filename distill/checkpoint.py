@@ -30,6 +30,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from distill.disk import check_space, naming_full_disk
 from distill.run_dir import MODEL_FILE
 
 TRAIN_STATE_FILE = "train_state.safetensors"
@@ -92,10 +93,12 @@ def write_checkpoint_files(
     optimizer: torch.optim.Optimizer | None,
     meta: dict[str, Any],
 ) -> None:
-    """Write the weights (and the optimizer state, when given) into an existing folder."""
+    """Write the weights (and the optimizer state, when given) into an existing folder, after checking that
+    its disk has room for them."""
+    tensors, groups = optimizer_tensors(optimizer) if optimizer is not None else ({}, [])
+    check_space(folder, sum(t.numel() * t.element_size() for t in [*model_state.values(), *tensors.values()]))
     save_file(contiguous_state(model_state), str(folder / MODEL_FILE), metadata={"meta": json.dumps(meta)})
     if optimizer is not None:
-        tensors, groups = optimizer_tensors(optimizer)
         header = {"meta": json.dumps(meta), "param_groups": json.dumps(groups)}
         save_file(contiguous_state(tensors), str(folder / TRAIN_STATE_FILE), metadata=header)
 
@@ -187,18 +190,20 @@ def _promote(folder: Path) -> None:
 def saving(folder: Path) -> Iterator[Path]:
     """A fresh pending folder for the block to fill; sealed and swapped in as `folder` when the block ends.
 
-    On an exception it is removed; one left by a kill is cleared by the next save or `recover`.
+    On an exception it is removed (a full disk: one OSError naming `folder`); one left by a kill is cleared
+    by the next save or `recover`.
     """
     pending = pending_folder(folder)
-    _remove(pending)
-    pending.mkdir(parents=True)
-    try:
-        yield pending
-        seal(pending)
-    except BaseException:
+    with naming_full_disk(folder):
         _remove(pending)
-        raise
-    _promote(folder)
+        pending.mkdir(parents=True)
+        try:
+            yield pending
+            seal(pending)
+        except BaseException:
+            _remove(pending)
+            raise
+        _promote(folder)
 
 
 def save_checkpoint(

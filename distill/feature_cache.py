@@ -5,8 +5,9 @@ One entry per (teacher, teacher input resolution, view set, standardisation): a 
 `key.json` saying what it was computed from and each array file's size and SHA-256. An entry whose key
 differs from the requested one is never read: any change of teacher, resolution, data or statistics gives a
 new key, hence a new entry. Entries are written to a temporary folder and renamed into place, so a killed
-run leaves none half-made; an entry damaged after (a file truncated, zeroed or missing) fails its sizes or
-hashes on load, is named in a warning, deleted and rebuilt. A file is hashed once per process (and again
+run, or a full disk (one line naming the entry: the arrays' blocks are allocated before they are written),
+leaves none half-made; an entry damaged after (a file truncated, zeroed or missing) fails its sizes or hashes
+on load, is named in a warning, deleted and rebuilt. A file is hashed once per process (and again
 only if its size or modification time changes).
 """
 
@@ -27,6 +28,7 @@ from tqdm import tqdm
 
 from distill.atomic import atomic_path
 from distill.checkpoint import file_digest
+from distill.disk import allocated_memmap, naming_full_disk
 from distill.features import Features
 
 ARRAYS = ("summary.npy", "patches.npy")
@@ -143,14 +145,13 @@ class FeatureCache:
             chunk: views per `compute` call.
             label: what the progress bar calls the entry.
         """
-        with atomic_path(self.entry(key)) as tmp:
+        with naming_full_disk(self.entry(key)), atomic_path(self.entry(key)) as tmp:
             tmp.mkdir(parents=True)
             first = compute(slice(0, min(chunk, count)))
             arrays = {
-                name: np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=np.float16,
-                                                shape=(count, *value.shape[1:]))
+                name: allocated_memmap(tmp / f"{name}.npy", np.float16, (count, *value.shape[1:]))
                 for name, value in (("summary", first.summary), ("patches", first.patches))
-            }  # fmt: skip
+            }
             for start in tqdm(range(0, count, chunk), desc=f"feature cache: {label}", leave=False):
                 out = first if start == 0 else compute(slice(start, min(start + chunk, count)))
                 stop = start + out.summary.shape[0]

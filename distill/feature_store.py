@@ -7,12 +7,16 @@ Layout: `store.json` (the manifest, written first) and one folder per `shard_siz
 image failed to decode; its rows are zeros) and `checksums.json` (each file's size and SHA-256). Each shard
 folder is written atomically, so a killed build leaves only complete shards, and a rerun skips them and
 rebuilds any found damaged. `FeatureStore` reads the features by sample id through memory maps, checking
-every shard's headers and sizes when opened and each file's hash on its first read in the process.
+every shard's headers and sizes when opened and each file's hash on its first read in the process. The
+manifest records what the sample ids stand for (`sample_key`: every sample's name and size), so a store is
+refused once a file of its corpus is renamed, added, removed or resized.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import shutil
 from collections import OrderedDict
@@ -30,7 +34,9 @@ from distill.atomic import atomic_path
 from distill.config import RunConfig, load_config
 from distill.data.images import DECODE_ERRORS
 from distill.data.stream import FolderIndex, ShardIndex, render_view, sample_index
+from distill.data.training_data import TrainingData
 from distill.device import pick_device
+from distill.disk import allocated_memmap, naming_full_disk
 from distill.feature_cache import file_problem, file_record
 from distill.features import Features
 from distill.stage_teachers import StageTeachers, configured_experts, teacher_identity
@@ -81,6 +87,23 @@ class CentredViews(Dataset):
         return torch.from_numpy(np.ascontiguousarray(view)), True
 
 
+def sample_key(index: FolderIndex | ShardIndex) -> str:
+    """What a store's sample ids stand for: a hash of every sample's name and size, in id order (a file
+    renamed, added, removed or resized changes it)."""
+    digest = hashlib.sha256()
+    for i in range(len(index)):
+        name = index.name(i)  # a folder's file path, or `shard.tar:key.ext`
+        if isinstance(index, ShardIndex):
+            size = int(index.sizes[i])
+        else:
+            try:
+                size = os.stat(name).st_size
+            except OSError:  # gone since the index was made: the key differs
+                size = -1
+        digest.update(f"{name}\0{size}\0".encode(errors="surrogateescape"))
+    return digest.hexdigest()[:16]
+
+
 def pooled(features: Features, grid: int) -> Features:
     """Features with the patch grid average-pooled to grid x grid."""
     return Features(features.summary, F.adaptive_avg_pool2d(features.patches, grid))
@@ -101,9 +124,8 @@ def check_manifest(out: Path, manifest: dict) -> None:
 
 
 def store_teachers(config: RunConfig, device: torch.device) -> StageTeachers:
-    """The config's expert/timm teachers on `device` (autocast bf16 on CUDA), without standardisers;
-    random weights drawn after seeding with `train.seed`, as the trainer does."""
-    torch.manual_seed(config.train.seed)
+    """The config's expert/timm teachers on `device` (autocast bf16 on CUDA), without standardisers; random
+    weights seeded by `train.seed`, as the trainer's."""
     teachers, identity, gammas = configured_experts(config)
     teachers = {name: teacher.to(device).eval() for name, teacher in teachers.items()}
     amp = torch.bfloat16 if device.type == "cuda" else None
@@ -157,7 +179,7 @@ def build_store(
             f"projected store size {gib(size)} exceeds the budget of {budget_gib:g} GiB (--budget-gb)"
         )
     probe_grids(teachers, side, grid)
-    manifest = StoreManifest.describe(config, len(index), side, grid, shard_size, teachers)
+    manifest = StoreManifest.describe(config, index, side, grid, shard_size, teachers)
     manifest.save(out)
     write_shards(out, manifest, teachers, CentredViews(index, side), batch_size, workers, log)
     return manifest
@@ -165,8 +187,9 @@ def build_store(
 
 @dataclass
 class StoreManifest:
-    """What a store holds: source, sample count, view side, pooled grid, shard size, and per teacher its
-    name, identity and dims (as `store.json`)."""
+    """What a store holds: source, sample count, view side, pooled grid, shard size, per teacher its name,
+    identity and dims, and the `sample_key` of its corpus (as `store.json`; "" in stores written before it
+    was recorded)."""
 
     source: str
     count: int
@@ -175,16 +198,24 @@ class StoreManifest:
     shard_size: int
     teachers: list[dict]
     dtype: str = "float16"
+    samples: str = ""
 
     @classmethod
     def describe(
-        cls, config: RunConfig, count: int, side: int, grid: int, shard_size: int, teachers: StageTeachers
+        cls,
+        config: RunConfig,
+        index: FolderIndex | ShardIndex,
+        side: int,
+        grid: int,
+        shard_size: int,
+        teachers: StageTeachers,
     ) -> StoreManifest:
         entries = [
             {"name": n, "identity": teachers.identity[n], "summary_dim": ds, "patch_dim": dp}
             for n, (ds, dp) in teachers.dims().items()
         ]
-        return cls(config.data.source, count, side, grid, shard_size, entries)
+        source, samples = config.data.source, sample_key(index)
+        return cls(source, len(index), side, grid, shard_size, entries, samples=samples)
 
     @classmethod
     def load(cls, out: Path) -> StoreManifest:
@@ -200,7 +231,7 @@ class StoreManifest:
         """Write `store.json` atomically, after checking that `out` holds no store of something else."""
         check_manifest(out, self.__dict__)
         out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / MANIFEST) as tmp:
+        with naming_full_disk(out / MANIFEST), atomic_path(out / MANIFEST) as tmp:
             tmp.write_text(json.dumps(self.__dict__, indent=1))
 
     @property
@@ -251,7 +282,7 @@ def write_shards(
     loader = DataLoader(views, batch_sampler=shard_batches(manifest, todo, batch_size), num_workers=workers)
     stream, failed = iter(loader), 0
     for shard in todo:
-        with atomic_path(out / shard_name(shard)) as tmp:
+        with naming_full_disk(out / shard_name(shard)), atomic_path(out / shard_name(shard)) as tmp:
             failed += write_shard(tmp, manifest, shard, teachers, stream, batch_size)
         log(f"shard {shard + 1} of {manifest.shards} written")
     if failed:
@@ -269,7 +300,7 @@ def write_shard(
     """Fill a new shard folder from the loader's batches of its ids; the number of undecodable images."""
     folder.mkdir(parents=True)
     arrays = {
-        name: np.lib.format.open_memmap(folder / name, mode="w+", dtype=dtype, shape=shape)
+        name: allocated_memmap(folder / name, dtype, shape)
         for name, (shape, dtype) in manifest.shapes(shard).items()
     }
     for start in range(0, len(manifest.ids(shard)), batch_size):
@@ -450,9 +481,10 @@ class StandardizedTargets:
             return self.standardizer(self.stored.take(index, device))
 
 
-def stage_store(config: RunConfig, stage: str) -> FeatureStore | None:
+def stage_store(config: RunConfig, stage: str, data: TrainingData) -> FeatureStore | None:
     """The feature store a stage reads its targets from: `data.store` for a stage the experts teach, else
-    None. A one-line ValueError when the store was built from other data, teachers or sides."""
+    None. A one-line ValueError when the store was built from other data (another source, or files of it
+    renamed, added, removed or resized since: `data`'s sample index is checked), teachers or sides."""
     if config.data.store is None or stage_named(stage).taught_by != EXPERTS:
         return None
     store = FeatureStore(config.data.store)
@@ -462,6 +494,10 @@ def stage_store(config: RunConfig, stage: str) -> FeatureStore | None:
         raise ValueError(
             f"feature store {store.root} holds {store.manifest.source}, not {config.data.source}"
         )
+    if store.manifest.samples != sample_key(data.index):
+        raise ValueError(f"feature store {store.root} does not match the files of {config.data.source} now "
+                         "(renamed, added, removed or resized since it was built): build it again into a new "
+                         "folder with eupe cache build")  # fmt: skip
     if held != wanted:
         raise ValueError(f"feature store {store.root} holds other teachers ({[t['name'] for t in held]}) "
                          f"than the config's ({[t['name'] for t in wanted]})")  # fmt: skip

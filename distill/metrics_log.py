@@ -7,7 +7,10 @@ import warnings
 from pathlib import Path
 
 from distill.atomic import atomic_path
-from distill.run_dir import METRICS_FILE
+from distill.disk import check_space, naming_full_disk
+from distill.run_dir import METRICS_FILE, TENSORBOARD_FOLDER
+
+TENSORBOARD_ROOM = 1 << 20  # bytes free before a TensorBoard write: its writer thread never meets a full disk
 
 
 def metric_records(stage_folder: str | Path) -> list[dict]:
@@ -52,21 +55,24 @@ class MetricsLog:
         self.path = folder / METRICS_FILE
         if self.path.is_file():
             kept = [record for record in metric_records(folder) if record["step"] < resume_step]
-            with atomic_path(self.path) as tmp:
+            with naming_full_disk(self.path), atomic_path(self.path) as tmp:
                 tmp.write_text("".join(json.dumps(record) + "\n" for record in kept))
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tensorboard = SummaryWriter(str(folder / "tensorboard"), purge_step=resume_step)
+            self.tensorboard = SummaryWriter(str(folder / TENSORBOARD_FOLDER), purge_step=resume_step)
         except ImportError:  # tensorboard is optional
             self.tensorboard = None
 
     def write(self, metrics: dict[str, float]) -> None:
-        """Record one step's metrics (must include `step`)."""
-        with self.path.open("a") as f:
+        """Record one step's metrics (must include `step`); a full disk is one OSError naming the file."""
+        with naming_full_disk(self.path), self.path.open("a") as f:
             f.write(json.dumps(metrics) + "\n")
         if self.tensorboard is not None:
-            for key, value in metrics.items():
-                if key != "step":
-                    self.tensorboard.add_scalar(key, value, metrics["step"])
-            self.tensorboard.flush()
+            folder = self.path.parent / TENSORBOARD_FOLDER
+            check_space(folder, TENSORBOARD_ROOM)
+            with naming_full_disk(folder):
+                for key, value in metrics.items():
+                    if key != "step":
+                        self.tensorboard.add_scalar(key, value, metrics["step"])
+                self.tensorboard.flush()

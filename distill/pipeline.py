@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import timm
 import torch
 import yaml
 
+from distill import distributed
 from distill.atomic import atomic_path
 from distill.backbones import TIMM_ALIASES, create_timm_backbone, input_granularity
 from distill.config import (
@@ -24,8 +26,10 @@ from distill.config import (
 from distill.data.training_data import FixedViews, StreamingData, TrainingData
 from distill.data.views import build_views
 from distill.device import check_device, pick_device
+from distill.disk import naming_full_disk
 from distill.distributed import launched_world_size
 from distill.feature_cache import fingerprint
+from distill.feature_store import stage_store
 from distill.run_dir import RunDir, existing_checkpoint, names_a_path
 from distill.stages import STAGE_NAMES, stage_named
 from distill.teachers.registry import registered_teachers
@@ -133,7 +137,7 @@ def save_run_config(config: RunConfig, run_dir: Path) -> None:
     """Write config.yaml into the run folder (after `check_run_config`)."""
     check_run_config(config, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(RunDir(run_dir).config) as tmp:
+    with naming_full_disk(RunDir(run_dir).config), atomic_path(RunDir(run_dir).config) as tmp:
         tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
@@ -144,8 +148,10 @@ def run_stages(
     run_dir, stages = Path(run_dir), list(stages)
     strides = check_run(config, run_dir, stages)
     data = prepare_data(config, stages)  # a bad data source fails here, before the run folder is written
-    if not data.augments:  # the trainer crops these views (`augment.crop`)
-        for stage in stages:
+    for stage in stages:
+        stage_store(config, stage, data)  # a store of other files, teachers or sides: refused before writes
+        if not data.augments:  # the trainer crops these views (`augment.crop`)
             check_crop_cells(config, strides[stage], data.side)
-    save_run_config(config, run_dir)
-    return {stage: run_stage(config, stage, run_dir, data) for stage in stages}
+    with RunDir(run_dir).locked() if distributed.context().is_main else nullcontext():  # one run per folder
+        save_run_config(config, run_dir)
+        return {stage: run_stage(config, stage, run_dir, data) for stage in stages}

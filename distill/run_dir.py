@@ -2,10 +2,12 @@
 
 ```
 RUN/config.yaml                          the run's config (`save_run_config`)
+RUN/.lock                                held by the process training into the run (`RunDir.locked`)
 RUN/<stage>/checkpoint/model.safetensors the stage's weights (and train_state, manifest.json)
 RUN/<stage>/checkpoint.previous/         the checkpoint before (see distill.checkpoint)
 RUN/<stage>/standardizers.safetensors    its teachers' frozen statistics
 RUN/<stage>/metrics.jsonl                its logged steps
+RUN/<stage>/tensorboard/                 the same, for TensorBoard
 RUN/eval/                                `eupe eval`'s default output
 RUN/../.feature_cache/                   teacher targets, shared by the runs of one folder
 ```
@@ -13,8 +15,10 @@ RUN/../.feature_cache/                   teacher targets, shared by the runs of 
 
 from __future__ import annotations
 
+import fcntl
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from distill.config import ConfigError, load_config
@@ -24,6 +28,12 @@ CONFIG_FILE = "config.yaml"
 CHECKPOINT_FOLDER = "checkpoint"
 STANDARDIZERS_FILE = "standardizers.safetensors"
 METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_FOLDER = "tensorboard"
+LOCK_FILE = ".lock"
+
+
+class RunInUse(ValueError):
+    """Another live process holds the run folder's lock."""
 
 
 class RunDir:
@@ -51,6 +61,31 @@ class RunDir:
 
     def stage(self, name: str) -> Path:
         return self.root / name
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the run folder's lock for the block (the folder is made if missing).
+
+        The lock is an exclusive `flock` on `RUN/.lock`, which holds the owner's process id; the OS drops it
+        when the owner ends, however it ends, so the lock of a killed run is taken over.
+
+        Raises:
+            RunInUse: another process holds it (one line naming its process id).
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                raise RunInUse(f"{self.root} is in use by process {holder} (a run into the same --out): wait "
+                               "for it to end or use another --out") from None  # fmt: skip
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def checkpoint(self, stage: str) -> Path:
         return self.root / stage / CHECKPOINT_FOLDER

@@ -17,6 +17,7 @@ from distill.data.training_data import TrainingData
 from distill.distilled_teacher import DistilledTeacher
 from distill.features import Features
 from distill.run_dir import MODEL_FILE, RunDir
+from distill.seeds import seeded
 from distill.stages import EXPERTS, stage_named
 from distill.standardize import TeacherStandardizer, load_standardizers, save_standardizers
 from distill.teachers import Teacher, build_teacher
@@ -68,16 +69,18 @@ def expert_teacher(spec_name: str, resolution: int | None, weights: str, checkpo
 
 def teacher_identity(spec: TeacherConfig, seed: int) -> dict:
     """What names a teacher's features (keys cached targets and feature stores): its config fields, and the
-    seed of random weights (`run_stage` seeds torch with `train.seed` before building teachers)."""
+    seed of random weights (`configured_experts` draws them seeded by `train.seed`)."""
     identity = {"name": spec.name, "resolution": spec.resolution, "weights": spec.weights,
                 "checkpoint": spec.checkpoint}  # fmt: skip
     return identity | {"seed": seed} if spec.weights == "random" else identity
 
 
 def configured_experts(config: RunConfig) -> tuple[dict[str, Teacher], dict[str, dict], dict[str, float]]:
-    """The config's teachers (experts or timm models), and per name its identity and patch weight."""
+    """The config's teachers (experts or timm models), and per name its identity and patch weight; random
+    weights are drawn with torch seeded by `train.seed`, whatever ran before."""
     specs = config.teachers
-    teachers = {s.name: expert_teacher(s.name, s.resolution, s.weights, s.checkpoint) for s in specs}
+    with seeded(config.train.seed):
+        teachers = {s.name: expert_teacher(s.name, s.resolution, s.weights, s.checkpoint) for s in specs}
     identity = {s.name: teacher_identity(s, config.train.seed) for s in specs}
     return teachers, identity, {s.name: s.patch_weight for s in specs}
 

@@ -2,7 +2,8 @@
 
 Every random choice of step `s` (which views, which resolutions, dropout) is seeded by
 (seed, s), so a run resumed from its checkpoint at step s continues exactly as the uninterrupted
-run would have.
+run would have; the model's initial weights are seeded by the seed alone, so a stage killed before its
+first checkpoint starts over with the same weights.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from distill.losses import distillation_loss
 from distill.metrics_log import MetricsLog, metric_records
 from distill.models import DistilledModel
 from distill.run_dir import RunDir
+from distill.seeds import derived_seed, seeded
 from distill.stage_checkpoint import last_good_step, recovered_step, resume_optimizer, save_stage_checkpoint
 from distill.stage_teachers import StageTeachers, build_stage_teachers
 from distill.stages import stage_named
@@ -90,6 +92,9 @@ def learning_rate(step: int, stage: StageConfig) -> float:
         return stage.lr * max(0.0, (stage.steps - step) / max(1, stage.steps - decay_start))
     progress = (step - stage.warmup_steps) / max(1, stage.steps - stage.warmup_steps)
     return stage.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+MODEL_STREAM = 1  # `derived_seed(seed, MODEL_STREAM)` seeds a stage's initial weights
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -191,12 +196,11 @@ def run_stage(config: RunConfig, stage: str, run_dir: str | Path, data: Training
     recovered = recovered_step(checkpoint, cfg.steps, ctx)  # after a kill at any instant, or damage
     if recovered is not None and recovered >= cfg.steps:
         return finished_stage(folder, checkpoint, device)
-    torch.manual_seed(train.seed)
     amp = autocast_dtype(train.precision, device)
     model_config = getattr(config, stage_named(stage).model)
     check_batch_split(config, stage, ctx.world_size)  # also in `run_stages`, before the run folder is written
 
-    store = stage_store(config, stage)
+    store = stage_store(config, stage, data)
     stored = None if store is None else store.take
     teachers = build_stage_teachers(config, stage, run_dir, device, data, ctx.is_main, amp, stored)
     if device.type == "cuda":
@@ -220,7 +224,8 @@ def run_stage(config: RunConfig, stage: str, run_dir: str | Path, data: Training
     ):
         data = data.to(device)
         targets = {key: features.to(device) for key, features in targets.items()}
-    model = DistilledModel(model_config, teachers.dims()).to(device)
+    with seeded(derived_seed(train.seed, MODEL_STREAM)):  # the same whatever ran before (a skipped warm-up)
+        model = DistilledModel(model_config, teachers.dims()).to(device)
     check_stage_sides(config, stage, model.stride)  # also here for callers that skip `run_stages`
     cells = data.side // model.stride  # crops align to the model's patch grid at the view side
     if not data.augments:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from faults import KillPoints
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -40,67 +41,6 @@ STAGE_ENTRIES = {  # what a stage folder holds when no save is under way
     "standardizers.safetensors",
     "tensorboard",
 }
-
-
-class KillPoints:
-    """Copies of a run folder at every instant a kill could hit a checkpoint save: before each file or
-    folder operation, and after each file write with that file cut to half (killed while writing it).
-
-    Each copy lies beside the run (sharing its feature cache) with the step a rerun must resume from: the
-    save's own step once its manifest is complete, the step before until then.
-    """
-
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir, self.states = run_dir, []
-        self.active, self.step, self.sealed = False, 0, False
-
-    def snapshot(self, torn: str | Path | None = None) -> None:
-        self.active = False
-        copy = self.run_dir.with_name(f"kill{len(self.states)}")
-        shutil.copytree(self.run_dir, copy)
-        if torn is not None:
-            cut = copy / Path(torn).relative_to(self.run_dir)
-            cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
-        self.states.append((copy, self.step if self.sealed else self.step - 1))
-        self.active = True
-
-    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        def before(original):
-            def operation(*args, **kwargs):
-                if self.active:
-                    self.snapshot()
-                return original(*args, **kwargs)
-
-            return operation
-
-        for name in ("replace", "rename", "unlink", "rmdir", "mkdir"):
-            monkeypatch.setattr(os, name, before(getattr(os, name)))
-
-        def save_file(tensors, filename, metadata=None, original=checkpoint.save_file):
-            operation = before(original)(tensors, filename, metadata=metadata)
-            if self.active:
-                self.snapshot(torn=filename)
-            return operation
-
-        def write_text(path, data, *args, original=Path.write_text, **kwargs):
-            written = before(original)(path, data, *args, **kwargs)
-            if self.active and path.name == MANIFEST_FILE:
-                self.snapshot(torn=path)
-                self.sealed = True
-            return written
-
-        def save_stage_checkpoint(
-            folder, model, optimizer, meta, *rest, original=trainer.save_stage_checkpoint
-        ):
-            self.active, self.step, self.sealed = True, meta["step"], False
-            try:
-                return original(folder, model, optimizer, meta, *rest)
-            finally:
-                self.active = False
-
-        monkeypatch.setattr(checkpoint, "save_file", save_file)
-        monkeypatch.setattr(Path, "write_text", write_text)
-        monkeypatch.setattr(trainer, "save_stage_checkpoint", save_stage_checkpoint)
 
 
 @pytest.fixture(scope="module")

@@ -240,3 +240,20 @@ def test_eval_scores_past_a_damaged_encoder_and_names_it(tiny_run, tmp_path, cap
     board = (out / "scoreboard.json").read_text()
     assert '"failed"' in board and '"scene_knn20"' in board  # the failure recorded, the proxy scored
     assert len(list((out / "rows").glob("*.json"))) == 1  # only the proxy's row is kept for reuse
+
+
+def test_every_reader_of_a_checkpoint_checks_its_manifest(tiny_run, tmp_path, capsys):
+    from workbench.eval.encoders import build_encoder
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("multires", "direct", "eval"))
+    damaged = RunDir(run).checkpoint("student") / MODEL_FILE
+    data = bytearray(damaged.read_bytes())
+    data[-1] ^= 0x40  # one bit of the last weight: the file still parses
+    damaged.write_bytes(bytes(data))
+    named = f"{damaged} is damaged: its content differs from when it was saved"
+    out = tmp_path / "exported"
+    assert error_line(["export", str(run / "student"), "--out", str(out)], capsys) == f"eupe: error: {named}"
+    assert not out.exists()
+    with pytest.raises(ValueError, match="is damaged: its content differs"):  # what `eupe eval` records
+        build_encoder(str(run / "student"))

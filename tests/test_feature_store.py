@@ -154,3 +154,23 @@ def test_a_truncated_shard_file_is_named(tmp_path, built):
         FeatureStore(out)
     with pytest.raises(ValueError, match="no feature store in"):
         FeatureStore(tmp_path)
+
+
+def test_a_store_of_other_files_is_refused_before_the_run_folder_is_written(tmp_path, built):
+    from distill.feature_store import stage_store
+    from distill.pipeline import prepare_data, run_stages
+
+    out = built[1]
+    config = load_config(out.parent / "c.yaml", [f"data.store={out}", f"stages.proxy.resolutions=[{SIDE}]"])
+    images = Path(config.data.source.removeprefix("folder:"))
+    assert stage_store(config, "proxy", prepare_data(config, ["proxy"])) is not None  # as built
+    refused = "does not match the files of .* now \\(renamed, added, removed or resized since it was built\\)"
+    renamed, added = (images / "003.jpg", images / "zz.jpg"), (images / "001.jpg", images / "999.jpg")
+    for (source, target), move in ((renamed, Path.rename), (added, shutil.copy)):
+        move(source, target)  # renamed: the ids after it would take other images' targets; or one more image
+        try:
+            with pytest.raises(ValueError, match=refused):
+                run_stages(config, tmp_path / "run", ["proxy"])
+        finally:
+            target.rename(source) if move is Path.rename else target.unlink()
+        assert not (tmp_path / "run").exists()

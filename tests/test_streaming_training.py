@@ -4,14 +4,13 @@ torchrun (DDP, and FSDP2 checkpointed with torch.distributed.checkpoint, optimiz
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
+from faults import kill_launch, wait_for
 from PIL import Image
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -54,22 +53,16 @@ def assert_same_weights(a, b, tolerance=0.0):
 
 
 def launch(command, out, stage_steps):
-    """Start `command`; SIGKILL its whole process group (workers included) as soon as the stage's first
-    checkpoint is written, and return the step it holds (it must be short of the stage's end)."""
+    """Start `command`; as soon as the stage's first checkpoint is written, SIGKILL it with every process it
+    started (torchrun's ranks run in sessions of their own: each rank's process group is killed, DataLoader
+    workers included), check that none is left, and return the checkpoint's step (short of the stage end)."""
     process = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     checkpoint = out / "proxy" / "checkpoint"
-    deadline = time.monotonic() + 300
-    while not (checkpoint / "model.safetensors").is_file():
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(
-                f"the run ended before its first checkpoint: {process.stderr.read()[-2000:]}"
-            )
-        time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    wait_for(checkpoint / "model.safetensors", process)
+    kill_launch(process)
     step = read_meta(checkpoint)["step"]
     assert step < stage_steps, "killed too late: the stage had finished"
     return step

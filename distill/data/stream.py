@@ -8,7 +8,6 @@ the current epoch's permutation are held in memory, whatever the corpus size.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import os
@@ -25,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from distill.data.folder import is_image_file
 from distill.data.images import DECODE_ERRORS, IMAGE_EXTENSIONS, SkipLog, pil_to_tensor, reduced, reduction
 from distill.data.shards import resolve_shards, split_key, tar_members
+from distill.seeds import derived_seed
 
 MAX_CONSECUTIVE_FAILURES = 64
 LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))  # random-resized-crop's aspect ratio range
@@ -192,11 +192,6 @@ def sample_index(source: str) -> FolderIndex | ShardIndex:
     raise ValueError(f"a streamed data source is folder:<path> or shards:<glob>, got '{source}'")
 
 
-def derived_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (no collisions between e.g. (seed, epoch) pairs, unlike sums)."""
-    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()) >> 1
-
-
 def centre_square(width: int, height: int) -> tuple[float, float, float, float]:
     """The box (left, top, right, bottom) of the centred square."""
     side = min(width, height)
@@ -358,7 +353,9 @@ def unbatched(batch: StreamBatch) -> StreamBatch:
 
 
 def stream_loader(dataset: StreamingImages, start_step: int, steps: int, workers: int) -> DataLoader:
-    """A loader of the batches of steps start_step .. steps - 1, in order (`workers` 0: in process)."""
+    """A loader of the batches of steps start_step .. steps - 1, in order (`workers` 0: in process). Its own
+    generator, seeded from the dataset's, seeds the workers: making the loader draws nothing from torch's
+    global generator (a resumed stage that skips its warm-up loader draws the same numbers after it)."""
     return DataLoader(
         dataset,
         sampler=range(start_step, steps),
@@ -367,6 +364,7 @@ def stream_loader(dataset: StreamingImages, start_step: int, steps: int, workers
         num_workers=workers,
         persistent_workers=False,
         prefetch_factor=PREFETCH_PER_WORKER if workers else None,
+        generator=torch.Generator().manual_seed(derived_seed(dataset.seed, 2)),
     )
 
 

@@ -28,6 +28,7 @@ from distill.distilled_teacher import DistilledTeacher
 from distill.features import Features
 from distill.models import DistilledModel
 from distill.run_dir import MODEL_FILE, checkpoint_folder, existing_checkpoint, stage_of_checkpoint
+from distill.seeds import seeded
 from distill.stages import STAGE_NAMES, stage_named
 from distill.teachers import EXPERTS, Teacher, build_teacher
 from distill.teachers.base import check_images
@@ -227,8 +228,7 @@ def encoder_identity(spec: str) -> dict:
 def random_encoder(like: str | Path, resolution: int | None = None, seed: int = 0) -> Encoder:
     """A randomly initialised backbone with the architecture of a checkpoint (a floor for the scoreboard)."""
     meta = read_meta(existing_checkpoint(like))
-    with torch.random.fork_rng(devices=[]):  # seeded weights, without moving the caller's random stream
-        torch.manual_seed(seed)
+    with seeded(seed):  # seeded weights, without moving the caller's random stream
         model = DistilledModel(ModelConfig(**meta["model_config"]), {})
     backbone = DistilledTeacher(model, resolution)
     return Encoder(f"random {meta['model_config']['arch']}", "random", backbone)
