@@ -80,3 +80,22 @@ def test_rename_failure_restores_the_old_folder(tmp_path, monkeypatch):
         tmp.mkdir()
         (tmp / "model.safetensors").write_text("new")
     assert (folder / "model.safetensors").read_text() == "old" and siblings(folder) == ["checkpoint"]
+
+
+def test_written_files_get_the_modes_of_a_plain_open(tmp_path):
+    """safetensors writes through a private temporary file (mode 0600): an export must be world-readable."""
+    import torch
+    from safetensors.torch import save_file
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "weights.safetensors") as tmp:
+            save_file({"w": torch.zeros(2)}, tmp)
+        with atomic_path(tmp_path / "folder") as tmp:
+            (tmp / "sub").mkdir(parents=True)
+            save_file({"w": torch.zeros(2)}, tmp / "sub" / "model.safetensors")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "weights.safetensors").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "folder" / "sub" / "model.safetensors").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "folder" / "sub").stat().st_mode & 0o777 == 0o755
