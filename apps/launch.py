@@ -49,7 +49,7 @@ def start_app(
     runs: str | Path = "runs",
     host: str = "127.0.0.1",
     port: int = 7860,
-    timm_weights: str = "random",
+    timm_weights: dict[str, object] | None = None,
     warm_up: bool = True,
     block: bool = True,
 ) -> gr.Blocks:
@@ -58,7 +58,7 @@ def start_app(
     Args:
         runs: a folder of runs (or one run) whose proxies and students are offered.
         host, port: where to listen.
-        timm_weights: weights of `timm:` encoders: "random" (offline) or "pretrained" (downloads).
+        timm_weights: how `timm:` encoders are loaded (see `FeatureStore`; default random weights).
         warm_up: load the default encoders and run them once in the background, so the first image is fast.
         block: serve until interrupted (False: return at once, serving from a thread).
     """
