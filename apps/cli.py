@@ -224,9 +224,9 @@ def bench_encoders_run(args: argparse.Namespace) -> None:
 
 
 def bench_live_run(args: argparse.Namespace) -> None:
-    """Print the frames per second of live PCA (forward pass, projection, colouring) of each encoder."""
-    import torch
-
+    """Print the frames per second of live PCA (forward pass, projection, colouring) of each encoder, per
+    thread count, alone and (`--load`) beside a process that keeps one core busy."""
+    from apps.launch import LIVE_THREADS
     from workbench.eval.encoders import build_encoder
     from workbench.explore.live import bench_live, format_live_bench
 
@@ -234,10 +234,14 @@ def bench_live_run(args: argparse.Namespace) -> None:
     for spec in encoder_specs(args):
         encoder = build_encoder(spec, args.resolution, **timm_weights(args))
         encoders[encoder.name] = encoder
-    rows = bench_live(
-        encoders, args.resolution, warmup=args.warmup, repeats=args.repeats, threads=args.threads
-    )
-    print(format_live_bench(rows, args.resolution, args.threads or torch.get_num_threads()))
+    rows = [
+        row
+        for threads in args.threads
+        for loaded in ((False, True) if args.load else (False,))
+        for row in bench_live(encoders, args.resolution, None, args.warmup, args.repeats, threads, loaded)
+    ]
+    print(format_live_bench(rows, args.resolution))
+    print(f"the live demo (eupe app) runs with {LIVE_THREADS} torch thread(s) unless told --threads")
 
 
 def export_run(args: argparse.Namespace) -> None:
@@ -301,7 +305,7 @@ def app_run(args: argparse.Namespace) -> None:
     """Serve the live demo (Gradio) on localhost."""
     from apps.launch import start_app
 
-    start_app(args.runs, args.host, args.port, timm_weights(args))
+    start_app(args.runs, args.host, args.port, timm_weights(args), args.threads)
 
 
 def dashboard_run(args: argparse.Namespace) -> None:
@@ -402,6 +406,7 @@ def add_scoring_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `eupe` and its subcommands."""
+    from apps.launch import LIVE_THREADS
     from distill.config import STAGE_NAMES
     from distill.teachers import EXPERTS
     from workbench.eval.settings import PROBE_NAMES
@@ -545,6 +550,10 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--host", default="127.0.0.1")
     app.add_argument("--port", type=int, default=7860)
     add_weights_options(app, "random")
+    app.add_argument(
+        "--threads", type=int, default=LIVE_THREADS,
+        help=f"torch CPU threads (default: {LIVE_THREADS}, which holds its speed beside a busy core)",
+    )  # fmt: skip
     app.set_defaults(run=app_run)
     dashboard = commands.add_parser("dashboard", help="training runs, curves and scoreboards (Streamlit)")
     dashboard.add_argument("--runs", type=Path, default=Path("runs"))
@@ -593,7 +602,14 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--resolution", type=int, default=224)
     live.add_argument("--warmup", type=int, default=3, help="untimed frames first")
     live.add_argument("--repeats", type=int, default=20, help="timed frames")
-    live.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    live.add_argument(
+        "--threads", type=int, nargs="+", default=[LIVE_THREADS],
+        help=f"torch CPU threads, one measurement each (default: {LIVE_THREADS}, the live demo's)",
+    )  # fmt: skip
+    live.add_argument(
+        "--load", action="store_true",
+        help="measure each setting twice: alone, then beside a process that keeps one core busy",
+    )  # fmt: skip
     add_weights_options(live, "random", note=": the speed does not depend on them")
     live.set_defaults(run=bench_live_run)
     return parser
