@@ -29,6 +29,26 @@ def check_out(path: Path, folder: bool) -> None:
         raise ValueError(f"--out {path}: {existing} is a file, not a folder")
 
 
+WEIGHTS = ("pretrained", "random", "file")  # how a timm:<model> encoder is loaded (`create_timm_backbone`)
+
+
+def add_weights_options(parser: argparse.ArgumentParser, default: str, note: str = "") -> None:
+    """`--weights` and `--weights-file`: how the command's timm:<model> encoders are loaded."""
+    parser.add_argument(
+        "--weights", choices=WEIGHTS, default=default,
+        help=f"weights of timm:<model> encoders (default: {default}{note}): pretrained from the hub or its "
+        "local cache (offline and not cached: an error within seconds), random, or file (--weights-file)",
+    )  # fmt: skip
+    parser.add_argument("--weights-file", type=Path, help="the local weights file of --weights file")
+
+
+def timm_weights(args: argparse.Namespace) -> dict[str, object]:
+    """The weights arguments of `build_encoder`/`build_teacher` for timm specs, from `add_weights_options`."""
+    if (args.weights == "file") != (args.weights_file is not None):
+        raise ValueError("--weights file and --weights-file PATH go together")
+    return {"weights": args.weights, "checkpoint": args.weights_file}
+
+
 def teachers_list(args: argparse.Namespace) -> None:
     """Print each expert: what it is, feature dims, parameters, source package and licence."""
     from distill.teachers import build_teacher
@@ -60,15 +80,19 @@ def teachers_show(args: argparse.Namespace) -> None:
     from distill.data.photos import load_photo
     from distill.data.scenes import SceneGenerator
     from distill.run_dir import trained_resolution
-    from distill.teachers import build_teacher
+    from distill.teachers import build_teacher, is_timm_spec
     from workbench.eval.encoders import distilled_encoder
     from workbench.viz.pca_figures import pca_grid_figure
 
     check_out(args.out, folder=False)
     side = args.resolution or trained_resolution(args.students, 224)
+    weights = timm_weights(args)
     images = {name: square_view(load_photo(name), side) for name in args.photos}
     images["generated scene"] = SceneGenerator(side, seed=args.seed).batch(0, 1).images[0]
-    encoders = {name: build_teacher(name, resolution=side) for name in args.teachers}
+    encoders = {
+        name: build_teacher(name, resolution=side, **(weights if is_timm_spec(name) else {}))
+        for name in args.teachers
+    }
     students = {}
     for folder in args.students:
         student = distilled_encoder(folder, side)
@@ -103,9 +127,12 @@ def distill_run(args: argparse.Namespace) -> None:
     config = load_config(args.config, args.overrides)
     stages = [args.stage] if getattr(args, "stage", None) else (args.stages or configured_stages(config))
     if args.dry_run:
-        from distill.plan import dry_run
+        from distill.plan import format_plan, plan_run
 
-        print(dry_run(config, stages, args.world_size, args.gpu_memory_gib))
+        plan = plan_run(config, stages, args.world_size, args.gpu_memory_gib)
+        print(format_plan(plan), flush=True)
+        if plan.problems:  # a plan that cannot run is a failure: scripts and CI see it in the exit status
+            raise ValueError(f"the dry run found {len(plan.problems)} problem(s): {'; '.join(plan.problems)}")
         return
     if args.out is None:
         raise ValueError("--out is required (the run folder), except with --dry-run")
@@ -159,52 +186,71 @@ def encoder_specs(args: argparse.Namespace) -> list[str]:
 
 
 def bench_encoders_run(args: argparse.Namespace) -> None:
-    """Print params, GFLOPs, CPU (and GPU) latency and throughput, and ONNX latency for students."""
+    """Print params, GFLOPs, CPU (and GPU) latency and throughput of each encoder, one row as soon as it is
+    measured; with `--onnx`, beside PyTorch eager, onnxruntime fp32 and int8 with their agreement."""
     import tempfile
 
+    from distill.data.scenes import SceneGenerator
     from distill.teachers import EXPERTS
-    from workbench.eval.efficiency import benchmark_encoder, format_efficiency_table, rows_to_markdown
+    from workbench.eval.efficiency import (
+        HEADERS,
+        benchmark_encoder,
+        column_widths,
+        render_line,
+        row_cells,
+        rows_to_markdown,
+    )
     from workbench.eval.encoders import build_encoder
-    from workbench.eval.export import export_onnx
 
+    specs = encoder_specs(args)
+    widths = column_widths(name_width=max(map(len, specs), default=0))
+    print(render_line(HEADERS, widths), flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        for spec in encoder_specs(args):
-            encoder = build_encoder(spec, None if spec in EXPERTS else args.resolution)
-            onnx_path = None
-            if args.onnx and encoder.kind in ("proxy", "student"):
-                onnx_path = export_onnx(encoder.backbone.model, Path(scratch) / "m.onnx", args.resolution)
+        for spec in specs:
+            encoder = build_encoder(spec, None if spec in EXPERTS else args.resolution, **timm_weights(args))
+            onnx = {}
+            if args.onnx and encoder.timm_model is not None:
+                from workbench.eval.export import exportable_model, onnx_cosine, onnx_variants
+
+                model = exportable_model(encoder)
+                onnx = onnx_variants(model, Path(scratch), args.resolution)
             row = benchmark_encoder(
                 encoder.name, encoder, args.resolution, repeats=args.repeats, threads=args.threads,
-                throughput_batch=args.batch, onnx_path=onnx_path,
+                throughput_batch=args.batch, onnx_path=onnx.get("fp32"), int8_path=onnx.get("int8"),
             )  # fmt: skip
+            if onnx:
+                images = SceneGenerator(args.resolution, seed=1).batch(0, 3).images
+                row.onnx_cosine = onnx_cosine(onnx["fp32"], model, images)
+                row.int8_cosine = onnx_cosine(onnx["int8"], model, images)
             row.params_m = encoder.num_parameters() / 1e6  # the backbone, without adaptor heads
             row.resolution = encoder.resolution or args.resolution  # experts may run at their own side
             rows.append(row)
-            print(f"measured {encoder.name}", file=sys.stderr)
-    print(format_efficiency_table(rows))
+            print(render_line(row_cells(row), widths), flush=True)  # a later failure loses no row
     if args.markdown:
         print()
         print(rows_to_markdown(rows))
 
 
 def bench_live_run(args: argparse.Namespace) -> None:
-    """Print the frames per second of live PCA (forward pass, projection, colouring) of each encoder."""
-    import torch
-
-    from distill.teachers import EXPERTS
-    from workbench.eval.encoders import build_encoder, is_checkpoint
+    """Print the frames per second of live PCA (forward pass, projection, colouring) of each encoder, per
+    thread count, alone and (`--load`) beside a process that keeps one core busy."""
+    from apps.launch import LIVE_THREADS
+    from workbench.eval.encoders import build_encoder
     from workbench.explore.live import bench_live, format_live_bench
 
     encoders = {}
     for spec in encoder_specs(args):
-        kwargs = {} if spec in EXPERTS or is_checkpoint(spec) else {"weights": args.timm_weights}
-        encoder = build_encoder(spec, args.resolution, **kwargs)
+        encoder = build_encoder(spec, args.resolution, **timm_weights(args))
         encoders[encoder.name] = encoder
-    rows = bench_live(
-        encoders, args.resolution, warmup=args.warmup, repeats=args.repeats, threads=args.threads
-    )
-    print(format_live_bench(rows, args.resolution, args.threads or torch.get_num_threads()))
+    rows = [
+        row
+        for threads in args.threads
+        for loaded in ((False, True) if args.load else (False,))
+        for row in bench_live(encoders, args.resolution, None, args.warmup, args.repeats, threads, loaded)
+    ]
+    print(format_live_bench(rows, args.resolution))
+    print(f"the live demo (eupe app) runs with {LIVE_THREADS} torch thread(s) unless told --threads")
 
 
 def export_run(args: argparse.Namespace) -> None:
@@ -216,26 +262,40 @@ def export_run(args: argparse.Namespace) -> None:
 
     fmt = args.format or ("onnx" if args.out.suffix == ".onnx" else "timm")
     check_out(args.out, folder=fmt == "timm")
-    encoder = build_encoder(args.encoder, args.resolution, weights=args.weights, checkpoint=args.weights_file)
+    encoder = build_encoder(args.encoder, args.resolution, **timm_weights(args))
     images = SceneGenerator(args.resolution, seed=1).batch(0, 3).images
     if fmt == "onnx":
         import torch
 
-        from workbench.eval.export import check_onnx, export_onnx, exportable_model, onnx_session
+        from workbench.eval.export import (
+            eager_and_onnx_latency,
+            export_checked_onnx,
+            exportable_model,
+            onnx_session,
+        )
 
         model = exportable_model(encoder)
+        precision = "int8" if args.int8 else "fp32"
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        path = export_onnx(model, args.out, args.resolution, with_adaptors=args.adaptors)
-        differences = check_onnx(path, model, images, with_adaptors=args.adaptors)
+        path, cosine, differences = export_checked_onnx(
+            model, args.out, args.resolution, images, precision, args.adaptors
+        )
         session = onnx_session(path)
 
         def onnx_patches(x: torch.Tensor) -> torch.Tensor:
             return torch.from_numpy(session.run(["patches"], {"images": x.numpy()})[0])
 
         change = input_dependence(onnx_patches, args.resolution)
-        worst = max(differences, key=differences.get)
-        print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, outputs: {', '.join(differences)})")
-        print(f"onnxruntime vs PyTorch on 3 scenes: max |difference| {differences[worst]:.2e} ({worst})")
+        outputs = ", ".join(o.name for o in session.get_outputs())
+        print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {precision}, outputs: {outputs})")
+        if differences:
+            worst = max(differences, key=differences.get)
+            print(f"onnxruntime vs PyTorch on 3 scenes: max |difference| {differences[worst]:.2e} ({worst})")
+        print(f"onnxruntime {precision} vs PyTorch eager on 3 scenes: least cosine {cosine:.5f}")
+        eager, onnx = eager_and_onnx_latency(model, path, args.resolution, args.threads)
+        threads = args.threads or torch.get_num_threads()
+        print(f"batch 1, {threads} threads: PyTorch eager {eager:.1f} ms, onnxruntime {precision} "
+              f"{onnx:.1f} ms ({onnx / eager:.2f}x)")  # fmt: skip
     else:
         from workbench.eval.timm_export import check_timm_folder, export_timm
 
@@ -254,7 +314,7 @@ def app_run(args: argparse.Namespace) -> None:
     """Serve the live demo (Gradio) on localhost."""
     from apps.launch import start_app
 
-    start_app(args.runs, args.host, args.port, args.timm_weights)
+    start_app(args.runs, args.host, args.port, timm_weights(args), args.threads)
 
 
 def dashboard_run(args: argparse.Namespace) -> None:
@@ -325,7 +385,7 @@ def probe_run(args: argparse.Namespace) -> None:
     data = eval_data(settings)
     references = ExpertReferences(list(EXPERTS), data.photos)
     for spec in args.encoders:
-        encoder = build_encoder(spec, None if spec in EXPERTS else settings.resolution)
+        encoder = build_encoder(spec, None if spec in EXPERTS else settings.resolution, **timm_weights(args))
         scores = score_encoder(encoder, data, settings, references, [args.probe])
         text = "  ".join(f"{k}={v:.4f}" for k, v in scores.items()) or "(does not apply)"
         print(f"{encoder.name:24s} {args.probe:12s} {text}")
@@ -355,6 +415,7 @@ def add_scoring_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `eupe` and its subcommands."""
+    from apps.launch import LIVE_THREADS
     from distill.config import STAGE_NAMES
     from distill.teachers import EXPERTS
     from workbench.eval.settings import PROBE_NAMES
@@ -385,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--photos", nargs="+", default=["astronaut", "coffee"])
     show.add_argument("--teachers", nargs="+", default=list(EXPERTS), help="experts or timm:<model> names")
     show.add_argument("--seed", type=int, default=0)
+    add_weights_options(show, "pretrained")
     show.add_argument(
         "--students",
         nargs="*",
@@ -474,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument(
         "--encoders", nargs="+", required=True, help="experts, timm:<model>, run stage or checkpoint folders"
     )
+    add_weights_options(probe, "pretrained")
     add_eval_settings(probe)
     probe.set_defaults(run=probe_run)
 
@@ -485,9 +548,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("timm", "onnx"), help="default: onnx for .onnx --out, else timm")
     export.add_argument("--resolution", type=int, default=224, help="ONNX input side; GFLOPs and checks")
     export.add_argument("--adaptors", action="store_true", help="ONNX: also output every adaptor head")
-    export.add_argument("--weights", choices=("pretrained", "random", "file"), default="pretrained",
-                        help="a timm encoder's weights (pretrained: from the hub, online)")  # fmt: skip
-    export.add_argument("--weights-file", type=Path, help="local weights for --weights file")
+    export.add_argument(
+        "--int8", action="store_true", help="ONNX: int8 weights (onnxruntime's dynamic quantisation, faster "
+        "on CPUs; its agreement with PyTorch is printed and must reach cosine 0.99), not fp32",
+    )  # fmt: skip
+    export.add_argument(
+        "--threads", type=int, help="ONNX: CPU threads of the latency printed (default: torch's)"
+    )
+    add_weights_options(export, "pretrained")
     export.add_argument("--scoreboard", type=Path, help="the scoreboard.json the model card quotes "
                         "(default: the run's eval/scoreboard.json)")  # fmt: skip
     export.set_defaults(run=export_run)
@@ -496,9 +564,10 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--runs", type=Path, default=Path("runs"), help="folder of runs (or one run) to offer")
     app.add_argument("--host", default="127.0.0.1")
     app.add_argument("--port", type=int, default=7860)
+    add_weights_options(app, "random")
     app.add_argument(
-        "--timm-weights", choices=["random", "pretrained"], default="random",
-        help="weights of timm: encoders (pretrained downloads from the hub)",
+        "--threads", type=int, default=LIVE_THREADS,
+        help=f"torch CPU threads (default: {LIVE_THREADS}, which holds its speed beside a busy core)",
     )  # fmt: skip
     app.set_defaults(run=app_run)
     dashboard = commands.add_parser("dashboard", help="training runs, curves and scoreboards (Streamlit)")
@@ -516,9 +585,13 @@ def build_parser() -> argparse.ArgumentParser:
     encoders.add_argument("--repeats", type=int, default=5)
     encoders.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     encoders.add_argument(
-        "--onnx", action="store_true", help="add onnxruntime latency for distilled encoders"
+        "--onnx",
+        action="store_true",
+        help="add onnxruntime latency, fp32 and int8, for timm-based encoders "
+        "(distilled or timm:<model>), with the ratio to PyTorch eager and the cosine agreement with it",
     )
     encoders.add_argument("--markdown", action="store_true", help="also print a Markdown table")
+    add_weights_options(encoders, "random", note=": the speed does not depend on them")
     encoders.set_defaults(run=bench_encoders_run)
     distill = bench.add_parser("distill", help="images/s of each stage with and without the feature cache")
     distill.add_argument("--config", type=Path, default=Path("configs/toy.yaml"))
@@ -544,9 +617,15 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--resolution", type=int, default=224)
     live.add_argument("--warmup", type=int, default=3, help="untimed frames first")
     live.add_argument("--repeats", type=int, default=20, help="timed frames")
-    live.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
-    live.add_argument("--timm-weights", choices=["random", "pretrained"], default="random",
-                      help="weights of timm: encoders (the speed does not depend on them)")  # fmt: skip
+    live.add_argument(
+        "--threads", type=int, nargs="+", default=[LIVE_THREADS],
+        help=f"torch CPU threads, one measurement each (default: {LIVE_THREADS}, the live demo's)",
+    )  # fmt: skip
+    live.add_argument(
+        "--load", action="store_true",
+        help="measure each setting twice: alone, then beside a process that keeps one core busy",
+    )  # fmt: skip
+    add_weights_options(live, "random", note=": the speed does not depend on them")
     live.set_defaults(run=bench_live_run)
     return parser
 

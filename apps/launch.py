@@ -18,6 +18,10 @@ if TYPE_CHECKING:  # gradio and torch load only when the demo starts, not for th
     import gradio as gr
 
 DASHBOARD = Path(apps.__file__).parent / "dashboard.py"
+# The live demo's torch threads: 1 holds its speed when another process keeps a core busy. On the 2-core
+# machine, toy/multires at 224 px: 2 threads 80-91 fps alone but 1.0-1.2 fps beside one busy core, 1 thread
+# 59-63 fps either way (issue 26; `eupe bench live --threads 1 2 --load` measures it, README).
+LIVE_THREADS = 1
 OFFLINE_FONTS = {
     "font": ["ui-sans-serif", "system-ui", "sans-serif"],
     "font_mono": ["ui-monospace", "monospace"],
@@ -49,7 +53,8 @@ def start_app(
     runs: str | Path = "runs",
     host: str = "127.0.0.1",
     port: int = 7860,
-    timm_weights: str = "random",
+    timm_weights: dict[str, object] | None = None,
+    threads: int = LIVE_THREADS,
     warm_up: bool = True,
     block: bool = True,
 ) -> gr.Blocks:
@@ -58,14 +63,20 @@ def start_app(
     Args:
         runs: a folder of runs (or one run) whose proxies and students are offered.
         host, port: where to listen.
-        timm_weights: weights of `timm:` encoders: "random" (offline) or "pretrained" (downloads).
+        timm_weights: how `timm:` encoders are loaded (see `FeatureStore`; default random weights).
+        threads: torch CPU threads of the app's process (see `LIVE_THREADS`).
         warm_up: load the default encoders and run them once in the background, so the first image is fast.
         block: serve until interrupted (False: return at once, serving from a thread).
     """
+    import torch
+
     from apps.gradio_app import build_app
     from workbench.explore.explorer import Explorer
     from workbench.explore.feature_store import FeatureStore
 
+    if threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
     explorer = Explorer(runs, store=FeatureStore(timm_weights=timm_weights))
     if warm_up:
         threading.Thread(target=explorer.warm_up, daemon=True).start()

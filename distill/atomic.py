@@ -51,6 +51,29 @@ def remove_orphans(folder: Path) -> list[Path]:
     return orphans
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read from /proc where it can be, without setting it)."""
+    try:
+        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("Umask:"))
+        return int(line.split()[1], 8)
+    except (OSError, StopIteration):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
+def _usual_modes(path: Path) -> None:
+    """Give a written file, or every file and folder of a written folder, the modes a plain `open` would
+    (0644 and 0755 under the usual umask): writers that go through `tempfile` (safetensors) leave 0600."""
+    mask = _umask()
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+    for folder, folders, files in os.walk(path) if path.is_dir() else ():
+        for name in folders:
+            os.chmod(Path(folder) / name, 0o777 & ~mask)
+        for name in files:
+            os.chmod(Path(folder) / name, 0o666 & ~mask)
+
+
 @contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a free temporary path beside `path`; the block writes a file or makes a folder there, which
@@ -59,8 +82,9 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     A file replaces `path` in one `os.replace`. A folder cannot be renamed over a non-empty one, so the
     old folder is first renamed aside, then the new one into place, then the old one deleted: between
     the two renames `path` is briefly absent, but never partial. On an exception nothing is replaced
-    and the temporary path is removed. The first write into a folder in a process also removes the
-    orphans killed writers left there (`remove_orphans`): feature-cache entries, store shards, ...
+    and the temporary path is removed. What is written gets the modes of a plain `open` (see `_usual_modes`).
+    The first write into a folder in a process also removes the orphans killed writers left there
+    (`remove_orphans`): feature-cache entries, store shards, ...
     """
     path = Path(path)
     if path.parent.absolute() not in _swept:
@@ -71,6 +95,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     _remove(tmp)  # left by a killed process that had the same id
     try:
         yield tmp
+        _usual_modes(tmp)
         if tmp.is_dir() and path.exists():
             _remove(aside)
             os.replace(path, aside)

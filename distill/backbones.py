@@ -9,6 +9,7 @@ import timm
 from torch import Tensor, nn
 
 from distill.features import Features
+from distill.hub import local_pretrained
 
 # Short names for the published EUPE teachers and the released EUPE students.
 TIMM_ALIASES = {
@@ -32,7 +33,8 @@ def create_timm_backbone(
     Args:
         model_name: a timm name, optionally with a pretrained tag (`convnext_tiny.eupe_lvd1689m`),
             or a short name from `TIMM_ALIASES`.
-        weights: "random", "pretrained" (Hugging Face hub, needs network), or "file" (`checkpoint`).
+        weights: "random", "pretrained" (the hub, or its local cache; unreachable and not cached: a
+            one-line `distill.hub.HubUnreachable` within seconds), or "file" (`checkpoint`).
         checkpoint: local weight file (.safetensors, .pth, .bin) for weights="file".
         **kwargs: passed to `timm.create_model` (e.g. img_size, drop_path_rate).
 
@@ -48,6 +50,8 @@ def create_timm_backbone(
         raise FileNotFoundError(f"checkpoint file not found: {checkpoint}")
     if not timm.is_model(name.split(".")[0]):
         raise ValueError(f"unknown timm model '{model_name}'")
+    if weights == "pretrained":  # offline: the cached file, or a one-line error within seconds
+        checkpoint = local_pretrained(name)
     options: dict[str, object] = {"num_classes": 0, **kwargs}
     if checkpoint is not None:  # timm's own pretrained loader, pointed at a local file
         options["pretrained_cfg_overlay"] = {"file": str(checkpoint)}
@@ -71,6 +75,12 @@ def input_granularity(model: nn.Module) -> int:
     return int(model.feature_info[-1]["reduction"])
 
 
+def uses_cls_token(model: nn.Module) -> bool:
+    """Whether a timm model's summary is its CLS token: ViTs that have one, except where the model pools with
+    attention (PE's `map` head), whose pooled vector is its embedding."""
+    return getattr(model, "cls_token", None) is not None and getattr(model, "global_pool", "") != "map"
+
+
 def split_features(model: nn.Module, features: Tensor, grid: tuple[int, int]) -> Features:
     """Summary and patch grid from `forward_features` output of a timm model.
 
@@ -79,8 +89,7 @@ def split_features(model: nn.Module, features: Tensor, grid: tuple[int, int]) ->
     embedding; for CNNs and token-less ViTs it is timm's pooled pre-logits vector. Patches are the
     tokens after the prefix (CLS and registers) laid out on `grid`, or the final map for CNNs.
     """
-    uses_cls = getattr(model, "cls_token", None) is not None and getattr(model, "global_pool", "") != "map"
-    summary = features[:, 0] if uses_cls else model.forward_head(features, pre_logits=True)
+    summary = features[:, 0] if uses_cls_token(model) else model.forward_head(features, pre_logits=True)
     if features.ndim == 4:
         return Features(summary=summary, patches=features)
     tokens = features[:, prefix_tokens(model) :]

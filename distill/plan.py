@@ -490,8 +490,3 @@ def format_plan(plan: RunPlan) -> str:
         lines.append(f"total: {format_flops(sum(s.total_flops for s in plan.stages))}")
     lines += ["problems:"] + [f"  - {p}" for p in plan.problems] if plan.problems else ["no problems found"]
     return "\n".join(lines)
-
-
-def dry_run(config: RunConfig, stages: list[str], world_size: int, gpu_memory_gib: float = 80.0) -> str:
-    """The formatted plan of a run (what `eupe pipeline --dry-run` prints)."""
-    return format_plan(plan_run(config, stages, world_size, gpu_memory_gib))

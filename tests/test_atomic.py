@@ -99,3 +99,22 @@ def test_the_first_write_into_a_folder_removes_what_killed_writers_left(tmp_path
     with atomic_path(tmp_path / "entry-e") as tmp:
         tmp.mkdir()
     assert siblings(tmp_path / "x") == sorted([*kept, "entry-e"])
+
+
+def test_written_files_get_the_modes_of_a_plain_open(tmp_path):
+    """safetensors writes through a private temporary file (mode 0600): an export must be world-readable."""
+    import torch
+    from safetensors.torch import save_file
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "weights.safetensors") as tmp:
+            save_file({"w": torch.zeros(2)}, tmp)
+        with atomic_path(tmp_path / "folder") as tmp:
+            (tmp / "sub").mkdir(parents=True)
+            save_file({"w": torch.zeros(2)}, tmp / "sub" / "model.safetensors")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "weights.safetensors").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "folder" / "sub" / "model.safetensors").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "folder" / "sub").stat().st_mode & 0o777 == 0o755

@@ -21,7 +21,15 @@ from workbench.eval.efficiency import (
     format_efficiency_table,
     rows_to_markdown,
 )
-from workbench.eval.export import check_onnx, export_onnx, onnx_latency, onnx_output_names
+from workbench.eval.export import (
+    check_onnx,
+    export_checked_onnx,
+    export_onnx,
+    onnx_cosine,
+    onnx_latency,
+    onnx_output_names,
+    quantise_onnx,
+)
 from workbench.eval.latency import measure_latency, timing_summary
 
 RES = 32
@@ -110,13 +118,15 @@ def test_benchmark_row_and_tables(model, exported):
     with pytest.raises(ValueError, match="devices"):
         benchmark_encoder("tiny", model, RES, ["tpu"])
 
-    rows = [row, EfficiencyRow("big-encoder", 86.6, 17.6, 224, 120.0, 9.5, 2.5, 800.0, None)]
+    big = EfficiencyRow("big-encoder", 86.6, 17.6, 224, 120.0, 9.5, 2.5, 800.0, 60.0, 0.99991, 30.0, 0.9987)
+    rows = [row, big]
     lines = format_efficiency_table(rows).splitlines()
     assert len(lines) == 3 and len({len(line) for line in lines}) == 1  # aligned
-    assert lines[2].split() == ["big-encoder", "86.60", "17.6", "224", "120.0", "9.5", "2.50", "800", "-"]
+    cells = ["86.60", "17.6", "224", "120.0", "9.5", "2.50", "800", "60.0", "0.50", "0.99991", "30.0", "0.25"]
+    assert lines[2].split() == ["big-encoder", *cells, "0.99870"]  # ONNX and int8: ms, x eager, cosine
     markdown = rows_to_markdown(rows).splitlines()
     assert len(markdown) == 4 and markdown[1].startswith("|---|---:")
-    assert markdown[3] == "| big-encoder | 86.60 | 17.6 | 224 | 120.0 | 9.5 | 2.50 | 800 | - |"
+    assert markdown[3] == "| big-encoder | " + " | ".join(cells) + " | 0.99870 |"
 
 
 @pytest.mark.parametrize("with_adaptors", [False, True])
@@ -174,3 +184,22 @@ def test_failed_write_leaves_old_file_and_no_partial(model, tmp_path, monkeypatc
         export_onnx(model, target, RES)
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
     assert target.read_bytes() == b"previous export"
+
+
+def test_int8_onnx_is_timed_and_checked_against_pytorch(model, exported, tmp_path, monkeypatch):
+    images = torch.rand(3, 3, RES, RES)
+    quantised = quantise_onnx(exported[False], tmp_path / "int8.onnx")
+    assert quantised.stat().st_size < exported[False].stat().st_size / 2  # int8 weights
+    fp32_cosine = onnx_cosine(exported[False], model, images)
+    int8_cosine = onnx_cosine(quantised, model, images)
+    assert fp32_cosine > 0.99999 and 0.99 < int8_cosine < fp32_cosine
+    row = benchmark_encoder("tiny", model.features, RES, ["cpu"], 1, 0, 1, onnx_path=exported[False],
+                            int8_path=quantised)  # fmt: skip
+    assert row.int8_latency_ms > 0
+    assert row.int8_ratio == pytest.approx(row.int8_latency_ms / row.cpu_latency_ms)
+    _, cosine, differences = export_checked_onnx(model, tmp_path / "m.onnx", RES, images, "int8")
+    assert cosine == pytest.approx(int8_cosine, abs=1e-3) and differences == {}
+    monkeypatch.setattr(export_module, "MIN_COSINE", 1.0)  # no int8 file agrees that well
+    with pytest.raises(ValueError, match="agrees with PyTorch only to cosine"):
+        export_checked_onnx(model, tmp_path / "refused.onnx", RES, images, "int8")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["int8.onnx", "m.onnx"]

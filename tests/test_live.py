@@ -4,6 +4,8 @@ file, GIF export, and `eupe bench live`."""
 from __future__ import annotations
 
 import re
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from distill.data.scenes import SceneGenerator
 from distill.distilled_teacher import DistilledTeacher
 from distill.models import DistilledModel
 from workbench.eval.encoders import Encoder
+from workbench.eval.latency import busy_core
 from workbench.explore.live import (
     FrameStats,
     LivePCA,
@@ -165,19 +168,32 @@ def test_bench_live_rows_and_table(encoder):
     (row,) = rows
     assert row.name == "tiny" and row.grid == "4x4"
     assert row.fps == pytest.approx(1e3 / row.median_ms) and row.p90_ms >= row.median_ms > 0
-    table = format_live_bench(rows, RES, 2).splitlines()
-    assert table[0].startswith(f"live PCA at {RES} px, 2 torch threads")
-    assert re.fullmatch(r"tiny\s+4x4\s+\d+\.\d\s+\d+\.\d\s+\d+\.\d", table[2])
+    assert row.threads == torch.get_num_threads() and not row.loaded
+    loaded = bench_live({"tiny": encoder}, RES, warmup=1, repeats=3, threads=1, loaded=True)
+    table = format_live_bench(rows + loaded, RES).splitlines()
+    assert table[0].startswith(f"live PCA at {RES} px")
+    assert re.fullmatch(rf"tiny\s+4x4\s+{row.threads}\s+none\s+\d+\.\d\s+\d+\.\d\s+\d+\.\d", table[2])
+    assert re.fullmatch(r"tiny\s+4x4\s+1\s+1 busy core\s+\d+\.\d\s+\d+\.\d\s+\d+\.\d", table[3])
+
+
+def test_a_busy_core_is_a_spinning_process_while_the_block_runs():
+    with busy_core() as process:
+        time.sleep(0.3)
+        ticks = int(Path(f"/proc/{process.pid}/stat").read_text().split(")")[1].split()[11])  # utime
+        assert process.poll() is None and ticks > 0
+    assert process.returncode is not None  # ended with the block
 
 
 def test_eupe_bench_live_prints_fps_per_encoder(tiny_run, capsys):
     main(["bench", "live", "--encoders", "--runs", str(tiny_run), "--resolution", "64", "--warmup", "1",
-          "--repeats", "2", "--threads", "1"])  # fmt: skip
+          "--repeats", "2", "--threads", "1", "2", "--load"])  # fmt: skip
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("live PCA at 64 px, 1 torch threads")
-    names = [line.split()[0] for line in lines[2:]]
-    assert names == [f"run/{stage}" for stage in ("proxy", "student", "multires", "direct")]
-    assert all(float(line.split()[-1]) > 0 for line in lines[2:])
+    assert lines[0].startswith("live PCA at 64 px") and lines[-1].startswith("the live demo (eupe app) runs")
+    rows = [line.split() for line in lines[2:-1]]
+    stages = [f"run/{stage}" for stage in ("proxy", "student", "multires", "direct")]
+    settings = [("1", "none"), ("1", "1"), ("2", "none"), ("2", "1")]  # threads, alone or beside a busy core
+    assert [(row[0], row[2], row[3]) for row in rows] == [(n, *s) for s in settings for n in stages]
+    assert all(float(row[-1]) > 0 for row in rows)
 
 
 def test_app_callbacks_keep_one_session_until_a_choice_changes(encoder, frames, tmp_path):

@@ -67,3 +67,18 @@ def test_folder_images_are_counted(tmp_path: Path) -> None:
 def test_batch_that_does_not_split_is_reported() -> None:
     plan = plan_run(toy(), ["proxy"], world_size=3)
     assert any("batch_size 32 does not split over 3 GPUs" in p for p in plan.problems)
+
+
+def test_a_dry_run_whose_plan_cannot_run_exits_non_zero_with_the_reason(tmp_path: Path, capsys) -> None:
+    from apps.cli import main
+
+    main(["pipeline", "--config", "configs/toy.yaml", "--dry-run", "--stages", "proxy"])  # fits: exit 0
+    assert capsys.readouterr().out.rstrip().endswith("no problems found")
+    missing = tmp_path / "nowhere"
+    for argv in (["--gpu-memory-gib", "0.001"], [f"data.source=folder:{missing}"]):
+        with pytest.raises(SystemExit) as info:
+            main(["pipeline", "--config", "configs/toy.yaml", "--dry-run", "--stages", "proxy", *argv])
+        line = str(info.value)
+        assert line.startswith("eupe: error: the dry run found 1 problem(s): ") and "\n" not in line
+        assert ("does not fit" if "gpu" in argv[0] else str(missing)) in line
+        assert "problems:" in capsys.readouterr().out  # the plan itself is printed first

@@ -30,6 +30,13 @@ def __getattr__(name: str) -> object:
     return getattr(importlib.import_module(_LAZY[name]), name)
 
 
+def is_timm_spec(spec: str) -> bool:
+    """Whether `spec` names a timm model (`timm:<model>` or a short alias) rather than an expert or folder."""
+    from distill.backbones import TIMM_ALIASES
+
+    return spec.startswith("timm:") or (spec in TIMM_ALIASES and spec not in registered_teachers())
+
+
 def build_teacher(spec: str, **kwargs: object) -> Teacher:
     """A teacher by name: a registered expert, `timm:<model>`, a short timm alias (e.g. `dinov3-h+`),
     or the folder of a distilled checkpoint (`runs/NAME/proxy/checkpoint`).
@@ -38,9 +45,7 @@ def build_teacher(spec: str, **kwargs: object) -> Teacher:
     or to `DistilledTeacher` (resolution).
     """
     if spec not in registered_teachers():
-        from distill.backbones import TIMM_ALIASES
-
-        if spec.startswith("timm:") or spec in TIMM_ALIASES:
+        if is_timm_spec(spec):
             from distill.teachers.timm_teacher import TimmTeacher
 
             return TimmTeacher(spec.removeprefix("timm:"), **kwargs)
@@ -51,4 +56,4 @@ def build_teacher(spec: str, **kwargs: object) -> Teacher:
     return teacher_factory(spec)(**kwargs)
 
 
-__all__ = ["EXPERTS", "Teacher", "TimmTeacher", "build_teacher", "registered_teachers"]
+__all__ = ["EXPERTS", "Teacher", "TimmTeacher", "build_teacher", "is_timm_spec", "registered_teachers"]

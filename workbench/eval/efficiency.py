@@ -55,8 +55,11 @@ class EfficiencyRow:
         params_m: parameters in millions (None for a plain callable).
         gflops: forward GFLOPs per image (multiply-add = 2 FLOPs).
         resolution: square input side.
-        cpu_latency_ms, gpu_latency_ms, onnx_latency_ms: median ms at batch 1 (onnx: onnxruntime, CPU).
+        cpu_latency_ms, gpu_latency_ms: median ms at batch 1 (PyTorch eager, fp32).
         cpu_throughput, gpu_throughput: images/s at the throughput batch.
+        onnx_latency_ms, int8_latency_ms: median ms at batch 1 in onnxruntime on the CPU, fp32 and int8
+            (dynamic quantisation, see `workbench.eval.export.quantise_onnx`).
+        onnx_cosine, int8_cosine: their agreement with PyTorch (`workbench.eval.export.onnx_cosine`).
     """
 
     name: str
@@ -68,6 +71,23 @@ class EfficiencyRow:
     gpu_latency_ms: float | None = None
     gpu_throughput: float | None = None
     onnx_latency_ms: float | None = None
+    onnx_cosine: float | None = None
+    int8_latency_ms: float | None = None
+    int8_cosine: float | None = None
+
+    @property
+    def onnx_ratio(self) -> float | None:
+        """onnxruntime fp32 latency over PyTorch eager CPU latency."""
+        return _ratio(self.onnx_latency_ms, self.cpu_latency_ms)
+
+    @property
+    def int8_ratio(self) -> float | None:
+        """onnxruntime int8 latency over PyTorch eager CPU latency."""
+        return _ratio(self.int8_latency_ms, self.cpu_latency_ms)
+
+
+def _ratio(latency: float | None, eager: float | None) -> float | None:
+    return None if latency is None or not eager else latency / eager
 
 
 COLUMNS = (  # header, attribute, format
@@ -80,7 +100,14 @@ COLUMNS = (  # header, attribute, format
     ("GPU ms", "gpu_latency_ms", "{:.2f}"),
     ("GPU img/s", "gpu_throughput", "{:.0f}"),
     ("ONNX ms", "onnx_latency_ms", "{:.1f}"),
+    ("ONNX x", "onnx_ratio", "{:.2f}"),  # of CPU ms
+    ("ONNX cos", "onnx_cosine", "{:.5f}"),
+    ("int8 ms", "int8_latency_ms", "{:.1f}"),
+    ("int8 x", "int8_ratio", "{:.2f}"),
+    ("int8 cos", "int8_cosine", "{:.5f}"),
 )
+HEADERS = [header for header, _, _ in COLUMNS]
+NUMBER_WIDTH = 7  # the least width of a number column, so rows printed one by one stay aligned
 
 
 def default_devices() -> list[str]:
@@ -98,6 +125,7 @@ def benchmark_encoder(
     repeats: int = 5,
     threads: int | None = None,
     onnx_path: str | Path | None = None,
+    int8_path: str | Path | None = None,
     seed: int = 0,
 ) -> EfficiencyRow:
     """Measure one encoder on random images at `resolution`.
@@ -115,6 +143,7 @@ def benchmark_encoder(
         warmup, repeats: calls per measurement (see `measure_latency`).
         threads: torch CPU threads during CPU measurements (None: as set).
         onnx_path: an exported model of this encoder (`workbench.eval.export.export_onnx`), also timed.
+        int8_path: its int8 quantisation (`workbench.eval.export.quantise_onnx`), also timed.
         seed: seed of the random images.
     """
     devices = list(default_devices() if devices is None else devices)
@@ -138,35 +167,45 @@ def benchmark_encoder(
             timings[device] = (single["median_ms"], batched["throughput"])
     with evaluating(module_or_fn, devices[-1]):
         gflops = count_gflops(module_or_fn, images[:1].to(devices[-1]))
-    onnx_ms = None
-    if onnx_path is not None:
-        from workbench.eval.export import onnx_latency  # onnxruntime: the `export` extra
+    onnx_ms = {}
+    for key, path in (("onnx", onnx_path), ("int8", int8_path)):
+        if path is not None:
+            from workbench.eval.export import onnx_latency  # onnxruntime: the `export` extra
 
-        onnx_ms = onnx_latency(onnx_path, images[:1], warmup, repeats, threads)["median_ms"]
+            onnx_ms[key] = onnx_latency(path, images[:1], warmup, repeats, threads)["median_ms"]
     params = count_parameters(module_or_fn) / 1e6 if isinstance(module_or_fn, nn.Module) else None
     cpu, gpu = timings.get("cpu", (None, None)), timings.get("cuda", (None, None))
-    return EfficiencyRow(name, params, gflops, resolution, *cpu, *gpu, onnx_ms)
+    return EfficiencyRow(
+        name, params, gflops, resolution, *cpu, *gpu, onnx_ms.get("onnx"), int8_latency_ms=onnx_ms.get("int8")
+    )
 
 
-def _cells(row: EfficiencyRow) -> list[str]:
+def row_cells(row: EfficiencyRow) -> list[str]:
+    """A row's cells in `COLUMNS` order ('-' where not measured)."""
     return ["-" if (v := getattr(row, attr)) is None else fmt.format(v) for _, attr, fmt in COLUMNS]
+
+
+def column_widths(rows: Sequence[EfficiencyRow] = (), name_width: int = 0) -> list[int]:
+    """Widths that fit the headers, the rows' cells, names of `name_width` and numbers of `NUMBER_WIDTH`."""
+    table = [HEADERS, *(row_cells(r) for r in rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
+    return [max(widths[0], name_width), *(max(w, NUMBER_WIDTH) for w in widths[1:])]
+
+
+def render_line(cells: Sequence[str], widths: Sequence[int]) -> str:
+    """One line of the table: the name left-aligned, numbers right-aligned."""
+    first = cells[0].ljust(widths[0])
+    return "  ".join([first, *(cell.rjust(w) for cell, w in zip(cells[1:], widths[1:], strict=True))])
 
 
 def format_efficiency_table(rows: Sequence[EfficiencyRow]) -> str:
     """An aligned plain-text table: names left-aligned, numbers right-aligned, '-' where not measured."""
-    table = [[header for header, _, _ in COLUMNS], *(_cells(r) for r in rows)]
-    widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
-
-    def render(line: list[str]) -> str:
-        first = line[0].ljust(widths[0])
-        return "  ".join([first, *(cell.rjust(w) for cell, w in zip(line[1:], widths[1:], strict=True))])
-
-    return "\n".join(render(line) for line in table)
+    widths = column_widths(rows)
+    return "\n".join(render_line(cells, widths) for cells in [HEADERS, *(row_cells(r) for r in rows)])
 
 
 def rows_to_markdown(rows: Sequence[EfficiencyRow]) -> str:
     """A GitHub-flavoured markdown table of the rows (numbers right-aligned)."""
-    headers = [header for header, _, _ in COLUMNS]
-    lines = ["| " + " | ".join(headers) + " |", "|---" + "|---:" * (len(headers) - 1) + "|"]
-    lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
+    lines = ["| " + " | ".join(HEADERS) + " |", "|---" + "|---:" * (len(HEADERS) - 1) + "|"]
+    lines += ["| " + " | ".join(row_cells(r)) + " |" for r in rows]
     return "\n".join(lines)

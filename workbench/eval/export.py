@@ -12,6 +12,8 @@ import contextlib
 import logging
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +28,8 @@ from workbench.eval.encoders import Encoder, timm_model_of
 from workbench.eval.latency import evaluating, measure_latency
 
 INPUT_NAME = "images"
+PRECISIONS = ("fp32", "int8")  # an ONNX file's: as exported, or its weights quantised (`quantise_onnx`)
+MIN_COSINE = 0.99  # the least agreement with PyTorch a quantised file may have
 SINGLE_FILE_LIMIT = 2**31  # bytes of weights a single-file ONNX model (protobuf) can hold
 
 
@@ -203,6 +207,82 @@ def check_onnx(
             )
         differences[name] = difference
     return differences
+
+
+def quantise_onnx(path: str | Path, out: str | Path) -> Path:
+    """Write `path`'s model with int8 weights to `out`, atomically: onnxruntime's dynamic quantisation of
+    matrix products (uint8 weights and activations, the activations' scales computed per call), the
+    fastest of its CPU variants measured for a ViT-T at batch 1 (see `eupe bench encoders --onnx`)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = Path(out)
+    _check_target(out)
+    with atomic_path(out) as tmp, _quiet("root"):  # it logs advice to pre-process the graph first
+        quantize_dynamic(Path(path), tmp, weight_type=QuantType.QUInt8)
+    return out
+
+
+def export_checked_onnx(
+    model: DistilledModel, out: Path, resolution: int, images: Tensor, precision: str = "fp32",
+    with_adaptors: bool = False,
+) -> tuple[Path, float, dict[str, float]]:  # fmt: skip
+    """Export `model` to `out` at `precision` (see `PRECISIONS`) and check it against PyTorch on `images`.
+
+    Returns:
+        The path, the agreement (`onnx_cosine`) and, for fp32, the max abs difference per output (checked
+        by `check_onnx`); an int8 file is written only if its agreement reaches `MIN_COSINE`.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    if precision == "fp32":
+        path = export_onnx(model, out, resolution, with_adaptors)
+        differences = check_onnx(path, model, images, with_adaptors)
+        return path, onnx_cosine(path, model, images, with_adaptors), differences
+    _check_target(out)
+    with tempfile.TemporaryDirectory() as scratch:
+        exported = export_onnx(model, Path(scratch) / "fp32.onnx", resolution, with_adaptors)
+        quantised = quantise_onnx(exported, Path(scratch) / "int8.onnx")
+        cosine = onnx_cosine(quantised, model, images, with_adaptors)
+        if cosine < MIN_COSINE:
+            raise ValueError(f"the int8 model agrees with PyTorch only to cosine {cosine:.4f} "
+                             f"(< {MIN_COSINE}): export fp32 instead")  # fmt: skip
+        with atomic_path(out) as tmp:
+            shutil.copyfile(quantised, tmp)
+    return out, cosine, {}
+
+
+def onnx_variants(model: DistilledModel, folder: Path, resolution: int) -> dict[str, Path]:
+    """`model` exported into `folder` once per precision: {"fp32": path, "int8": path} (unchecked)."""
+    fp32 = export_onnx(model, folder / "fp32.onnx", resolution)
+    return {"fp32": fp32, "int8": quantise_onnx(fp32, folder / "int8.onnx")}
+
+
+def eager_and_onnx_latency(
+    model: DistilledModel, path: str | Path, resolution: int, threads: int | None = None, repeats: int = 10
+) -> tuple[float, float]:
+    """Median ms at batch 1 of PyTorch eager and of the ONNX file of `model`, measured one after the other
+    under the same `threads`."""
+    images = torch.rand(1, 3, resolution, resolution)
+    with evaluating(model):
+        eager = measure_latency(model.features, images, 2, repeats, threads=threads)["median_ms"]
+    return eager, onnx_latency(path, images, 2, repeats, threads)["median_ms"]
+
+
+def onnx_cosine(
+    path: str | Path, model: DistilledModel, images: Tensor, with_adaptors: bool = False
+) -> float:
+    """The agreement of an ONNX file with its PyTorch model on `images`: the least cosine similarity,
+    over outputs and images, between each image's flattened outputs."""
+    session = onnx_session(path)
+    names = onnx_output_names(model, with_adaptors)
+    actual = session.run(names, {INPUT_NAME: images.detach().cpu().float().numpy()})
+    with evaluating(model), torch.no_grad():
+        expected = OnnxWrapper(model, with_adaptors)(images.to(model.input_mean.device))
+    cosines = [
+        nn.functional.cosine_similarity(torch.from_numpy(got).flatten(1), ref.float().cpu().flatten(1)).min()
+        for got, ref in zip(actual, expected, strict=True)
+    ]
+    return min(cosines).item()
 
 
 def onnx_latency(

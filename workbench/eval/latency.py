@@ -1,5 +1,6 @@
 """Wall-clock latency of an encoder callable, and the set-up it is timed under (eval mode on a device,
-a number of CPU threads). Shared by the PyTorch (`efficiency`) and onnxruntime (`export`) measurements.
+a number of CPU threads, a competing busy core). Shared by the PyTorch (`efficiency`) and onnxruntime
+(`export`) measurements.
 """
 
 from __future__ import annotations
@@ -7,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import math
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 
@@ -52,6 +55,22 @@ def num_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def busy_core(active: bool = True) -> Iterator[subprocess.Popen | None]:
+    """While `active`, a competing process (yielded) keeps one CPU core busy during the block (a spinning
+    Python loop, as another program on the machine would), then it is ended."""
+    if not active:
+        yield None
+        return
+    process = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # it is spinning before the clock starts
+        yield process
+    finally:
+        process.kill()
+        process.wait()
 
 
 def timing_summary(seconds: Sequence[float], batch: int) -> dict[str, float]:

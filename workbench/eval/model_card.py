@@ -11,6 +11,7 @@ import timm
 import torch
 import yaml
 
+from distill.backbones import prefix_tokens, uses_cls_token
 from distill.checkpoint import read_meta
 from distill.run_dir import checkpoint_folder, stage_of_checkpoint
 from distill.stages import STAGE_NAMES, stage_named
@@ -19,7 +20,7 @@ from workbench.eval.efficiency import count_gflops
 from workbench.eval.encoders import Encoder
 from workbench.eval.normalised import NORMALISED
 from workbench.eval.report import cell
-from workbench.eval.scoreboard import COLUMNS, encoder_key
+from workbench.eval.scoreboard import COLUMNS, EXPERT_ROLE, FLOOR_ROLE, encoder_key
 
 
 def teacher_licence(name: str, weights: str = "pretrained") -> str:
@@ -47,6 +48,23 @@ def scoreboard_row(scoreboard: Path, spec: str) -> tuple[dict, dict] | None:
     return None if row is None else (row, board["settings"])
 
 
+def output_lines(encoder: Encoder) -> list[str]:
+    """What the model returns: `model(x)` is the summary the scoreboard scores, and where the patches are."""
+    model = encoder.timm_model
+    if model is not None and uses_cls_token(model):
+        summary = "the final-normed CLS token"
+        patches = (
+            f"`model.forward_features(x)[:, {prefix_tokens(model)}:]` (after the CLS and register tokens)"
+        )
+    else:
+        summary, patches = (
+            "the pooled final feature map",
+            "`model.forward_features(x)` (the final feature map)",
+        )
+    return [f"`model(x)` (x normalised as below) returns its summary vector, {summary}: the one the "
+            f"workbench scores. Its patch features: {patches}."]  # fmt: skip
+
+
 def architecture_lines(encoder: Encoder, resolution: int) -> list[str]:
     """Architecture, parameters and GFLOPs at `resolution`."""
     model_config = getattr(getattr(encoder.backbone, "model", None), "model_config", None)
@@ -60,19 +78,26 @@ def architecture_lines(encoder: Encoder, resolution: int) -> list[str]:
     ]
 
 
+def stage_chain(stage: str) -> list[str]:
+    """The stages `stage` was built from (those it reads, theirs, ...) and itself, each once, in training
+    order."""
+    upstream, todo = {stage}, [stage]
+    while todo:
+        for name in stage_named(todo.pop()).reads:
+            if name not in upstream:
+                upstream.add(name)
+                todo.append(name)
+    return [name for name in STAGE_NAMES if name in upstream]
+
+
 def recipe_lines(checkpoint: Path) -> list[str]:
     """The run's config as it bears on this stage: the stages it went through, teachers, data, steps."""
     run, stage = stage_of_checkpoint(checkpoint)
     if stage not in STAGE_NAMES or not run.config.is_file():
         return ["- Trained outside a run folder: no recipe recorded."]
     config = yaml.safe_load(run.config.read_text())
-    chain, todo = [], [stage]
-    while todo:
-        name = todo.pop()
-        chain.insert(0, name)
-        todo += [s for s in stage_named(name).reads if s not in chain]
     lines = [f"- Run `{run.root}`, stage `{stage}` at step {read_meta(checkpoint)['step']}"]
-    for name in chain:
+    for name in stage_chain(stage):
         cfg = config["stages"][name]
         spec = stage_named(name)
         lines.append(f"  - `{name}`: the {spec.model} taught by {spec.taught_by}, {cfg['steps']} steps "
@@ -85,14 +110,29 @@ def recipe_lines(checkpoint: Path) -> list[str]:
     return lines
 
 
+def references(scoreboard: Path) -> dict[str, dict]:
+    """The rows a model's scores are read against: the random floor's and each expert's, by table name."""
+    rows = json.loads(scoreboard.read_text())["rows"]
+    scored = [r for r in rows if "failed" not in r]
+    floor = next((r for r in scored if r.get("role") == FLOOR_ROLE), None)  # one per scoreboard
+    experts = {f"expert `{r['name']}`": r for r in scored if r.get("role") == EXPERT_ROLE}
+    return ({} if floor is None else {"random floor": floor}) | experts
+
+
 def score_lines(scored: tuple[dict, dict] | None, scoreboard: Path) -> list[str]:
-    """The scoreboard row as a table, with the settings it was scored under."""
+    """The scoreboard row as a table beside the random floor's and the experts' rows, with the settings
+    they were scored under."""
     if scored is None:
         return [f"Not scored ({scoreboard} holds no row of it): `eupe eval --runs RUN` scores it."]
     row, settings = scored
+    others = references(scoreboard)
+    header = "| probe | this model | " + " | ".join(others) + " |"
     lines = [f"From `{scoreboard}` ({', '.join(f'{k}={v}' for k, v in settings.items())}):", "",
-             "| probe | value |", "|---|---|"]  # fmt: skip
-    lines += [f"| {c.title} | {cell(row[c.key])} |" for c in (*COLUMNS, NORMALISED) if c.key in row]
+             header, "|---" * (len(others) + 2) + "|"]  # fmt: skip
+    for column in (*COLUMNS, NORMALISED):
+        if column.key in row:
+            cells = [cell(row[column.key]), *(cell(other.get(column.key)) for other in others.values())]
+            lines.append(f"| {column.title} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -148,6 +188,7 @@ def model_card(spec: str, encoder: Encoder, resolution: int, scoreboard: Path | 
     if scoreboard is None and checkpoint is not None:
         scoreboard = stage_of_checkpoint(checkpoint)[0].eval / "scoreboard.json"
     sections = [f"# {encoder.name}", "", "A vision encoder exported by the EUPE workbench.", "",
+                *output_lines(encoder), "",
                 "## Architecture", *architecture_lines(encoder, resolution), ""]  # fmt: skip
     if checkpoint is not None:
         sections += ["## Training recipe", *recipe_lines(checkpoint), ""]

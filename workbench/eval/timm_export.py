@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from distill.atomic import atomic_path
-from distill.backbones import split_features
+from distill.backbones import split_features, uses_cls_token
 from distill.models import DistilledModel
 from workbench.eval.encoders import Encoder, timm_model_of
 from workbench.eval.heads_file import HEADS_FILE, TIMM_CONFIG_FILE, write_heads
@@ -42,6 +42,8 @@ def export_timm(
     packed = copy.deepcopy(model)  # safetensors refuses strided tensors (e.g. weights loaded from a file)
     for tensor in itertools.chain(packed.parameters(), packed.buffers()):
         tensor.data = tensor.data.contiguous()
+    if uses_cls_token(packed):  # `model(x)` is then the summary the workbench reads and scores, not a mean
+        packed.reset_classifier(0, global_pool="token")
     with atomic_path(out) as tmp:
         timm.models.save_for_hf(packed, str(tmp), model_args=model_args, safe_serialization=True)
         if isinstance(distilled, DistilledModel):
@@ -64,15 +66,18 @@ def describe_distilled(config_file: Path, resolution: int) -> None:
 
 def check_timm_folder(folder: Path, encoder: Encoder, images: Tensor) -> float:
     """Max |difference| between plain timm loading the folder and the encoder's own features on `images`
-    (in [0, 1], at the encoder's side)."""
+    (in [0, 1], at the encoder's side): the summary as `model(x)` and as read from `forward_features`, and
+    the patches."""
     model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
     config = timm.data.resolve_data_config(model=model)
     mean, std = (torch.tensor(config[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
     grid = (images.shape[-2] // encoder.patch_stride, images.shape[-1] // encoder.patch_stride)
     with torch.no_grad():
-        exported = split_features(model, model.forward_features((images - mean) / std), grid)
+        tokens = model.forward_features((images - mean) / std)
+        exported, pooled = split_features(model, tokens, grid), model.forward_head(tokens)
         own = encoder(images)
     return max(
+        (pooled - own.summary).abs().max().item(),
         (exported.summary - own.summary).abs().max().item(),
         (exported.patches - own.patches).abs().max().item(),
     )

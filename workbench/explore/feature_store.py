@@ -90,7 +90,8 @@ class FeatureStore:
     `max_encoder_bytes` of parameters) and features by (image, encoder, resolution, aspect kept or not).
 
     Args:
-        timm_weights: weights for timm specs: "random" (offline) or "pretrained" (downloads).
+        timm_weights: how timm specs are loaded: `build_encoder`'s weights arguments (default
+            `{"weights": "random"}`, offline; "pretrained" downloads, "file" reads `checkpoint`).
         max_features: feature sets kept in memory.
         max_images: images kept in memory.
         build: encoder factory `(spec, resolution, **kwargs) -> Encoder` (default `build_any`).
@@ -102,7 +103,7 @@ class FeatureStore:
 
     def __init__(
         self,
-        timm_weights: str = "random",
+        timm_weights: dict[str, object] | None = None,
         max_features: int = 48,
         max_images: int = 32,
         build: Callable[..., Encoder] = build_any,
@@ -110,7 +111,7 @@ class FeatureStore:
         max_encoder_bytes: int = 4 * 2**30,
         wait_s: float = 120.0,
     ) -> None:
-        self.timm_weights = timm_weights
+        self.timm_weights = timm_weights or {"weights": "random"}
         self.build = build
         self.max_encoders, self.max_encoder_bytes, self.wait_s = max_encoders, max_encoder_bytes, wait_s
         self.slots: OrderedDict[str, Slot] = OrderedDict()  # least recently used first
@@ -145,8 +146,7 @@ class FeatureStore:
     def build_into(self, spec: str, slot: Slot) -> None:
         """Build the encoder of `spec` into its (locked) slot, then drop the least recently used others
         beyond the bounds; a failed build leaves no slot."""
-        timm = not (spec in EXPERTS or is_checkpoint(spec) or is_floor(spec))
-        kwargs = {"weights": self.timm_weights} if timm else {}
+        kwargs = {} if spec in EXPERTS or is_checkpoint(spec) or is_floor(spec) else self.timm_weights
         try:
             encoder = self.build(spec, None, **kwargs)
         except Exception as error:
