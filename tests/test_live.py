@@ -50,8 +50,8 @@ def frames() -> list[np.ndarray]:
 
 
 def patch_mean(live: LivePCA, frame: np.ndarray) -> torch.Tensor:
-    """The mean patch feature of a frame: the centre of a basis fitted on it."""
-    return live.patches(frame).mean((0, 2, 3))
+    """The mean patch feature of a frame: the centre of a basis fitted on it (float64, as the basis)."""
+    return live.patches(frame).double().mean((0, 2, 3))
 
 
 def test_basis_is_fitted_on_the_first_frame_and_then_frozen(encoder, frames):
@@ -213,7 +213,7 @@ def test_app_callbacks_keep_one_session_until_a_choice_changes(encoder, frames, 
     assert torch.allclose(refitted.live.basis.mean, patch_mean(state.live, frames[1]), atol=1e-5)
     key = explorer.add_image(torch.rand(3, RES, RES))
     _, _, on_image = calls.camera(frames[0], "tiny", RES, CURRENT_IMAGE, key, 1, refitted)
-    image_mean = state.live.patches(explorer.store.image(key)).mean((0, 2, 3))
+    image_mean = state.live.patches(explorer.store.image(key)).double().mean((0, 2, 3))
     assert torch.allclose(on_image.live.basis.mean, image_mean, atol=1e-5)
     clip = write_video(frames, tmp_path / "clip.gif", fps=100)
     played = list(calls.play_video(str(clip), "tiny", RES, FIRST_FRAME, None))
