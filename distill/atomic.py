@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from distill.disk import naming_full_disk
+
 TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.(?:tmp|old)")  # `atomic_path`'s names, with their pid
 _swept: set[Path] = set()  # folders this process has already removed orphans from
 
@@ -84,28 +86,30 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     the two renames `path` is briefly absent, but never partial. On an exception nothing is replaced
     and the temporary path is removed. What is written gets the modes of a plain `open` (see `_usual_modes`).
     The first write into a folder in a process also removes the orphans killed writers left there
-    (`remove_orphans`): feature-cache entries, store shards, ...
+    (`remove_orphans`): feature-cache entries, store shards, ... A full disk met in the block or the
+    renames is one OSError naming `path` (`distill.disk.naming_full_disk`).
     """
     path = Path(path)
-    if path.parent.absolute() not in _swept:
-        remove_orphans(path.parent)
-        _swept.add(path.parent.absolute())
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    aside = path.with_name(f".{path.name}.{os.getpid()}.old")
-    _remove(tmp)  # left by a killed process that had the same id
-    try:
-        yield tmp
-        _usual_modes(tmp)
-        if tmp.is_dir() and path.exists():
-            _remove(aside)
-            os.replace(path, aside)
-            try:
+    with naming_full_disk(path):
+        if path.parent.absolute() not in _swept:
+            remove_orphans(path.parent)
+            _swept.add(path.parent.absolute())
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        aside = path.with_name(f".{path.name}.{os.getpid()}.old")
+        _remove(tmp)  # left by a killed process that had the same id
+        try:
+            yield tmp
+            _usual_modes(tmp)
+            if tmp.is_dir() and path.exists():
+                _remove(aside)
+                os.replace(path, aside)
+                try:
+                    os.replace(tmp, path)
+                except OSError:
+                    os.replace(aside, path)
+                    raise
+            else:
                 os.replace(tmp, path)
-            except OSError:
-                os.replace(aside, path)
-                raise
-        else:
-            os.replace(tmp, path)
-    finally:
-        _remove(tmp)
-        _remove(aside)
+        finally:
+            _remove(tmp)
+            _remove(aside)

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from distill.atomic import atomic_path
 from distill.checkpoint import file_digest
-from distill.disk import allocated_memmap, naming_full_disk
+from distill.disk import allocated_memmap
 from distill.features import Features
 
 ARRAYS = ("summary.npy", "patches.npy")
@@ -145,7 +145,7 @@ class FeatureCache:
             chunk: views per `compute` call.
             label: what the progress bar calls the entry.
         """
-        with naming_full_disk(self.entry(key)), atomic_path(self.entry(key)) as tmp:
+        with atomic_path(self.entry(key)) as tmp:
             tmp.mkdir(parents=True)
             first = compute(slice(0, min(chunk, count)))
             arrays = {

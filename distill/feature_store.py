@@ -36,7 +36,7 @@ from distill.data.images import DECODE_ERRORS
 from distill.data.stream import FolderIndex, ShardIndex, render_view, sample_index
 from distill.data.training_data import TrainingData
 from distill.device import pick_device
-from distill.disk import allocated_memmap, naming_full_disk
+from distill.disk import allocated_memmap
 from distill.feature_cache import file_problem, file_record
 from distill.features import Features
 from distill.stage_teachers import StageTeachers, configured_experts, teacher_identity
@@ -231,7 +231,7 @@ class StoreManifest:
         """Write `store.json` atomically, after checking that `out` holds no store of something else."""
         check_manifest(out, self.__dict__)
         out.mkdir(parents=True, exist_ok=True)
-        with naming_full_disk(out / MANIFEST), atomic_path(out / MANIFEST) as tmp:
+        with atomic_path(out / MANIFEST) as tmp:
             tmp.write_text(json.dumps(self.__dict__, indent=1))
 
     @property
@@ -282,7 +282,7 @@ def write_shards(
     loader = DataLoader(views, batch_sampler=shard_batches(manifest, todo, batch_size), num_workers=workers)
     stream, failed = iter(loader), 0
     for shard in todo:
-        with naming_full_disk(out / shard_name(shard)), atomic_path(out / shard_name(shard)) as tmp:
+        with atomic_path(out / shard_name(shard)) as tmp:
             failed += write_shard(tmp, manifest, shard, teachers, stream, batch_size)
         log(f"shard {shard + 1} of {manifest.shards} written")
     if failed:

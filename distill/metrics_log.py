@@ -55,7 +55,7 @@ class MetricsLog:
         self.path = folder / METRICS_FILE
         if self.path.is_file():
             kept = [record for record in metric_records(folder) if record["step"] < resume_step]
-            with naming_full_disk(self.path), atomic_path(self.path) as tmp:
+            with atomic_path(self.path) as tmp:
                 tmp.write_text("".join(json.dumps(record) + "\n" for record in kept))
         try:
             from torch.utils.tensorboard import SummaryWriter

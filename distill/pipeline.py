@@ -26,7 +26,6 @@ from distill.config import (
 from distill.data.training_data import FixedViews, StreamingData, TrainingData
 from distill.data.views import build_views
 from distill.device import check_device, pick_device
-from distill.disk import naming_full_disk
 from distill.distributed import launched_world_size
 from distill.feature_cache import fingerprint
 from distill.feature_store import stage_store
@@ -137,7 +136,7 @@ def save_run_config(config: RunConfig, run_dir: Path) -> None:
     """Write config.yaml into the run folder (after `check_run_config`)."""
     check_run_config(config, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with naming_full_disk(RunDir(run_dir).config), atomic_path(RunDir(run_dir).config) as tmp:
+    with atomic_path(RunDir(run_dir).config) as tmp:
         tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 

@@ -20,7 +20,6 @@ from torch import Tensor, nn
 
 from distill.atomic import atomic_path
 from distill.checkpoint import contiguous_state
-from distill.disk import naming_full_disk
 from distill.features import Features
 
 
@@ -174,7 +173,7 @@ def save_standardizers(standardizers: dict[str, TeacherStandardizer], path: Path
     state = {f"{n}.{k}": v for n, s in standardizers.items() for k, v in s.state_dict().items()}
     methods = {name: s.summary.method for name, s in standardizers.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    with naming_full_disk(path), atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         save_file(contiguous_state(state), str(tmp), metadata={"methods": json.dumps(methods)})
 
 
