@@ -25,6 +25,7 @@ from distill.checkpoint import read_meta
 from distill.config import ModelConfig, RunConfig
 from distill.data.folder import is_image_file
 from distill.data.shards import resolve_shards
+from distill.data.views import MIXABLE
 from distill.models import DistilledModel
 from distill.pipeline import view_resolution
 from distill.run_dir import MODEL_FILE
@@ -40,7 +41,7 @@ FOLDER_COUNT_CAP = 1000  # stop counting a folder's images here
 INIT_FILLS = frozenset(
     ("uniform_", "normal_", "erfinv_", "clamp_", "mul_", "add_", "sub_", "div_", "fill_", "zero_", "copy_")
 )
-GENERATED_SOURCES = ("scenes", "photos", "fashion", "mixed")
+GENERATED_SOURCES = (*MIXABLE, "mixed")  # the sources `build_views` generates without files
 # The experts' networks (their teachers load weights on construction; the bare networks build on meta).
 EXPERT_NETS = {
     "semantic": "distill.teachers.efficientnet_lite:EfficientNetLite0",

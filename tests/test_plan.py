@@ -49,6 +49,12 @@ def test_toy_plan_has_every_stage_and_no_problems() -> None:
     assert format_plan(plan).endswith("no problems found")
 
 
+@pytest.mark.parametrize("source", ["leaves", "noise", "mixed"])
+def test_every_generated_source_passes_the_data_check(source: str) -> None:
+    plan = plan_run(toy(f"data.source={source}"), ["proxy"], world_size=1)
+    assert plan.problems == [] and f"source {source}: generated, ok" in format_plan(plan)
+
+
 def test_missing_folder_is_a_problem_line(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     plan = plan_run(toy(f"data.source=folder:{missing}"), ["proxy"], world_size=1)
