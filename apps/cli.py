@@ -29,13 +29,12 @@ def check_out(path: Path, folder: bool) -> None:
         raise ValueError(f"--out {path}: {existing} is a file, not a folder")
 
 
-WEIGHTS = ("pretrained", "random", "file")  # how a timm:<model> encoder is loaded (`create_timm_backbone`)
-
-
 def add_weights_options(parser: argparse.ArgumentParser, default: str, note: str = "") -> None:
     """`--weights` and `--weights-file`: how the command's timm:<model> encoders are loaded."""
+    from distill.config import TEACHER_WEIGHTS  # the config's own choices for a teacher's weights
+
     parser.add_argument(
-        "--weights", choices=WEIGHTS, default=default,
+        "--weights", choices=TEACHER_WEIGHTS, default=default,
         help=f"weights of timm:<model> encoders (default: {default}{note}): pretrained from the hub or its "
         "local cache (offline and not cached: an error within seconds), random, or file (--weights-file)",
     )  # fmt: skip
