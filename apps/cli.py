@@ -97,7 +97,8 @@ def teachers_show(args: argparse.Namespace) -> None:
         student = distilled_encoder(folder, side)
         students[student.name] = student
     if args.floor:
-        from workbench.explore.floor import floor_encoder, floor_spec
+        from workbench.eval.encoders import floor_spec
+        from workbench.explore.floor import floor_encoder
 
         if not args.students:
             raise ValueError("--floor draws the random floor of the last --students stage: name one")

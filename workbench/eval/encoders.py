@@ -225,6 +225,19 @@ def encoder_identity(spec: str) -> dict:
     return identity
 
 
+FLOOR_PREFIX = "random:"  # a random floor's spec: `random:<checkpoint whose architecture it takes>`
+
+
+def floor_spec(like: str | Path) -> str:
+    """The floor spec of a checkpoint's (or run stage folder's) architecture."""
+    return f"{FLOOR_PREFIX}{like}"
+
+
+def is_floor(spec: str) -> bool:
+    """Whether a spec names a random floor."""
+    return spec.startswith(FLOOR_PREFIX)
+
+
 def random_encoder(like: str | Path, resolution: int | None = None, seed: int = 0) -> Encoder:
     """A randomly initialised backbone with the architecture of a checkpoint (a floor for the scoreboard)."""
     meta = read_meta(existing_checkpoint(like))

@@ -34,11 +34,14 @@ from workbench.eval.correspondence import keypoint_hits
 from workbench.eval.data import EvalData, build_eval_data
 from workbench.eval.efficiency import count_gflops
 from workbench.eval.encoders import (
+    FLOOR_PREFIX,
     Encoder,
     EncoderFeatures,
     build_encoder,
     distilled_name,
     encoder_identity,
+    floor_spec,
+    is_floor,
     random_encoder,
 )
 from workbench.eval.expert_heads import expert_reading
@@ -402,8 +405,8 @@ def encoder_key(spec: str) -> str:
     """What names a scored encoder's row and probes in an evaluation folder, from its content (see
     `encoder_identity`), so a run folder can move, or be named by another path, and keep its rows.
     A `random:<spec>` floor is keyed apart from the checkpoint whose architecture it takes."""
-    identity = encoder_identity(spec.removeprefix("random:"))
-    return json_digest(identity | {"random": True} if spec.startswith("random:") else identity)
+    identity = encoder_identity(spec.removeprefix(FLOOR_PREFIX))
+    return json_digest(identity | {"random": True} if is_floor(spec) else identity)
 
 
 def row_path(out: Path, key: str) -> Path:
@@ -447,24 +450,24 @@ def evaluate(
     student_roles = {s.role for s in STAGES if s.model == "student"}  # the floor: a student, random
     floor_of = next((spec for spec, role in specs if role in student_roles), None)
     if floor_of is not None:
-        specs.append((f"random:{floor_of}", FLOOR_ROLE))
+        specs.append((floor_spec(floor_of), FLOOR_ROLE))
     data = eval_data(settings)
     references = ExpertReferences(list(EXPERTS), data.photos)
 
     def scored_row(spec: str, role: str) -> dict:
-        is_floor = spec.startswith("random:")
+        floor = is_floor(spec)
         encoder = encoder_key(spec)
         # a row is redone when the settings change, or when it was scored without Fashion-MNIST
         key = json_digest({"encoder": encoder, "fashion": data.fashion_train is not None, **asdict(settings)})
         path = row_path(out, encoder)
         if path.is_file() and json.loads(path.read_text()).get("key") == key:
             row = json.loads(path.read_text()) | {"spec": spec}  # the same content, maybe under a new path
-            if not is_floor and (folder := checkpoint_folder(spec)) is not None:
+            if not floor and (folder := checkpoint_folder(spec)) is not None:
                 row["name"] = distilled_name(folder)
             log(f"{spec}: reused {path}")
             return row
-        if is_floor:
-            model = random_encoder(spec.removeprefix("random:"), settings.resolution, settings.seed)
+        if floor:
+            model = random_encoder(spec.removeprefix(FLOOR_PREFIX), settings.resolution, settings.seed)
         else:
             model = build_encoder(spec, None if role == EXPERT_ROLE else settings.resolution)
         log(f"{spec}: scoring {model.name} ({role})")
@@ -487,7 +490,7 @@ def evaluate(
         try:
             rows.append(scored_row(spec, role))
         except Exception as error:  # recorded (not saved: a rerun retries it); the others are still scored
-            folder = None if spec.startswith("random:") else checkpoint_folder(spec)
+            folder = None if is_floor(spec) else checkpoint_folder(spec)
             name = spec if folder is None else distilled_name(folder)
             rows.append({"name": name, "role": role, "spec": spec, "failed": one_line(error)})
             log(f"{spec}: failed: {rows[-1]['failed']}")

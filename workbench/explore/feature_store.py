@@ -24,9 +24,9 @@ import torch
 from torch import Tensor
 
 from distill.teachers import EXPERTS
-from workbench.eval.encoders import Encoder, EncoderFeatures, build_encoder, is_checkpoint
+from workbench.eval.encoders import Encoder, EncoderFeatures, build_encoder, is_checkpoint, is_floor
 from workbench.eval.inside import Inside
-from workbench.explore.floor import floor_encoder, is_floor
+from workbench.explore.floor import floor_encoder
 
 BUILD_ERRORS = (ValueError, KeyError, FileNotFoundError, OSError, RuntimeError)
 

@@ -8,27 +8,15 @@ from __future__ import annotations
 
 import functools
 import json
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from distill.backbones import create_timm_backbone
 from distill.checkpoint import read_meta
-from workbench.eval.encoders import Encoder, existing_checkpoint, random_encoder
+from workbench.eval.encoders import FLOOR_PREFIX, Encoder, existing_checkpoint, random_encoder
 
-FLOOR_PREFIX = "random:"  # the scoreboard's floor spec: `random:<checkpoint whose architecture it takes>`
 FLOOR_SUFFIX = "(random init)"
-
-
-def floor_spec(like: str | Path) -> str:
-    """The floor spec of a checkpoint's (or run stage folder's) architecture."""
-    return f"{FLOOR_PREFIX}{like}"
-
-
-def is_floor(spec: str) -> bool:
-    """Whether a spec names a random floor."""
-    return spec.startswith(FLOOR_PREFIX)
 
 
 def describe(backbone: nn.Module) -> str:

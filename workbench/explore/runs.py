@@ -27,9 +27,10 @@ from distill.checkpoint import read_meta
 from distill.metrics_log import metric_records
 from distill.run_dir import METRICS_FILE, MODEL_FILE, RunDir, checkpoint_folder
 from distill.stages import EXPERTS, STAGE_NAMES, STAGES, role_of
+from workbench.eval.encoders import is_floor
 from workbench.eval.normalised import NORMALISED, with_normalised_scores
 from workbench.eval.scoreboard import COLUMNS, EFFICIENCY, decimals, encoder_key, probe_folder
-from workbench.explore.floor import floor_name, is_floor
+from workbench.explore.floor import floor_name
 
 CONTINUES = {stage.name: stage.continues for stage in STAGES}  # the stage each one carries on from
 TAUGHT_BY = {stage.name: stage.taught_by for stage in STAGES}
