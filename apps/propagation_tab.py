@@ -74,7 +74,8 @@ class Propagate:
         else:
             first = first_labels(self.explorer, video, specs[0], resolution, int(k))
             notes.append(
-                f"first-frame labels: k-means (k = {int(k)}) of {self.explorer.encoder_name(specs[0])}"
+                f"first-frame labels: k-means (k = {int(k)}) of {self.explorer.encoder_name(specs[0])}, "
+                "its largest cluster the background"
             )
         settings = PropagationSettings(top_k=int(top_k), context=int(context))
         out = Path(tempfile.mkdtemp(prefix="eupe-propagation-")) / "propagation.gif"

@@ -20,12 +20,17 @@ from workbench.eval.propagation import (
     segment,
 )
 
-SIDE, GRID, FRAMES = 64, 16, 5  # the stand-in encoders' grid: 4 px patches
+SIDE, GRID, FRAMES = 64, 16, 4  # the stand-in encoders' grid: 4 px patches
 
 
 @pytest.fixture(scope="module")
-def clips():
-    return ClipGenerator(SIDE, frames=FRAMES, seed=2).batch(0, 3)
+def generator():
+    return ClipGenerator(SIDE, frames=FRAMES, seed=2)
+
+
+@pytest.fixture(scope="module")
+def clips(generator):
+    return generator.batch(0, 2)
 
 
 def first_frame_objects(truth: torch.Tensor, least: int) -> torch.Tensor:
@@ -60,11 +65,11 @@ class Noise:
         return EncoderFeatures(patches.mean((-2, -1)), patches)
 
 
-def test_clips_start_from_the_seed_s_scenes_and_move_their_first_frame_objects(clips):
-    assert clips.frames.shape == (3, FRAMES, 3, SIDE, SIDE) and clips.masks.shape == (3, FRAMES, SIDE, SIDE)
-    scenes = SceneGenerator(SIDE, seed=2, max_layers=6).batch(0, 3)
+def test_clips_start_from_the_seed_s_scenes_and_move_their_first_frame_objects(generator, clips):
+    assert clips.frames.shape == (2, FRAMES, 3, SIDE, SIDE) and clips.masks.shape == (2, FRAMES, SIDE, SIDE)
+    scenes = SceneGenerator(SIDE, seed=2, max_layers=6).batch(0, 2)
     assert torch.equal(clips.frames[:, 0], scenes.images)  # frame 0 is the scene itself
-    again = ClipGenerator(SIDE, frames=FRAMES, seed=2).batch(1, 1)  # the same clip in another batch
+    again = generator.batch(1, 1)  # the same clip in another batch
     assert torch.equal(again.frames[0], clips.frames[1]) and torch.equal(again.masks[0], clips.masks[1])
     for masks in clips.masks:
         objects = int(masks[0].max())
@@ -101,7 +106,7 @@ def test_the_probe_scores_an_oracle_high_and_noise_features_low(clips):
     oracle = propagation_scores(Oracle(clips, truths), clips)
     noise = propagation_scores(Noise(), clips)
     shares = torch.cat([torch.bincount(m[1:].flatten())[1:] / m[1:].numel() for m in clips.masks])
-    assert oracle["propagation_j"] > 0.75 and oracle["propagation_f"] > 0.75
+    assert oracle["propagation_j"] > 0.7 and oracle["propagation_f"] > 0.7  # measured 0.77 and 0.77
     assert noise["propagation_j"] < shares.mean().item() + 0.05
     assert oracle["propagation_jf"] > noise["propagation_jf"] + 0.5
 

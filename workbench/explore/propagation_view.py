@@ -94,7 +94,8 @@ def encoder_grids(explorer: Explorer, spec: str, frames: Tensor, resolution: int
 
 
 def first_labels(explorer: Explorer, video: Video, spec: str, resolution: int, k: int) -> Tensor:
-    """First-frame labels [S, S] for a video without masks: k-means of the encoder's first-frame features."""
+    """First-frame labels [S, S] for a video without masks: k-means of the encoder's first-frame features,
+    its largest cluster taken as the background."""
     grid = encoder_grids(explorer, spec, video.frames[:1], resolution)[0]
     return upsample(kmeans_segments(grid, k), tuple(video.frames.shape[-2:])).long()
 
