@@ -1,4 +1,4 @@
-"""The live demo's Segments (k-means) and Propagation tabs, through their callbacks on a tiny random encoder."""
+"""The live demo's Segments (k-means) and Propagation tabs, through their callbacks on a tiny encoder."""
 
 from __future__ import annotations
 
@@ -50,8 +50,8 @@ def test_segments_tab_shows_the_image_and_one_overlay_per_encoder(explorer):
     assert all(picture.shape == (SIDE, SIDE, 3) for picture, _ in panels)
     assert np.array_equal(panels[1][0], panels[2][0])  # one encoder twice: the same colours
     assert "k = 3" in shown
-    _, shown = Segments(explorer).segments(key, ["tiny"], SIDE, 17)
-    assert "fewer patches than k = 17" in shown  # a note, not an error
+    _, shown = Segments(explorer).segments(key, ["tiny"], 32, 5)  # a 2x2 grid
+    assert "tiny: a 2x2 grid has fewer patches than k = 5" in shown  # a note, not an error
     with pytest.raises(gr.Error, match="load an image first"):
         Segments(explorer).segments(None, ["tiny"], SIDE, 3)
 
@@ -78,7 +78,7 @@ def test_propagation_of_an_upload_takes_a_mask_image_or_kmeans(explorer, tmp_pat
     mask = np.zeros((48, 64, 3), np.uint8)
     mask[10:30, 20:40] = (255, 0, 0)
     Image.fromarray(mask).save(tmp_path / "mask.png")
-    *_, (gif, pictures, _, _, notes) = calls.run(
+    *_, (_, pictures, _, _, notes) = calls.run(
         ["tiny"], SIDE, UPLOADED, 0, 3, str(video), str(tmp_path / "mask.png"), 3, 5, 7
     )
     assert len(pictures) == 3 and pictures[0].shape[1] == 2 * SIDE + 4 and "J " not in notes
