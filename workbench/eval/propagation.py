@@ -7,9 +7,10 @@ labels). Weights are a softmax of those similarities at `temperature`. Optionall
 `neighbourhood` patches (each axis) of the query are candidates. The facts follow facebookresearch/dino's
 `eval_video_segmentation.py` (top-k 5, 7 previous frames, temperature 0.1; first-frame labels downsampled to
 the patch grid by nearest neighbour as one-hot; soft labels upsampled bilinearly, each channel min-max
-normalised, then argmax). DINO restricts the neighbourhood to 12 patches on its 60-patch grids; here it is
-off by default: on a scoreboard's 8x8 to 16x16 grids a neighbourhood of a few patches would by itself
-earn an encoder with featureless (noise) patches a high J, since objects move a patch or two per frame.
+normalised, then argmax). DINO restricts the neighbourhood to 12 patches on its 30- to 60-patch grids; here
+it is off by default: on a scoreboard's 8x8 to 16x16 grids a neighbourhood of a few patches would let an
+encoder whose patches are noise copy the labels of the same place, which scores well where objects move a
+patch or two per frame.
 
 Scores follow DAVIS: J is the IoU of each first-frame object's predicted and true mask (1 when both are
 empty), F the boundary F-measure (boundaries as the object's pixels with a 4-neighbour outside it; a
