@@ -67,8 +67,9 @@ class Noise:
 
 def test_clips_start_from_the_seed_s_scenes_and_move_their_first_frame_objects(generator, clips):
     assert clips.frames.shape == (2, FRAMES, 3, SIDE, SIDE) and clips.masks.shape == (2, FRAMES, SIDE, SIDE)
-    scenes = SceneGenerator(SIDE, seed=2, max_layers=6).batch(0, 2)
-    assert torch.equal(clips.frames[:, 0], scenes.images)  # frame 0 is the scene itself
+    scene = SceneGenerator(SIDE, seed=2, max_layers=6).batch(1, 1)
+    unscaled = ClipGenerator(SIDE, frames=2, seed=2, object_scale=1.0).batch(1, 1)
+    assert torch.equal(unscaled.frames[0, 0], scene.images[0])  # frame 0 is the scene itself
     again = generator.batch(1, 1)  # the same clip in another batch
     assert torch.equal(again.frames[0], clips.frames[1]) and torch.equal(again.masks[0], clips.masks[1])
     for masks in clips.masks:
@@ -106,8 +107,8 @@ def test_the_probe_scores_an_oracle_high_and_noise_features_low(clips):
     oracle = propagation_scores(Oracle(clips, truths), clips)
     noise = propagation_scores(Noise(), clips)
     shares = torch.cat([torch.bincount(m[1:].flatten())[1:] / m[1:].numel() for m in clips.masks])
-    assert oracle["propagation_j"] > 0.7 and oracle["propagation_f"] > 0.7  # measured 0.77 and 0.77
-    assert noise["propagation_j"] < shares.mean().item() + 0.05
+    assert oracle["propagation_j"] > 0.7 and oracle["propagation_f"] > 0.7  # measured 0.84 and 0.80
+    assert noise["propagation_j"] < shares.mean().item() + 0.05  # measured 0.064 against 0.12 + 0.05
     assert oracle["propagation_jf"] > noise["propagation_jf"] + 0.5
 
 

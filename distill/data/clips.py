@@ -1,10 +1,11 @@
 """Short clips of generated scenes whose objects move, with exact per-frame object masks.
 
-Clip i of a seed starts from scene i of `SceneGenerator` with that seed (frame 0 is that scene, bit for bit)
-and moves every object smoothly over the frames: a constant velocity, growth rate and spin per object,
-drawn from the same counter-based random numbers (so a clip is the same whatever batch it is drawn in).
-The background, lighting and camera stay fixed. Each frame is rendered by the scene generator itself, so
-occlusion, shading, shadows and text follow the objects and the masks are exact by construction.
+Clip i of a seed starts from scene i of `SceneGenerator` with that seed (its objects enlarged by
+`object_scale`; at 1, frame 0 is that scene bit for bit) and moves every object smoothly over the frames: a
+constant velocity, growth rate and spin per object, drawn from the same counter-based random numbers (so a
+clip is the same whatever batch it is drawn in). The background, lighting and camera stay fixed. Each frame
+is rendered by the scene generator itself, so occlusion, shading, shadows and text follow the objects and
+the masks are exact by construction.
 
 Masks name the objects of the first frame, as in semi-supervised video object segmentation (DAVIS): 1..K
 for the objects covering at least `min_area` of the first frame (in order of their layer), 0 for the
@@ -48,6 +49,8 @@ class ClipGenerator:
         frames: frames per clip (>= 2).
         seed: the seed of the scenes the clips start from.
         max_layers: object layers per scene (few, so objects stay large enough to follow; >= 4).
+        object_scale: every object's size relative to its scene's (larger objects are easier to follow; 1
+            keeps frame 0 the scene itself).
         text_probability: as for `SceneGenerator` (None: each theme's own).
         max_speed: the fastest motion, in scene units (the shorter side) per frame.
         max_growth: each object's size changes by a factor in [1 / (1 + g), 1 + g] per frame.
@@ -62,6 +65,7 @@ class ClipGenerator:
         frames: int = 8,
         seed: int = 0,
         max_layers: int = 6,
+        object_scale: float = 1.5,
         text_probability: float | None = None,
         max_speed: float = 0.03,
         max_growth: float = 0.03,
@@ -71,11 +75,12 @@ class ClipGenerator:
     ) -> None:
         if not isinstance(frames, int) or isinstance(frames, bool) or frames < 2:
             raise ValueError(f"a clip needs frames >= 2, got {frames!r}")
-        if min(max_speed, max_growth, max_spin) < 0 or not 0 <= min_area < 1:
-            raise ValueError("motion limits must be >= 0 and min_area in [0, 1)")
+        if min(max_speed, max_growth, max_spin) < 0 or object_scale <= 0 or not 0 <= min_area < 1:
+            raise ValueError("motion limits must be >= 0, object_scale > 0 and min_area in [0, 1)")
         self.scenes = SceneGenerator(resolution, device, seed, max_layers, text_probability)
         self.frames = frames
         self.max_speed, self.max_growth, self.max_spin = max_speed, max_growth, max_spin
+        self.object_scale = object_scale
         self.min_area = min_area
 
     def batch(self, start: int, size: int) -> ClipBatch:
@@ -87,6 +92,7 @@ class ClipGenerator:
             raise ValueError(f"size must be a positive int, got {size!r}")
         keys = sample_keys(scenes.seed, torch.arange(start, start + size, device=scenes.device))
         p, slots = scenes.parameters(keys)
+        slots["radius"] = slots["radius"] * self.object_scale
         motion = self.motion(keys)
         frames, objects = [], []
         for t in range(self.frames):
