@@ -29,6 +29,8 @@ from apps.app_parts import (
 )
 from apps.correspondence_tab import correspondence_tab
 from apps.live_tab import live_tab
+from apps.propagation_tab import propagation_tab
+from apps.segments_tab import segments_tab
 from distill.data.photos import photo_names
 from distill.run_dir import trained_resolution
 from distill.teachers import EXPERTS
@@ -334,6 +336,8 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                 probe_notes = gr.Markdown(elem_id="probe-notes")
             matches_view = correspondence_tab(explorer, key, encoders, resolution)
             live_tab(explorer, key, encoders, resolution)
+            segments_view = segments_tab(explorer, key, encoders, resolution)
+            propagation_tab(explorer, encoders, resolution)
 
         loaded = (key, query, point)
         pickers = (encoders, student, probed, encoder_notes)
@@ -369,6 +373,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                 [agreement, readings, labels, teacher_notes],
             ),
             matches_view,
+            segments_view,
         )
 
         def then_views(event: gr.events.Dependency, views: tuple = views) -> None:
@@ -386,7 +391,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
         then_views(
             add.click(calls.add_encoders, [typed, encoders, extra], [*pickers, extra, typed], **LATEST)
         )
-        maps_view, _, probes_view, teacher_view, _ = views
+        maps_view, _, probes_view, teacher_view, *_ = views
         then_views(
             gr.on([encoders.input, resolution.change], *maps_view, **recompute(calls.feature_maps)), views[1:]
         )

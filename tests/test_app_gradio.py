@@ -345,7 +345,7 @@ def test_every_recomputing_event_runs_the_last_change_in_order(run):
     gallery_ids = {g._id for g in galleries}
     views = [f for f in demo.fns.values() if gallery_ids & {o._id for o in f.outputs}]
     assert len(views) >= 10 and all(f.trigger_mode == "always_last" for f in views)
-    queues = {"feature_maps", "similarity", "probes", "teacher_student", "matches"}
+    queues = {"feature_maps", "similarity", "probes", "teacher_student", "matches", "segments"}
     assert {f.concurrency_id for f in views} == queues
     resolution = next(b for b in blocks.values() if getattr(b, "elem_id", None) == "resolution")
     assert any((resolution._id, "change") in f.targets for f in views)

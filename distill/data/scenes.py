@@ -404,6 +404,11 @@ def instance_edges(instances: Tensor) -> Tensor:
     return edges
 
 
+def object_ids(instances: Tensor, layers: int) -> Tensor:
+    """Object ids (the owning layer, 0 background) from instance ids: characters join their sign's layer."""
+    return torch.where(instances > layers, instances - layers - 1, instances)
+
+
 def _parse_resolution(resolution: int | tuple[int, int]) -> tuple[int, int]:
     if isinstance(resolution, bool):
         raise ValueError(f"resolution must be an int or an (height, width) pair, got {resolution!r}")
@@ -517,10 +522,18 @@ class SceneGenerator:
 
     def render(self, keys: Tensor, return_layers: bool = False) -> SceneBatch:
         """Render the scenes of the given [B] int64 sample keys (see `sample_keys`)."""
+        return self.draw(*self.parameters(keys), return_layers)
+
+    def parameters(self, keys: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """What `draw` renders for [B] sample keys: per-image parameters (each [B]) and per-layer ones (each
+        [B, L]; positions `cx`, `cy`, size `radius` and `angle` among them, which clips move)."""
         rng = _Stream(keys)
         p = self._sample_scene(rng)
         p["key"] = keys
-        slots = self._sample_slots(rng, p)
+        return p, self._sample_slots(rng, p)
+
+    def draw(self, p: dict[str, Tensor], slots: dict[str, Tensor], return_layers: bool = False) -> SceneBatch:
+        """Render scenes from their `parameters`."""
         bg_rgb, noise = self._background(p)
         depth, owner, lx, ly, layers = self._composite(p, slots, return_layers)
         seg = torch.gather(slots["cls"], 1, owner.flatten(1)).view_as(owner)
