@@ -12,7 +12,6 @@ from torch import nn
 
 from distill.config import ModelConfig
 from distill.models import DistilledModel
-from workbench.eval import export as export_module
 from workbench.eval.efficiency import (
     EfficiencyRow,
     benchmark_encoder,
@@ -21,7 +20,9 @@ from workbench.eval.efficiency import (
     format_efficiency_table,
     rows_to_markdown,
 )
-from workbench.eval.export import (
+from workbench.eval.latency import measure_latency, timing_summary
+from workbench.export import onnx_file as export_module
+from workbench.export.onnx_file import (
     check_onnx,
     export_checked_onnx,
     export_onnx,
@@ -30,7 +31,6 @@ from workbench.eval.export import (
     onnx_output_names,
     quantise_onnx,
 )
-from workbench.eval.latency import measure_latency, timing_summary
 
 RES = 32
 
