@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no phoning home
 
@@ -224,6 +225,84 @@ class Callbacks:
         return gallery(view.panels), notes(view)
 
 
+@dataclass
+class Controls:
+    """The widgets above the tabs: the image in, and the encoders and settings every view reads."""
+
+    image_in: gr.Image
+    photo: gr.Dropdown
+    seed: gr.Number
+    scene: gr.Button
+    encoders: gr.CheckboxGroup
+    typed: gr.Textbox
+    add: gr.Button
+    rescan: gr.Button
+    resolution: gr.Slider
+    layer: gr.Dropdown
+    smooth: gr.Checkbox
+    keep_aspect: gr.Checkbox
+    encoder_notes: gr.Markdown
+
+
+@dataclass
+class MapsTab:
+    """The Feature maps tab's widgets."""
+
+    space: gr.Dropdown
+    joint: gr.Checkbox
+    masked: gr.Checkbox
+    centred: gr.Checkbox
+    threshold: gr.Slider
+    attention: gr.Checkbox
+    maps: gr.Gallery
+    notes: gr.Markdown
+
+
+@dataclass
+class SimilarityTab:
+    """The Similarity tab's widgets."""
+
+    query: gr.Image
+    similar: gr.Gallery
+    notes: gr.Markdown
+
+
+@dataclass
+class TeacherTab:
+    """The Teacher vs student tab's widgets."""
+
+    student: gr.Dropdown
+    agreement: gr.Gallery
+    readings: gr.Gallery
+    labels: gr.Dataframe
+    notes: gr.Markdown
+
+
+@dataclass
+class ProbesTab:
+    """The Probes tab's widgets."""
+
+    probed: gr.Dropdown
+    predictions: gr.Gallery
+    notes: gr.Markdown
+
+
+@dataclass
+class Page:
+    """Every widget the demo's events connect: the session's state, the controls and the tabs."""
+
+    key: gr.State
+    point: gr.State
+    extra: gr.State
+    controls: Controls
+    maps: MapsTab
+    similarity: SimilarityTab
+    teacher: TeacherTab
+    probes: ProbesTab
+    matches_view: tuple
+    segments_view: tuple
+
+
 def build_app(explorer: Explorer) -> gr.Blocks:
     """The demo's Blocks: image in, encoder choice, and one tab per view."""
     calls = Callbacks(explorer)
@@ -231,191 +310,249 @@ def build_app(explorer: Explorer) -> gr.Blocks:
     side = trained_resolution(specs, RESOLUTION["value"])
     with gr.Blocks(title="EUPE workbench · live demo", analytics_enabled=False) as demo:
         key, point, extra = gr.State(None), gr.State(CENTRE), gr.State([])
-        gr.Markdown(
-            "## EUPE workbench · what each encoder sees\n"
-            "Load an image, choose encoders, then browse the tabs. Features are computed once per image, "
-            "encoder and resolution."
-            + (
-                f" The resolution starts at {side} px, the largest side the last student trained at."
-                if side != RESOLUTION["value"]
-                else ""
-            )
-        )
-        with gr.Row():
-            with gr.Column(scale=1):
-                image_in = gr.Image(
-                    label="Image (upload, webcam or paste)",
-                    sources=["upload", "webcam", "clipboard"],
-                    type="filepath",
-                    image_mode=None,  # the file as uploaded: open_image checks its size before decoding
-                    height=260,
-                    elem_id="image-in",
-                )
-                photo = gr.Dropdown(photo_names(), value=FIRST_PHOTO, label="or a bundled photo")
-                with gr.Row():
-                    seed = gr.Number(0, label="or a generated scene (seed)", precision=0, minimum=0)
-                    scene = gr.Button("Generate scene", elem_id="scene-button")
-            with gr.Column(scale=2):
-                encoders = gr.CheckboxGroup(
-                    explorer.encoder_choices(), value=specs, label="Encoders", elem_id="encoders"
-                )
-                with gr.Row():
-                    typed = gr.Textbox(
-                        label="Add encoders",
-                        placeholder="timm:resnet18 (random weights offline), runs/NAME/STAGE, ...",
-                        scale=3,
-                    )
-                    add = gr.Button("Add", scale=1)
-                    rescan = gr.Button("Rescan runs", scale=1)
-                resolution = gr.Slider(
-                    **RESOLUTION | {"value": side}, label="Input resolution (px)", elem_id="resolution"
-                )
-                with gr.Row():
-                    layer = gr.Dropdown(
-                        LAYERS, value=-1, label="Layer (feature maps, similarity)", elem_id="layer"
-                    )
-                    smooth = gr.Checkbox(False, label="Smooth (bicubic)", elem_id="smooth")
-                    keep_aspect = gr.Checkbox(
-                        False, label="Keep aspect ratio (feature maps, similarity)", elem_id="keep-aspect"
-                    )
-                encoder_notes = gr.Markdown(elem_id="encoder-notes")
+        gr.Markdown(intro(side))
+        controls = control_rows(explorer, specs, side)
         with gr.Tabs():
-            with gr.Tab("Feature maps", id="maps"):
-                with gr.Row():
-                    space = gr.Dropdown(
-                        [OWN_SPACE, *EXPERTS], value=OWN_SPACE, label="Feature space", elem_id="space"
-                    )
-                    joint = gr.Checkbox(
-                        False, label="Joint PCA basis", info=JOINT_NOTE, interactive=False, elem_id="joint"
-                    )
-                    masked = gr.Checkbox(False, label="Mask background")
-                    centred = gr.Checkbox(
-                        False,
-                        label="Remove position mean",
-                        info="each position's mean over photos: what position alone explains",
-                        elem_id="centred",
-                    )
-                    threshold = gr.Slider(-1, 1, value=0, step=0.1, label="Foreground threshold (std)")
-                    attention = gr.Checkbox(False, label="Attention (CLS→patch)", elem_id="attention")
-                maps = gr.Gallery(label="PCA of patch features", elem_id="maps", **panels(4))
-                maps_notes = gr.Markdown(elem_id="maps-notes")
-            with gr.Tab("Similarity", id="similarity"):
-                with gr.Row():
-                    query = gr.Image(
-                        label="Click a point", interactive=False, height=300, scale=1, elem_id="query"
-                    )
-                    similar = gr.Gallery(
-                        label="Cosine similarity to the clicked patch",
-                        scale=3,
-                        elem_id="similar",
-                        **panels(3),
-                    )
-                similar_notes = gr.Markdown(elem_id="similar-notes")
-            with gr.Tab("Teacher vs student", id="teacher"):
-                student = gr.Dropdown(label="Distilled encoder", elem_id="student")
-                agreement = gr.Gallery(
-                    label="Agreement of its estimates with each expert's features (cosine per patch)",
-                    elem_id="agreement",
-                    **panels(3),
-                )
-                readings = gr.Gallery(
-                    label="Each expert's head on its own features and on the distilled encoder's estimates",
-                    elem_id="readings",
-                    **panels(4),
-                )
-                labels = gr.Dataframe(
-                    headers=["rank", "semantic expert", "via the distilled encoder"],
-                    label="ImageNet top-5",
-                    interactive=False,
-                    elem_id="labels",
-                )
-                teacher_notes = gr.Markdown()
-            with gr.Tab("Probes", id="probes"):
-                probed = gr.Dropdown(label="Encoder", elem_id="probed")
-                predictions = gr.Gallery(label="Linear probe predictions", elem_id="predictions", **panels(4))
-                probe_notes = gr.Markdown(elem_id="probe-notes")
-            matches_view = correspondence_tab(explorer, key, encoders, resolution)
-            live_tab(explorer, key, encoders, resolution)
-            segments_view = segments_tab(explorer, key, encoders, resolution)
-            propagation_tab(explorer, encoders, resolution)
-
-        loaded = (key, query, point)
-        pickers = (encoders, student, probed, encoder_notes)
-        # in the order they are refreshed after a new image: the Teacher vs student tab, the slowest, last
-        views = (
-            (
-                calls.feature_maps,
-                [
-                    key,
-                    encoders,
-                    resolution,
-                    space,
-                    joint,
-                    masked,
-                    threshold,
-                    layer,
-                    smooth,
-                    attention,
-                    keep_aspect,
-                    centred,
-                ],
-                [maps, maps_notes],
-            ),
-            (
-                calls.similarity,
-                [key, encoders, resolution, point, layer, smooth, keep_aspect],
-                [query, similar, similar_notes],
-            ),
-            (calls.probes, [key, probed, resolution], [predictions, probe_notes]),
-            (
-                calls.teacher_student,
-                [key, student, resolution],
-                [agreement, readings, labels, teacher_notes],
-            ),
-            matches_view,
-            segments_view,
-        )
-
-        def then_views(event: gr.events.Dependency, views: tuple = views) -> None:
-            for fn, inputs, outputs in views:
-                event = event.success(fn, inputs, outputs, **recompute(fn))
-
-        then_views(image_in.input(calls.load_upload, image_in, loaded, **LATEST))
-        then_views(photo.input(calls.load_photo, photo, [*loaded, image_in], **LATEST))
-        then_views(scene.click(calls.load_scene, seed, [*loaded, image_in], **LATEST))
-        then_views(
-            demo.load(calls.load_photo, photo, [*loaded, image_in], **LATEST).then(
-                calls.rescan, [encoders, extra], pickers, **LATEST
-            )
-        )
-        then_views(
-            add.click(calls.add_encoders, [typed, encoders, extra], [*pickers, extra, typed], **LATEST)
-        )
-        maps_view, _, probes_view, teacher_view, *_ = views
-        then_views(
-            gr.on([encoders.input, resolution.change], *maps_view, **recompute(calls.feature_maps)), views[1:]
-        )
-        rescan.click(calls.rescan, [encoders, extra], pickers, **LATEST)
-        space.input(calls.joint_offer, space, joint, **LATEST).then(
-            *maps_view, **recompute(calls.feature_maps)
-        )
-        gr.on(
-            [joint.input, masked.input, centred.input, threshold.change, attention.input],
-            *maps_view,
-            **recompute(calls.feature_maps),
-        )
-        then_views(
-            gr.on(
-                [layer.input, smooth.input, keep_aspect.input], *maps_view, **recompute(calls.feature_maps)
-            ),
-            views[1:2],
-        )
-        query.select(
-            calls.click,
-            [key, encoders, resolution, layer, smooth, keep_aspect],
-            [point, query, similar, similar_notes],
-            **recompute(calls.similarity),
-        )
-        student.input(*teacher_view, **recompute(calls.teacher_student))
-        probed.input(*probes_view, **recompute(calls.probes))
+            tabs = maps_tab(), similarity_tab(), teacher_tab(), probes_tab()
+            matches_view = correspondence_tab(explorer, key, controls.encoders, controls.resolution)
+            live_tab(explorer, key, controls.encoders, controls.resolution)
+            segments_view = segments_tab(explorer, key, controls.encoders, controls.resolution)
+            propagation_tab(explorer, controls.encoders, controls.resolution)
+        wire_events(demo, calls, Page(key, point, extra, controls, *tabs, matches_view, segments_view))
     return demo
+
+
+def intro(side: int) -> str:
+    """The page's heading, and the resolution it opens at when a student says other than the default."""
+    return (
+        "## EUPE workbench · what each encoder sees\n"
+        "Load an image, choose encoders, then browse the tabs. Features are computed once per image, "
+        "encoder and resolution."
+        + (
+            f" The resolution starts at {side} px, the largest side the last student trained at."
+            if side != RESOLUTION["value"]
+            else ""
+        )
+    )
+
+
+def control_rows(explorer: Explorer, specs: list[str], side: int) -> Controls:
+    """The image in (upload, photo, scene) beside the encoders and the settings, above the tabs."""
+    with gr.Row():
+        with gr.Column(scale=1):
+            image_in = gr.Image(
+                label="Image (upload, webcam or paste)",
+                sources=["upload", "webcam", "clipboard"],
+                type="filepath",
+                image_mode=None,  # the file as uploaded: open_image checks its size before decoding
+                height=260,
+                elem_id="image-in",
+            )
+            photo = gr.Dropdown(photo_names(), value=FIRST_PHOTO, label="or a bundled photo")
+            with gr.Row():
+                seed = gr.Number(0, label="or a generated scene (seed)", precision=0, minimum=0)
+                scene = gr.Button("Generate scene", elem_id="scene-button")
+        with gr.Column(scale=2):
+            encoders = gr.CheckboxGroup(
+                explorer.encoder_choices(), value=specs, label="Encoders", elem_id="encoders"
+            )
+            with gr.Row():
+                typed = gr.Textbox(
+                    label="Add encoders",
+                    placeholder="timm:resnet18 (random weights offline), runs/NAME/STAGE, ...",
+                    scale=3,
+                )
+                add = gr.Button("Add", scale=1)
+                rescan = gr.Button("Rescan runs", scale=1)
+            resolution = gr.Slider(
+                **RESOLUTION | {"value": side}, label="Input resolution (px)", elem_id="resolution"
+            )
+            with gr.Row():
+                layer = gr.Dropdown(
+                    LAYERS, value=-1, label="Layer (feature maps, similarity)", elem_id="layer"
+                )
+                smooth = gr.Checkbox(False, label="Smooth (bicubic)", elem_id="smooth")
+                keep_aspect = gr.Checkbox(
+                    False, label="Keep aspect ratio (feature maps, similarity)", elem_id="keep-aspect"
+                )
+            encoder_notes = gr.Markdown(elem_id="encoder-notes")
+    return Controls(image_in, photo, seed, scene, encoders, typed, add, rescan, resolution, layer, smooth,
+                    keep_aspect, encoder_notes)  # fmt: skip
+
+
+def maps_tab() -> MapsTab:
+    """The Feature maps tab, inside the current `gr.Tabs`."""
+    with gr.Tab("Feature maps", id="maps"):
+        with gr.Row():
+            space = gr.Dropdown(
+                [OWN_SPACE, *EXPERTS], value=OWN_SPACE, label="Feature space", elem_id="space"
+            )
+            joint = gr.Checkbox(
+                False, label="Joint PCA basis", info=JOINT_NOTE, interactive=False, elem_id="joint"
+            )
+            masked = gr.Checkbox(False, label="Mask background")
+            centred = gr.Checkbox(
+                False,
+                label="Remove position mean",
+                info="each position's mean over photos: what position alone explains",
+                elem_id="centred",
+            )
+            threshold = gr.Slider(-1, 1, value=0, step=0.1, label="Foreground threshold (std)")
+            attention = gr.Checkbox(False, label="Attention (CLS→patch)", elem_id="attention")
+        maps = gr.Gallery(label="PCA of patch features", elem_id="maps", **panels(4))
+        notes = gr.Markdown(elem_id="maps-notes")
+    return MapsTab(space, joint, masked, centred, threshold, attention, maps, notes)
+
+
+def similarity_tab() -> SimilarityTab:
+    """The Similarity tab, inside the current `gr.Tabs`."""
+    with gr.Tab("Similarity", id="similarity"):
+        with gr.Row():
+            query = gr.Image(label="Click a point", interactive=False, height=300, scale=1, elem_id="query")
+            similar = gr.Gallery(
+                label="Cosine similarity to the clicked patch",
+                scale=3,
+                elem_id="similar",
+                **panels(3),
+            )
+        notes = gr.Markdown(elem_id="similar-notes")
+    return SimilarityTab(query, similar, notes)
+
+
+def teacher_tab() -> TeacherTab:
+    """The Teacher vs student tab, inside the current `gr.Tabs`."""
+    with gr.Tab("Teacher vs student", id="teacher"):
+        student = gr.Dropdown(label="Distilled encoder", elem_id="student")
+        agreement = gr.Gallery(
+            label="Agreement of its estimates with each expert's features (cosine per patch)",
+            elem_id="agreement",
+            **panels(3),
+        )
+        readings = gr.Gallery(
+            label="Each expert's head on its own features and on the distilled encoder's estimates",
+            elem_id="readings",
+            **panels(4),
+        )
+        labels = gr.Dataframe(
+            headers=["rank", "semantic expert", "via the distilled encoder"],
+            label="ImageNet top-5",
+            interactive=False,
+            elem_id="labels",
+        )
+        notes = gr.Markdown()
+    return TeacherTab(student, agreement, readings, labels, notes)
+
+
+def probes_tab() -> ProbesTab:
+    """The Probes tab, inside the current `gr.Tabs`."""
+    with gr.Tab("Probes", id="probes"):
+        probed = gr.Dropdown(label="Encoder", elem_id="probed")
+        predictions = gr.Gallery(label="Linear probe predictions", elem_id="predictions", **panels(4))
+        notes = gr.Markdown(elem_id="probe-notes")
+    return ProbesTab(probed, predictions, notes)
+
+
+def page_views(calls: Callbacks, page: Page) -> tuple:
+    """Each view as (callback, inputs, outputs), in the order they are refreshed after a new image: the
+    Teacher vs student tab, the slowest, last."""
+    c, maps, similarity, teacher, probes = (
+        page.controls,
+        page.maps,
+        page.similarity,
+        page.teacher,
+        page.probes,
+    )
+    return (
+        (
+            calls.feature_maps,
+            [
+                page.key,
+                c.encoders,
+                c.resolution,
+                maps.space,
+                maps.joint,
+                maps.masked,
+                maps.threshold,
+                c.layer,
+                c.smooth,
+                maps.attention,
+                c.keep_aspect,
+                maps.centred,
+            ],
+            [maps.maps, maps.notes],
+        ),
+        (
+            calls.similarity,
+            [page.key, c.encoders, c.resolution, page.point, c.layer, c.smooth, c.keep_aspect],
+            [similarity.query, similarity.similar, similarity.notes],
+        ),
+        (calls.probes, [page.key, probes.probed, c.resolution], [probes.predictions, probes.notes]),
+        (
+            calls.teacher_student,
+            [page.key, teacher.student, c.resolution],
+            [teacher.agreement, teacher.readings, teacher.labels, teacher.notes],
+        ),
+        page.matches_view,
+        page.segments_view,
+    )
+
+
+def wire_events(demo: gr.Blocks, calls: Callbacks, page: Page) -> None:
+    """The demo's events: a new image, encoders or resolution refresh every view; a view's own controls
+    refresh that view."""
+    c, maps = page.controls, page.maps
+    loaded = (page.key, page.similarity.query, page.point)
+    pickers = (c.encoders, page.teacher.student, page.probes.probed, c.encoder_notes)
+    views = page_views(calls, page)
+
+    def then_views(event: gr.events.Dependency, views: tuple = views) -> None:
+        for fn, inputs, outputs in views:
+            event = event.success(fn, inputs, outputs, **recompute(fn))
+
+    then_views(c.image_in.input(calls.load_upload, c.image_in, loaded, **LATEST))
+    then_views(c.photo.input(calls.load_photo, c.photo, [*loaded, c.image_in], **LATEST))
+    then_views(c.scene.click(calls.load_scene, c.seed, [*loaded, c.image_in], **LATEST))
+    then_views(
+        demo.load(calls.load_photo, c.photo, [*loaded, c.image_in], **LATEST).then(
+            calls.rescan, [c.encoders, page.extra], pickers, **LATEST
+        )
+    )
+    then_views(
+        c.add.click(
+            calls.add_encoders, [c.typed, c.encoders, page.extra], [*pickers, page.extra, c.typed], **LATEST
+        )
+    )
+    maps_view, _, probes_view, teacher_view, *_ = views
+    then_views(
+        gr.on([c.encoders.input, c.resolution.change], *maps_view, **recompute(calls.feature_maps)), views[1:]
+    )
+    c.rescan.click(calls.rescan, [c.encoders, page.extra], pickers, **LATEST)
+    maps.space.input(calls.joint_offer, maps.space, maps.joint, **LATEST).then(
+        *maps_view, **recompute(calls.feature_maps)
+    )
+    gr.on(
+        [
+            maps.joint.input,
+            maps.masked.input,
+            maps.centred.input,
+            maps.threshold.change,
+            maps.attention.input,
+        ],
+        *maps_view,
+        **recompute(calls.feature_maps),
+    )
+    then_views(
+        gr.on(
+            [c.layer.input, c.smooth.input, c.keep_aspect.input], *maps_view, **recompute(calls.feature_maps)
+        ),
+        views[1:2],
+    )
+    similarity = page.similarity
+    similarity.query.select(
+        calls.click,
+        [page.key, c.encoders, c.resolution, c.layer, c.smooth, c.keep_aspect],
+        [page.point, similarity.query, similarity.similar, similarity.notes],
+        **recompute(calls.similarity),
+    )
+    page.teacher.student.input(*teacher_view, **recompute(calls.teacher_student))
+    page.probes.probed.input(*probes_view, **recompute(calls.probes))

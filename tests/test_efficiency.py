@@ -12,7 +12,6 @@ from torch import nn
 
 from distill.config import ModelConfig
 from distill.models import DistilledModel
-from workbench.eval import export as export_module
 from workbench.eval.efficiency import (
     EfficiencyRow,
     benchmark_encoder,
@@ -21,7 +20,9 @@ from workbench.eval.efficiency import (
     format_efficiency_table,
     rows_to_markdown,
 )
-from workbench.eval.export import (
+from workbench.eval.latency import measure_latency, timing_summary
+from workbench.export import onnx_file as export_module
+from workbench.export.onnx_file import (
     check_onnx,
     export_checked_onnx,
     export_onnx,
@@ -30,7 +31,6 @@ from workbench.eval.export import (
     onnx_output_names,
     quantise_onnx,
 )
-from workbench.eval.latency import measure_latency, timing_summary
 
 RES = 32
 
@@ -203,3 +203,26 @@ def test_int8_onnx_is_timed_and_checked_against_pytorch(model, exported, tmp_pat
     with pytest.raises(ValueError, match="agrees with PyTorch only to cosine"):
         export_checked_onnx(model, tmp_path / "refused.onnx", RES, images, "int8")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["int8.onnx", "m.onnx"]
+
+
+def test_an_fp32_export_is_checked_with_one_onnxruntime_session(model, tmp_path, monkeypatch):
+    sessions = []
+    real = export_module.onnx_session
+    monkeypatch.setattr(export_module, "onnx_session", lambda *a, **k: sessions.append(a) or real(*a, **k))
+    images = torch.rand(3, 3, RES, RES)
+    path, cosine, differences = export_checked_onnx(model, tmp_path / "m.onnx", RES, images)
+    assert len(sessions) == 1  # the differences and the agreement come from one run of each side
+    assert list(differences) == ["summary", "patches"] and max(differences.values()) < 1e-4
+    assert cosine == pytest.approx(onnx_cosine(path, model, images))
+
+
+def test_export_and_check_is_what_eupe_export_does_from_a_notebook(tmp_path):
+    from workbench.export.checked import export_and_check
+
+    result = export_and_check("timm:test_vit", tmp_path / "new" / "m.onnx", resolution=32, weights="random")
+    assert result.path.is_file() and result.format == "onnx" and result.precision == "fp32"
+    assert result.outputs == ["summary", "patches"] == list(result.differences)
+    assert result.cosine > 0.999 and result.input_change > 1e-3
+    assert set(result.latency_ms) == {"eager", "onnx"}
+    lines = result.lines()
+    assert lines[0].startswith(f"wrote {result.path} (") and lines[-1].startswith("output change between")

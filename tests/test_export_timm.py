@@ -11,9 +11,9 @@ import torch
 
 from distill.backbones import split_features
 from workbench.eval.encoders import build_encoder
-from workbench.eval.heads_file import HEADS_FILE, load_expert_heads
 from workbench.eval.scoreboard import EXPERT_ROLE, FLOOR_ROLE, encoder_key
-from workbench.eval.timm_export import export_timm
+from workbench.export.heads import HEADS_FILE, load_expert_heads
+from workbench.export.timm_folder import export_timm
 
 PLAIN_TIMM = """
 import sys, timm, torch

@@ -140,7 +140,7 @@ def test_agreement_is_perfect_for_the_experts_own_features():
 
 def test_the_model_card_quotes_the_runs_scoreboard_row(scoreboard, tiny_run, tmp_path):
     from workbench.eval.report import cell
-    from workbench.eval.timm_export import export_timm
+    from workbench.export.timm_folder import export_timm
 
     _, rows, _ = scoreboard
     board = write_scoreboard(rows, TINY, tmp_path / "eval", "eupe eval --runs tiny")["json"]

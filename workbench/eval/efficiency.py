@@ -58,8 +58,8 @@ class EfficiencyRow:
         cpu_latency_ms, gpu_latency_ms: median ms at batch 1 (PyTorch eager, fp32).
         cpu_throughput, gpu_throughput: images/s at the throughput batch.
         onnx_latency_ms, int8_latency_ms: median ms at batch 1 in onnxruntime on the CPU, fp32 and int8
-            (dynamic quantisation, see `workbench.eval.export.quantise_onnx`).
-        onnx_cosine, int8_cosine: their agreement with PyTorch (`workbench.eval.export.onnx_cosine`).
+            (dynamic quantisation, see `workbench.export.onnx_file.quantise_onnx`).
+        onnx_cosine, int8_cosine: their agreement with PyTorch (`workbench.export.onnx_file.onnx_cosine`).
     """
 
     name: str
@@ -142,8 +142,8 @@ def benchmark_encoder(
         throughput_batch: batch size of the throughput measurement.
         warmup, repeats: calls per measurement (see `measure_latency`).
         threads: torch CPU threads during CPU measurements (None: as set).
-        onnx_path: an exported model of this encoder (`workbench.eval.export.export_onnx`), also timed.
-        int8_path: its int8 quantisation (`workbench.eval.export.quantise_onnx`), also timed.
+        onnx_path: an exported model of this encoder (`workbench.export.onnx_file.export_onnx`), also timed.
+        int8_path: its int8 quantisation (`workbench.export.onnx_file.quantise_onnx`), also timed.
         seed: seed of the random images.
     """
     devices = list(default_devices() if devices is None else devices)
@@ -170,7 +170,7 @@ def benchmark_encoder(
     onnx_ms = {}
     for key, path in (("onnx", onnx_path), ("int8", int8_path)):
         if path is not None:
-            from workbench.eval.export import onnx_latency  # onnxruntime: the `export` extra
+            from workbench.export.onnx_file import onnx_latency  # onnxruntime: the `export` extra
 
             onnx_ms[key] = onnx_latency(path, images[:1], warmup, repeats, threads)["median_ms"]
     params = count_parameters(module_or_fn) / 1e6 if isinstance(module_or_fn, nn.Module) else None

@@ -34,14 +34,14 @@ from distill.teachers import EXPERTS, Teacher, build_teacher
 from distill.teachers.base import check_images
 from distill.teachers.timm_teacher import TimmTeacher
 from workbench.eval.expert_map import ExpertMap, stage_expert_map
-from workbench.eval.heads_file import (
+from workbench.eval.inside import Inside, layer_count, layer_index, look_inside
+from workbench.export.heads import (
     HEADS_FILE,
     TIMM_CONFIG_FILE,
     head_levels,
     is_timm_folder,
     load_expert_heads,
 )
-from workbench.eval.inside import Inside, layer_count, layer_index, look_inside
 
 
 @dataclass

@@ -5,7 +5,7 @@ layout: `config.json` with the architecture, its arguments and the input mean/st
 weights in timm's own key layout in `model.safetensors`); for a distilled encoder also `heads.safetensors`
 (every adaptor head and the frozen standardisation statistics on the way to the experts' feature spaces,
 with their structure in its header, read by `load_expert_heads`) and a generated model card (`README.md`,
-see `workbench.eval.model_card`).
+see `workbench.export.model_card`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from distill.atomic import atomic_path
 from distill.backbones import split_features, uses_cls_token
 from distill.models import DistilledModel
 from workbench.eval.encoders import Encoder, timm_model_of
-from workbench.eval.heads_file import HEADS_FILE, TIMM_CONFIG_FILE, write_heads
-from workbench.eval.model_card import model_card
+from workbench.export.heads import HEADS_FILE, TIMM_CONFIG_FILE, write_heads
+from workbench.export.model_card import model_card
 
 
 def export_timm(

@@ -158,7 +158,7 @@ config = timm.data.resolve_data_config(model=model)  # mean, std, input size
 HEADS_LOADING = """Each expert's estimate (the heads need this project, `pip install eupe-workbench`):
 
 ```python
-from workbench.eval.heads_file import load_expert_heads
+from workbench.export.heads import load_expert_heads
 
 heads = load_expert_heads("PATH/TO/THIS/FOLDER")
 x = (images - mean) / std  # images in [0, 1]; mean, std from config above

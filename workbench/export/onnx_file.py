@@ -168,6 +168,56 @@ def onnx_session(path: str | Path, threads: int | None = None) -> ort.InferenceS
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def onnx_and_pytorch(
+    path: str | Path, model: DistilledModel, images: Tensor, with_adaptors: bool = False
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """Each output of an ONNX file on `images` (onnxruntime, CPU) beside its PyTorch model's: one run of each.
+
+    Returns:
+        Output name (in `onnx_output_names` order) -> (onnxruntime's, PyTorch's), float32 on the CPU.
+
+    Raises:
+        ValueError: the file's outputs or their shapes differ from the model's.
+    """
+    session = onnx_session(path)
+    names = onnx_output_names(model, with_adaptors)
+    found = [o.name for o in session.get_outputs()]
+    if found != names:
+        raise ValueError(f"'{path}' has outputs {found}, expected {names} (with_adaptors={with_adaptors})")
+    actual = session.run(names, {INPUT_NAME: images.detach().cpu().float().numpy()})
+    with evaluating(model), torch.no_grad():
+        expected = OnnxWrapper(model, with_adaptors)(images.to(model.input_mean.device))
+    pairs = {}
+    for name, got, ref in zip(names, actual, expected, strict=True):
+        if tuple(got.shape) != tuple(ref.shape):
+            raise ValueError(f"ONNX output '{name}' has shape {list(got.shape)}, PyTorch {list(ref.shape)}")
+        pairs[name] = (torch.from_numpy(got), ref.float().cpu())
+    return pairs
+
+
+def max_differences(pairs: dict[str, tuple[Tensor, Tensor]], rtol: float = 1e-3) -> dict[str, float]:
+    """Max abs difference per output of `onnx_and_pytorch`'s pairs, each within `rtol` of its output's scale
+    (its max abs value in PyTorch), or a ValueError naming the first that is not (NaN included)."""
+    differences = {}
+    for name, (got, ref) in pairs.items():
+        difference = (got - ref).abs().max().item()
+        tolerance = rtol * max(ref.abs().max().item(), 1e-6)
+        if not difference <= tolerance:  # also catches NaN
+            raise ValueError(
+                f"ONNX output '{name}' differs from PyTorch by {difference:.3g} (tolerance {tolerance:.3g})"
+            )
+        differences[name] = difference
+    return differences
+
+
+def least_cosine(pairs: dict[str, tuple[Tensor, Tensor]]) -> float:
+    """The least cosine similarity, over outputs and images, between each image's flattened outputs."""
+    cosines = [
+        nn.functional.cosine_similarity(got.flatten(1), ref.flatten(1)).min() for got, ref in pairs.values()
+    ]
+    return min(cosines).item()
+
+
 def check_onnx(
     path: str | Path, model: DistilledModel, images: Tensor, with_adaptors: bool = False, rtol: float = 1e-3
 ) -> dict[str, float]:
@@ -186,27 +236,7 @@ def check_onnx(
     Raises:
         ValueError: the file's outputs or shapes differ, or a difference exceeds the tolerance.
     """
-    session = onnx_session(path)
-    names = onnx_output_names(model, with_adaptors)
-    found = [o.name for o in session.get_outputs()]
-    if found != names:
-        raise ValueError(f"'{path}' has outputs {found}, expected {names} (with_adaptors={with_adaptors})")
-    actual = session.run(names, {INPUT_NAME: images.detach().cpu().float().numpy()})
-    with evaluating(model), torch.no_grad():
-        expected = OnnxWrapper(model, with_adaptors)(images.to(model.input_mean.device))
-    differences = {}
-    for name, got, ref in zip(names, actual, expected, strict=True):
-        ref = ref.float().cpu()
-        if tuple(got.shape) != tuple(ref.shape):
-            raise ValueError(f"ONNX output '{name}' has shape {list(got.shape)}, PyTorch {list(ref.shape)}")
-        difference = (torch.from_numpy(got) - ref).abs().max().item()
-        tolerance = rtol * max(ref.abs().max().item(), 1e-6)
-        if not difference <= tolerance:  # also catches NaN
-            raise ValueError(
-                f"ONNX output '{name}' differs from PyTorch by {difference:.3g} (tolerance {tolerance:.3g})"
-            )
-        differences[name] = difference
-    return differences
+    return max_differences(onnx_and_pytorch(path, model, images, with_adaptors), rtol)
 
 
 def quantise_onnx(path: str | Path, out: str | Path) -> Path:
@@ -229,19 +259,18 @@ def export_checked_onnx(
     """Export `model` to `out` at `precision` (see `PRECISIONS`) and check it against PyTorch on `images`.
 
     Returns:
-        The path, the agreement (`onnx_cosine`) and, for fp32, the max abs difference per output (checked
-        by `check_onnx`); an int8 file is written only if its agreement reaches `MIN_COSINE`.
+        The path, the agreement (`least_cosine`) and, for fp32, the max abs difference per output (checked
+        by `max_differences`); an int8 file is written only if its agreement reaches `MIN_COSINE`.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     if precision == "fp32":
         path = export_onnx(model, out, resolution, with_adaptors)
-        differences = check_onnx(path, model, images, with_adaptors)
-        return path, onnx_cosine(path, model, images, with_adaptors), differences
+        pairs = onnx_and_pytorch(path, model, images, with_adaptors)
+        return path, least_cosine(pairs), max_differences(pairs)
     _check_target(out)
     with tempfile.TemporaryDirectory() as scratch:
-        exported = export_onnx(model, Path(scratch) / "fp32.onnx", resolution, with_adaptors)
-        quantised = quantise_onnx(exported, Path(scratch) / "int8.onnx")
+        quantised = onnx_variants(model, Path(scratch), resolution, with_adaptors)["int8"]
         cosine = onnx_cosine(quantised, model, images, with_adaptors)
         if cosine < MIN_COSINE:
             raise ValueError(f"the int8 model agrees with PyTorch only to cosine {cosine:.4f} "
@@ -251,9 +280,11 @@ def export_checked_onnx(
     return out, cosine, {}
 
 
-def onnx_variants(model: DistilledModel, folder: Path, resolution: int) -> dict[str, Path]:
+def onnx_variants(
+    model: DistilledModel, folder: Path, resolution: int, with_adaptors: bool = False
+) -> dict[str, Path]:
     """`model` exported into `folder` once per precision: {"fp32": path, "int8": path} (unchecked)."""
-    fp32 = export_onnx(model, folder / "fp32.onnx", resolution)
+    fp32 = export_onnx(model, folder / "fp32.onnx", resolution, with_adaptors)
     return {"fp32": fp32, "int8": quantise_onnx(fp32, folder / "int8.onnx")}
 
 
@@ -271,18 +302,8 @@ def eager_and_onnx_latency(
 def onnx_cosine(
     path: str | Path, model: DistilledModel, images: Tensor, with_adaptors: bool = False
 ) -> float:
-    """The agreement of an ONNX file with its PyTorch model on `images`: the least cosine similarity,
-    over outputs and images, between each image's flattened outputs."""
-    session = onnx_session(path)
-    names = onnx_output_names(model, with_adaptors)
-    actual = session.run(names, {INPUT_NAME: images.detach().cpu().float().numpy()})
-    with evaluating(model), torch.no_grad():
-        expected = OnnxWrapper(model, with_adaptors)(images.to(model.input_mean.device))
-    cosines = [
-        nn.functional.cosine_similarity(torch.from_numpy(got).flatten(1), ref.float().cpu().flatten(1)).min()
-        for got, ref in zip(actual, expected, strict=True)
-    ]
-    return min(cosines).item()
+    """The agreement of an ONNX file with its PyTorch model on `images` (`least_cosine`)."""
+    return least_cosine(onnx_and_pytorch(path, model, images, with_adaptors))
 
 
 def onnx_latency(

@@ -1,0 +1,5 @@
+"""`python -m apps.cli`: the `eupe` command (as torchrun launches it)."""
+
+from apps.cli import main
+
+main()
