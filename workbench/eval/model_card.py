@@ -16,7 +16,7 @@ from distill.checkpoint import read_meta
 from distill.run_dir import checkpoint_folder, stage_of_checkpoint
 from distill.stages import STAGE_NAMES, stage_named
 from distill.teachers.registry import expert_spec, registered_teachers
-from workbench.eval.efficiency import count_gflops
+from workbench.bench.encoders import count_gflops
 from workbench.eval.encoders import Encoder
 from workbench.eval.normalised import NORMALISED
 from workbench.eval.report import cell
