@@ -79,7 +79,8 @@ def teachers_show(args: argparse.Namespace) -> None:
     from distill.data.photos import load_photo
     from distill.data.scenes import SceneGenerator
     from distill.run_dir import trained_resolution
-    from distill.teachers import build_teacher, is_timm_spec
+    from distill.specs import parse_spec
+    from distill.teachers import build_teacher
     from workbench.eval.encoders import distilled_encoder
     from workbench.viz.pca_figures import pca_grid_figure
 
@@ -89,7 +90,7 @@ def teachers_show(args: argparse.Namespace) -> None:
     images = {name: square_view(load_photo(name), side) for name in args.photos}
     images["generated scene"] = SceneGenerator(side, seed=args.seed).batch(0, 1).images[0]
     encoders = {
-        name: build_teacher(name, resolution=side, **(weights if is_timm_spec(name) else {}))
+        name: build_teacher(name, resolution=side, **(weights if parse_spec(name).kind == "timm" else {}))
         for name in args.teachers
     }
     students = {}
@@ -147,8 +148,8 @@ def distill_run(args: argparse.Namespace) -> None:
 
 def bench_distill_run(args: argparse.Namespace) -> None:
     """Print each stage's images/s with and without the feature cache, peak memory, FLOPs and MFU."""
-    from workbench.bench.training import bench_distill, format_bench
     from distill.config import load_config
+    from workbench.bench.training import bench_distill, format_bench
 
     config = load_config(args.config, args.overrides)
     print(format_bench(bench_distill(config, args.steps, args.stages)))
@@ -236,8 +237,8 @@ def bench_live_run(args: argparse.Namespace) -> None:
     """Print the frames per second of live PCA (forward pass, projection, colouring) of each encoder, per
     thread count, alone and (`--load`) beside a process that keeps one core busy."""
     from apps.launch import LIVE_THREADS
-    from workbench.eval.encoders import build_encoder
     from workbench.bench.live import bench_live, format_live_bench
+    from workbench.eval.encoders import build_encoder
 
     encoders = {}
     for spec in encoder_specs(args):

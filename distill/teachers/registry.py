@@ -98,8 +98,14 @@ def registered_teachers() -> list[str]:
 def expert_spec(name: str) -> ExpertSpec:
     """The spec registered under `name`; a one-line KeyError naming the known ones otherwise."""
     if name not in _SPECS:
-        raise KeyError(f"unknown teacher '{name}'; known: {', '.join(_SPECS)}, or timm:<model>")
+        raise KeyError(unknown_teacher(name))
     return _SPECS[name]
+
+
+def unknown_teacher(name: str) -> str:
+    """The one-line message for a teacher or encoder spec that names nothing known (see `distill.specs`)."""
+    known = ", ".join(_SPECS)
+    return f"unknown teacher '{name}'; known: {known}, or timm:<model>, a timm alias, a checkpoint folder"
 
 
 def resolve(reference: str) -> Any:
