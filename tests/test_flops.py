@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
 
 from distill.flops import count_flops, forward_flops
 
@@ -18,10 +17,10 @@ def attention(q: torch.Tensor) -> torch.Tensor:
 
 def test_cpu_attention_forward_and_backward_are_counted() -> None:
     q = torch.rand(SHAPE, requires_grad=True)
-    forward = sdpa_flop_count(SHAPE, SHAPE, SHAPE)
-    assert forward > 0
+    batch, heads, tokens, width = SHAPE
+    forward = 2 * (2 * batch * heads * tokens * tokens * width)  # q @ k^T, then the weights @ v
     assert count_flops(lambda: attention(q)) == forward
-    backward = sdpa_backward_flop_count(SHAPE, SHAPE, SHAPE, SHAPE)
+    backward = 2 * forward  # the gradients of v, the weights, q and k: four products alike
     assert count_flops(lambda: attention(q).sum().backward()) == forward + backward
 
 
