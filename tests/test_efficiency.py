@@ -12,7 +12,6 @@ from torch import nn
 
 from distill.config import ModelConfig
 from distill.models import DistilledModel
-from workbench.eval import export as export_module
 from workbench.bench.encoders import (
     EfficiencyRow,
     benchmark_encoder,
@@ -21,6 +20,7 @@ from workbench.bench.encoders import (
     format_efficiency_table,
     rows_to_markdown,
 )
+from workbench.eval import export as export_module
 from workbench.eval.export import (
     check_onnx,
     export_checked_onnx,
