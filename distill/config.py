@@ -397,6 +397,19 @@ def check_stage_sides(config: RunConfig, stage: str, stride: int) -> None:
                           f"stride {stride}")  # fmt: skip
 
 
+def check_stages(config: RunConfig, stages: list[str]) -> None:
+    """Every stage named is configured: the one check of a run's stages, for every entry point."""
+    missing = [s for s in stages if s not in config.stages]
+    if missing:
+        raise ValueError(f"stage '{missing[0]}' is not configured (configured: {', '.join(config.stages)})")
+
+
+def shards_model(config: RunConfig, stage: str, world_size: int) -> bool:
+    """Whether the stage's model is sharded with FSDP2 (the proxy, under `train.fsdp`, on several
+    processes) rather than replicated."""
+    return config.train.fsdp and world_size > 1 and stage_named(stage).model == "proxy"
+
+
 def check_batch_split(config: RunConfig, stage: str, world_size: int) -> None:
     """The stage's global batch splits evenly over `world_size` processes."""
     batch = config.stages[stage].batch_size

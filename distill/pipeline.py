@@ -11,7 +11,7 @@ import yaml
 
 from distill import distributed
 from distill.atomic import atomic_path
-from distill.backbones import TIMM_ALIASES, create_timm_backbone, input_granularity
+from distill.backbones import create_timm_backbone, input_granularity
 from distill.config import (
     ConfigError,
     ModelConfig,
@@ -20,6 +20,7 @@ from distill.config import (
     check_batch_split,
     check_crop_cells,
     check_stage_sides,
+    check_stages,
     config_to_dict,
     load_config,
 )
@@ -29,9 +30,9 @@ from distill.device import check_device, pick_device
 from distill.distributed import launched_world_size
 from distill.feature_cache import fingerprint
 from distill.feature_store import stage_store
-from distill.run_dir import RunDir, existing_checkpoint, names_a_path
+from distill.run_dir import RunDir, existing_checkpoint
+from distill.specs import parse_spec
 from distill.stages import STAGE_NAMES, stage_named
-from distill.teachers.registry import registered_teachers
 from distill.trainer import StageResult, run_stage
 
 
@@ -80,31 +81,22 @@ def model_stride(model: ModelConfig, key: str) -> int:
 def check_teacher(teacher: TeacherConfig, where: str) -> None:
     """A teacher the run can build: a distilled checkpoint folder, a registered expert, or a timm model
     (`timm:<name>` or an alias); its weight file, if any, exists."""
-    name = teacher.name
     if teacher.checkpoint is not None and not Path(teacher.checkpoint).is_file():
         raise ConfigError(f"config key '{where}.checkpoint': file not found: {teacher.checkpoint}")
-    if name in registered_teachers():
-        return
-    if names_a_path(name):
-        try:
-            existing_checkpoint(name)
-        except FileNotFoundError as error:
-            raise ConfigError(f"config key '{where}.name': {error}") from None
-        return
-    if not (name.startswith("timm:") or name in TIMM_ALIASES):
-        raise ConfigError(f"config key '{where}.name': unknown teacher '{name}' (experts: "
-                          f"{', '.join(registered_teachers())}; or timm:<model>, a timm alias, a checkpoint "
-                          "folder)")  # fmt: skip
-    if not timm.is_model(TIMM_ALIASES.get(name, name.removeprefix("timm:"))):
-        raise ConfigError(f"config key '{where}.name': timm has no model '{name.removeprefix('timm:')}'")
+    try:
+        spec = parse_spec(teacher.name)
+        if spec.kind == "folder":
+            existing_checkpoint(spec.name)
+    except (KeyError, ValueError, FileNotFoundError) as error:
+        raise ConfigError(f"config key '{where}.name': {error.args[0]}") from None
+    if spec.kind == "timm" and not timm.is_model(spec.timm_model):
+        raise ConfigError(f"config key '{where}.name': timm has no model '{spec.name}'")
 
 
 def check_run(config: RunConfig, run_dir: Path, stages: list[str]) -> dict[str, int]:
     """Every check that needs no data, before anything is written: the stages, the run folder, the
     device, the teachers, the models and the stages' sides. Returns the stride of each stage's model."""
-    missing = [s for s in stages if s not in config.stages]
-    if missing:
-        raise ValueError(f"stage '{missing[0]}' is not configured (configured: {', '.join(config.stages)})")
+    check_stages(config, stages)
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"{run_dir} is a file, not a run folder")
     check_run_config(config, run_dir)

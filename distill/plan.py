@@ -1,7 +1,7 @@
 """`eupe pipeline --dry-run`: what a run would build, compute and hold, sized without weights or downloads.
 
 Every model is built on the meta device (shapes, no storage): parameters are counted from it, teacher
-dims read off it, and forward FLOPs counted by `torch.utils.flop_counter.FlopCounterMode`, which works on
+dims read off it, and forward FLOPs counted by `distill.flops` (the benchmarks' counter), which works on
 meta tensors. A trained step is taken as 3x the forward (backward ~ 2x forward; measured 3.00x for the
 paper's proxy on meta), plus each teacher's forward. The data source is checked on disk, cheaply.
 Anything that would stop or sink the run is collected as a problem line rather than raised.
@@ -18,19 +18,20 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
-from torch.utils.flop_counter import FlopCounterMode
 
 from distill.backbones import TIMM_ALIASES, create_timm_backbone, input_granularity, prefix_tokens
 from distill.checkpoint import read_meta
-from distill.config import ModelConfig, RunConfig
+from distill.config import ConfigError, ModelConfig, RunConfig, check_batch_split, check_stages, shards_model
 from distill.data.folder import is_image_file
 from distill.data.shards import resolve_shards
 from distill.data.views import MIXABLE
+from distill.flops import forward_flops
 from distill.models import DistilledModel
 from distill.pipeline import view_resolution
-from distill.run_dir import MODEL_FILE
+from distill.run_dir import existing_checkpoint
+from distill.specs import parse_spec
 from distill.stages import EXPERTS, stage_named
-from distill.teachers.registry import registered_teachers, resolve, teacher_factory
+from distill.teachers.registry import expert_spec, resolve, teacher_factory
 
 GIB = 2**30
 TRAINED_BYTES_PER_PARAM = 16  # fp32 weights, fp32 grads, AdamW's two fp32 moments
@@ -42,12 +43,6 @@ INIT_FILLS = frozenset(
     ("uniform_", "normal_", "erfinv_", "clamp_", "mul_", "add_", "sub_", "div_", "fill_", "zero_", "copy_")
 )
 GENERATED_SOURCES = (*MIXABLE, "mixed")  # the sources `build_views` generates without files
-# The experts' networks (their teachers load weights on construction; the bare networks build on meta).
-EXPERT_NETS = {
-    "semantic": "distill.teachers.efficientnet_lite:EfficientNetLite0",
-    "text": "distill.teachers.craft:CRAFT",
-    "edges": "distill.teachers.hed:HED",
-}
 
 
 @dataclass
@@ -99,9 +94,7 @@ class MetaModel:
 
     def count(self, side: int) -> float:
         """FLOPs of one image's forward at `side`, counted on the meta device."""
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            self.run(torch.empty(1, 3, side, side, device="meta"))
-        return float(counter.get_total_flops())
+        return forward_flops(self.run, torch.empty(1, 3, side, side, device="meta"))
 
 
 def uniform_blocks(module: nn.Module) -> bool:
@@ -213,8 +206,8 @@ def timm_teacher(name: str) -> MetaModel:
 
 
 def expert_teacher(name: str) -> MetaModel:
-    """An offline expert: its bare network (no weights) and its teacher class's dims."""
-    net = on_meta(resolve(EXPERT_NETS[name]))
+    """An offline expert: its bare network (`ExpertSpec.network`, no weights) and its teacher class's dims."""
+    net = on_meta(resolve(expert_spec(name).network))
     teacher_class = typing.get_type_hints(teacher_factory(name))["return"]
     label = type(net).__name__
     return MetaModel(label, net, net, (teacher_class.summary_dim, teacher_class.patch_dim))
@@ -231,13 +224,14 @@ def as_teacher(model: DistilledModel, label: str) -> MetaModel:
 
 def configured_teacher(name: str) -> MetaModel:
     """A config's teacher: an expert, a distilled checkpoint folder, or a timm model."""
-    if name in registered_teachers():
+    spec = parse_spec(name)
+    if spec.kind == "expert":
         return expert_teacher(name)
-    if (Path(name) / MODEL_FILE).is_file():
-        meta = read_meta(name)
+    if spec.kind == "folder":
+        meta = read_meta(existing_checkpoint(name))
         dims = {k: tuple(v) for k, v in meta["teachers"].items()}
         return as_teacher(distilled_model(ModelConfig(**meta["model_config"]), dims), name)
-    return timm_teacher(name)
+    return timm_teacher(spec.name)
 
 
 def teacher_bytes_per_param(precision: str) -> int:
@@ -322,8 +316,8 @@ class MetaModels:
         for spec in config.teachers:
             try:
                 self.teachers[spec.name] = configured_teacher(spec.name)
-            except (ValueError, KeyError, RuntimeError) as error:
-                self.problems.append(f"teacher '{spec.name}' cannot be built: {error}")
+            except (ValueError, KeyError, RuntimeError, FileNotFoundError) as error:
+                self.problems.append(f"teacher '{spec.name}' cannot be built: {error.args[0]}")
 
     def stage_teachers(self, stage: str) -> dict[str, MetaModel]:
         """The teachers of `stage`: the experts, or the model trained by the stage that teaches it."""
@@ -353,9 +347,10 @@ def plan_stage(
 ) -> tuple[StagePlan, list[str]]:
     """One stage's plan and its problems."""
     cfg, spec, problems = config.stages[stage], stage_named(stage), []
-    per_gpu, rest = divmod(cfg.batch_size, world_size)
-    if rest:
-        problems.append(f"stages.{stage}.batch_size {cfg.batch_size} does not split over {world_size} GPUs")
+    try:
+        check_batch_split(config, stage, world_size)
+    except ConfigError as error:
+        problems.append(str(error))
     model, teachers = models.model(stage), models.stage_teachers(stage)
     off_grid = [side for side in cfg.resolutions if side % model.stride]
     if off_grid:
@@ -367,7 +362,7 @@ def plan_stage(
     resolution = {s.name: s.resolution for s in config.teachers} if spec.taught_by == EXPERTS else {}
     teacher_flops = sum(t.forward_flops(resolution.get(n) or teacher_side) for n, t in teachers.items())
     precision = config.train.precision
-    sharded = config.train.fsdp and world_size > 1 and spec.model == "proxy"  # as the trainer wraps it
+    sharded = shards_model(config, stage, world_size)
     memory = Memory(
         trained=TRAINED_BYTES_PER_PARAM * trained.params / (world_size if sharded else 1),
         teachers=teacher_bytes_per_param(precision) * sum(t.params for t in teachers.values()),
@@ -388,7 +383,7 @@ def plan_stage(
         backbone_params=backbone,
         adaptor_params=trained.params - backbone,
         batch_size=cfg.batch_size,
-        per_gpu_batch=per_gpu,
+        per_gpu_batch=cfg.batch_size // world_size,
         resolutions=cfg.resolutions,
         teacher_sides=cfg.teacher_sides,
         steps=cfg.steps,
@@ -414,9 +409,7 @@ def plan_run(
     """
     if world_size < 1:
         raise ValueError(f"world_size must be >= 1, got {world_size}")
-    missing = [s for s in stages if s not in config.stages]
-    if missing:
-        raise ValueError(f"stage '{missing[0]}' is not configured (configured: {', '.join(config.stages)})")
+    check_stages(config, stages)
     models = MetaModels(config)
     data, problems = check_data(config, stages, host_memory_gib)
     problems = models.problems + problems

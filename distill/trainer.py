@@ -28,6 +28,8 @@ from distill.config import (
     check_batch_split,
     check_crop_cells,
     check_stage_sides,
+    check_stages,
+    shards_model,
 )
 from distill.data.images import resize
 from distill.data.training_data import FixedViews, TrainingData
@@ -186,8 +188,7 @@ def run_stage(config: RunConfig, stage: str, run_dir: str | Path, data: Training
         run_dir: the run folder (a stage reads the checkpoints of `Stage.reads` from it).
         data: fixed views in memory (their targets cached when `train.feature_cache`) or a stream.
     """
-    if stage not in config.stages:
-        raise ValueError(f"stage '{stage}' is not configured (configured: {', '.join(config.stages)})")
+    check_stages(config, [stage])
     cfg, train = config.stages[stage], config.train
     run = RunDir(run_dir)
     folder, checkpoint = run.stage(stage), run.checkpoint(stage)
@@ -238,7 +239,7 @@ def run_stage(config: RunConfig, stage: str, run_dir: str | Path, data: Training
         load_into(model, checkpoint)
     if train.activation_checkpointing:
         model.backbone.set_grad_checkpointing(True)
-    sharded = ctx.world_size > 1 and stage_named(stage).model == "proxy" and train.fsdp
+    sharded = shards_model(config, stage, ctx.world_size)
     wrapped = distributed.wrap(model, ctx, fsdp=sharded)  # before the optimizer: FSDP2 swaps the parameters
     optimizer = torch.optim.AdamW(optimizer_groups(wrapped, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
     start = recovered or 0

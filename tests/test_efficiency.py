@@ -12,7 +12,7 @@ from torch import nn
 
 from distill.config import ModelConfig
 from distill.models import DistilledModel
-from workbench.eval.efficiency import (
+from workbench.bench.encoders import (
     EfficiencyRow,
     benchmark_encoder,
     count_gflops,

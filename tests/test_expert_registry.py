@@ -1,4 +1,5 @@
-"""The experts' registry: torch-free facts, one spec per expert, and a fourth expert added in one call."""
+"""The experts' registry: torch-free facts, one spec per expert, and a fourth expert added in one call (and
+planned by `--dry-run`)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,11 @@ from distill.teachers.registry import (
 from workbench.eval.expert_heads import expert_reading, read_experts
 
 
+def tiny_network() -> nn.Module:
+    """The stand-in's bare network, which the dry run sizes on the meta device."""
+    return nn.Conv2d(3, 4, 4, stride=4)
+
+
 class TinyEdges(Teacher):
     """A stand-in expert: a random 4x4-stride convolution, and a 1x1 readout as its edge head."""
 
@@ -36,7 +42,7 @@ class TinyEdges(Teacher):
     def __init__(self, resolution: int | None = None) -> None:
         super().__init__(mean=(0.5,) * 3, std=(0.5,) * 3, resolution=resolution, size_multiple=4)
         torch.manual_seed(0)
-        self.conv = nn.Conv2d(3, 4, 4, stride=4)
+        self.conv = tiny_network()
         self.readout = nn.Conv2d(4, 1, 1)
         self.freeze()
 
@@ -67,6 +73,7 @@ TINY = ExpertSpec(
     reading_description="tiny edge probability [B, H, W]",
     factory=f"{__name__}:tiny_teacher",
     check=f"{__name__}:tiny_check",
+    network=f"{__name__}:tiny_network",
 )
 
 
@@ -90,7 +97,9 @@ def test_every_spec_links_a_factory_and_a_check() -> None:
         expert_spec("nope")
 
 
-def test_a_fourth_expert_is_one_registration(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_fourth_expert_is_one_registration(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     images = torch.rand(2, 3, 32, 48)
     with monkeypatch.context() as patch:
         patch.setattr(registry, "_SPECS", dict(registry._SPECS))  # the registration is undone on exit
@@ -108,6 +117,22 @@ def test_a_fourth_expert_is_one_registration(monkeypatch: pytest.MonkeyPatch) ->
         assert expert_reading("tiny", teacher, coarse, (32, 48)).shape == (2, 32, 48)
         assert list(read_experts({"tiny": teacher}, images)) == ["tiny"]
         assert run_check("tiny", teacher).passed
+        main(
+            [
+                "pipeline",
+                "--config",
+                "configs/tiny.yaml",
+                "--dry-run",
+                "--stages",
+                "proxy",
+                "teachers=[{name: tiny}]",
+            ]
+        )
+        plan = capsys.readouterr().out
+        assert "  teacher  Conv2d: 196 params, dims 4/4" in plan  # 3*4*4*4 weights + 4 biases
+        (stage,) = [line for line in plan.splitlines() if line.startswith("stage proxy: trains the proxy")]
+        assert stage.endswith(" on tiny")
+        assert plan.rstrip().endswith("no problems found")
     assert "tiny" not in registered_teachers()
     with pytest.raises(KeyError, match="unknown teacher 'tiny'"):
         expert_spec("tiny")

@@ -17,14 +17,13 @@ from distill.config import ModelConfig
 from distill.data.scenes import SceneGenerator
 from distill.distilled_teacher import DistilledTeacher
 from distill.models import DistilledModel
+from workbench.bench.live import bench_live, format_live_bench
 from workbench.eval.encoders import Encoder
 from workbench.eval.latency import busy_core
 from workbench.explore.live import (
     FrameStats,
     LivePCA,
-    bench_live,
     export_video,
-    format_live_bench,
     has_ffmpeg,
     play,
     video_frames,

@@ -72,7 +72,7 @@ def test_folder_images_are_counted(tmp_path: Path) -> None:
 
 def test_batch_that_does_not_split_is_reported() -> None:
     plan = plan_run(toy(), ["proxy"], world_size=3)
-    assert any("batch_size 32 does not split over 3 GPUs" in p for p in plan.problems)
+    assert any("batch_size 32 does not split over 3 processes" in p for p in plan.problems)
 
 
 def test_a_dry_run_whose_plan_cannot_run_exits_non_zero_with_the_reason(tmp_path: Path, capsys) -> None:

@@ -14,8 +14,8 @@ from distill.data.scenes import (
     TEXT_CLASS,
     SceneBatch,
     SceneGenerator,
-    benchmark,
 )
+from workbench.bench.scenes import bench_scenes
 
 RES = (48, 80)  # non-square on purpose
 
@@ -217,4 +217,4 @@ def test_glyph_atlas_distinct_nonempty() -> None:
 
 
 def test_benchmark_runs() -> None:
-    assert benchmark(batch_size=2, resolution=32, device="cpu", iters=1) > 0
+    assert bench_scenes(batch_size=2, resolution=32, device="cpu", iters=1) > 0

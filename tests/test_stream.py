@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 
 from distill.data.images import SkipLog, decode_image, square_view
+from distill.data.shards import add_member
 from distill.data.stream import FolderIndex, ShardIndex, StreamingImages, stream_loader, warn_skipped
-from distill.data_bench import add_member, bench_data, format_data_bench
+from workbench.bench.data import bench_data, format_data_bench
 
 
 def image_bytes(seed: int, size: tuple[int, int] = (48, 40), kind: str = "JPEG") -> bytes:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distill.checkpoint import read_meta
-from distill.config import RunConfig
+from distill.config import RunConfig, check_stages
 from distill.data.training_data import FixedViews
 from distill.pipeline import configured_stages, prepare_data, save_run_config
 from distill.run_dir import RunDir
@@ -140,9 +140,7 @@ def ensure_stages(
         The stages trained now, in pipeline order.
     """
     wanted = {need for stage in stages for need in (stage, *stage_named(stage).reads)}
-    unknown = sorted(s for s in wanted if s not in config.stages)
-    if unknown:
-        raise ValueError(f"stage '{unknown[0]}' is not configured (configured: {', '.join(config.stages)})")
+    check_stages(config, sorted(wanted))
     save_run_config(config, Path(run_dir))
     todo = []
     for stage in [s for s in STAGE_NAMES if s in wanted]:

@@ -43,7 +43,7 @@ def bench_encoders_run(args: argparse.Namespace) -> None:
 
     from distill.data.scenes import SceneGenerator
     from distill.teachers import EXPERTS
-    from workbench.eval.efficiency import (
+    from workbench.bench.encoders import (
         HEADERS,
         benchmark_encoder,
         column_widths,
@@ -95,8 +95,8 @@ def add_distill_arguments(parser: argparse.ArgumentParser) -> None:
 
 def bench_distill_run(args: argparse.Namespace) -> None:
     """Print each stage's images/s with and without the feature cache, peak memory, FLOPs and MFU."""
-    from distill.bench import bench_distill, format_bench
     from distill.config import load_config
+    from workbench.bench.training import bench_distill, format_bench
 
     config = load_config(args.config, args.overrides)
     print(format_bench(bench_distill(config, args.steps, args.stages)))
@@ -114,7 +114,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 def bench_data_run(args: argparse.Namespace) -> None:
     """Print the streaming loader's images/s by source and workers, and its peak memory by corpus size."""
-    from distill.data_bench import bench_data, format_data_bench
+    from workbench.bench.data import bench_data, format_data_bench
 
     rows = bench_data(tuple(args.sizes), tuple(args.workers), args.side, args.batch, args.steps, args.root)
     print(format_data_bench(rows))
@@ -128,7 +128,7 @@ def add_augment_arguments(parser: argparse.ArgumentParser) -> None:
 
 def bench_augment_run(args: argparse.Namespace) -> None:
     """Print how closely flipped and cropped cached expert grids match the experts on such views."""
-    from distill.augment_bench import bench_augment, format_augment_bench
+    from workbench.bench.augment import bench_augment, format_augment_bench
 
     print(format_augment_bench(bench_augment(count=args.count, resolution=args.resolution)))
 
@@ -155,8 +155,8 @@ def bench_live_run(args: argparse.Namespace) -> None:
     """Print the frames per second of live PCA (forward pass, projection, colouring) of each encoder, per
     thread count, alone and (`--load`) beside a process that keeps one core busy."""
     from apps.launch import LIVE_THREADS
+    from workbench.bench.live import bench_live, format_live_bench
     from workbench.eval.encoders import build_encoder
-    from workbench.explore.live import bench_live, format_live_bench
 
     encoders = {}
     for spec in encoder_specs(args):

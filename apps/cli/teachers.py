@@ -67,7 +67,8 @@ def teachers_show(args: argparse.Namespace) -> None:
     from distill.data.photos import load_photo
     from distill.data.scenes import SceneGenerator
     from distill.run_dir import trained_resolution
-    from distill.teachers import build_teacher, is_timm_spec
+    from distill.specs import parse_spec
+    from distill.teachers import build_teacher
     from workbench.eval.encoders import distilled_encoder
     from workbench.viz.pca_figures import pca_grid_figure
 
@@ -77,7 +78,7 @@ def teachers_show(args: argparse.Namespace) -> None:
     images = {name: square_view(load_photo(name), side) for name in args.photos}
     images["generated scene"] = SceneGenerator(side, seed=args.seed).batch(0, 1).images[0]
     encoders = {
-        name: build_teacher(name, resolution=side, **(weights if is_timm_spec(name) else {}))
+        name: build_teacher(name, resolution=side, **(weights if parse_spec(name).kind == "timm" else {}))
         for name in args.teachers
     }
     students = {}

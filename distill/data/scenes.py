@@ -25,7 +25,8 @@ every resolution, so one index gives the same scene at 128 px and at 512 px.
 Speed: everything is batched tensor code with small fixed loops (layers, texture families, noise
 octaves) and a few host syncs per chunk. Measured at batch 256: about 170 images/s at 128 px and
 60 images/s at 224 px on a 2-core CPU; on one H100 about 9k/s at 128 px and 5.5k/s at 224 px (16k/s
-and 6.6k/s at batch 1024, 1.4k/s at 512 px; `compile=True` gives 9k/s at 224 px). See `benchmark`.
+and 6.6k/s at batch 1024, 1.4k/s at 512 px; `compile=True` gives 9k/s at 224 px).
+See `workbench.bench.scenes`.
 
 Depth unit: scene units (think metres). Text signs lie at 0.5..1.6, other objects at 1.6..9.5 and the
 background at 10..20 (larger = farther). Signs are always nearer than other objects, so text can only
@@ -35,7 +36,6 @@ be hidden by another sign.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, fields
 
 import torch
@@ -960,30 +960,3 @@ class SceneGenerator:
         grain_idx = (gi[None] + e(p["grain_off"])) % (256 * 256)
         grain = self._grain.flatten()[grain_idx]
         return (rgb + (grain * e(p["grain"]))[:, None]).clamp(0, 1)
-
-
-def benchmark(
-    batch_size: int = 256,
-    resolution: int | tuple[int, int] = 224,
-    device: torch.device | str = "cpu",
-    iters: int = 3,
-    **generator_kwargs: object,
-) -> float:
-    """Images per second of `SceneGenerator.batch` after one warm-up batch.
-
-    Args:
-        batch_size: samples per call.
-        resolution: image size, as for `SceneGenerator`.
-        device: where to render.
-        iters: timed calls.
-        **generator_kwargs: further `SceneGenerator` arguments (e.g. compile=True).
-    """
-    gen = SceneGenerator(resolution, device=device, **generator_kwargs)
-    gen.batch(0, batch_size)
-    sync = torch.cuda.synchronize if gen.device.type == "cuda" else (lambda: None)
-    sync()
-    t0 = time.perf_counter()
-    for i in range(iters):
-        gen.batch((i + 1) * batch_size, batch_size)
-    sync()
-    return iters * batch_size / (time.perf_counter() - t0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import io
 import tarfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -18,6 +19,13 @@ def split_key(member_name: str) -> tuple[str, str]:
     folder, _, base = member_name.rpartition("/")
     stem, _, extension = base.partition(".")
     return (f"{folder}/{stem}" if folder else stem), extension.lower()
+
+
+def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    """Append a file member (`name`, holding `data`) to a tar being written."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
 
 
 def resolve_shards(spec: str | Sequence[str | Path]) -> list[Path]:

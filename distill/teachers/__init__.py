@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from distill.run_dir import existing_checkpoint, names_a_path
+from distill.run_dir import existing_checkpoint
 from distill.teachers.registry import registered_teachers, teacher_factory
 
 if TYPE_CHECKING:
@@ -30,13 +30,6 @@ def __getattr__(name: str) -> object:
     return getattr(importlib.import_module(_LAZY[name]), name)
 
 
-def is_timm_spec(spec: str) -> bool:
-    """Whether `spec` names a timm model (`timm:<model>` or a short alias) rather than an expert or folder."""
-    from distill.backbones import TIMM_ALIASES
-
-    return spec.startswith("timm:") or (spec in TIMM_ALIASES and spec not in registered_teachers())
-
-
 def build_teacher(spec: str, **kwargs: object) -> Teacher:
     """A teacher by name: a registered expert, `timm:<model>`, a short timm alias (e.g. `dinov3-h+`),
     or the folder of a distilled checkpoint (`runs/NAME/proxy/checkpoint`).
@@ -44,16 +37,18 @@ def build_teacher(spec: str, **kwargs: object) -> Teacher:
     Keyword arguments go to the expert's factory, to `TimmTeacher` (weights, checkpoint, resolution)
     or to `DistilledTeacher` (resolution).
     """
-    if spec not in registered_teachers():
-        if is_timm_spec(spec):
-            from distill.teachers.timm_teacher import TimmTeacher
+    from distill.specs import parse_spec  # which imports this package's registry
 
-            return TimmTeacher(spec.removeprefix("timm:"), **kwargs)
-        if names_a_path(spec):  # a missing checkpoint is named as such, not as an unknown teacher
-            from distill.distilled_teacher import DistilledTeacher
+    parsed = parse_spec(spec)
+    if parsed.kind == "timm":
+        from distill.teachers.timm_teacher import TimmTeacher
 
-            return DistilledTeacher(existing_checkpoint(spec), **kwargs)
-    return teacher_factory(spec)(**kwargs)
+        return TimmTeacher(parsed.name, **kwargs)
+    if parsed.kind == "folder":  # a missing checkpoint is named as such, not as an unknown teacher
+        from distill.distilled_teacher import DistilledTeacher
+
+        return DistilledTeacher(existing_checkpoint(parsed.name), **kwargs)
+    return teacher_factory(parsed.name)(**kwargs)
 
 
-__all__ = ["EXPERTS", "Teacher", "TimmTeacher", "build_teacher", "is_timm_spec", "registered_teachers"]
+__all__ = ["EXPERTS", "Teacher", "TimmTeacher", "build_teacher", "registered_teachers"]

@@ -1,9 +1,9 @@
 """The experts' registry: one `ExpertSpec` per offline expert, torch-free, so listing experts costs nothing.
 
-A spec holds every fact about an expert but its network: what it is, where its weights ship and their
-licence, what its head reads, and where its teacher factory and behaviour check live (their modules are
+A spec holds every fact about an expert: what it is, where its weights ship and their licence, what its
+head reads, and where its teacher factory, behaviour check and bare network live (their modules are
 imported on first use). The built-in experts' facts are data, in `experts.toml`: adding an expert is one
-module (a `Teacher` with a `head`, a factory, a behaviour check) plus one table there.
+module (a `Teacher` with a `head`, a factory, a behaviour check, its network) plus one table there.
 """
 
 from __future__ import annotations
@@ -61,8 +61,11 @@ class ExpertSpec:
             [B, 1000] from the summary, read as probabilities; or "map", per-pixel maps [B, K, *size]
             from the patches, channel 0 read ([B, H, W]).
         reading_description: that reading in words, with its shape.
-        factory: "module:function" of its teacher factory `(**kwargs) -> Teacher`.
+        factory: "module:function" of its teacher factory `(**kwargs) -> Teacher`, annotated with the
+            `Teacher` class it returns (whose `summary_dim` and `patch_dim` the dry-run plan reads).
         check: "module:function" of its behaviour check `(teacher) -> CheckResult`.
+        network: "module:callable" that builds its bare network without weights (`() -> nn.Module`, run
+            on images as the teacher runs it): what `eupe pipeline --dry-run` sizes on the meta device.
     """
 
     name: str
@@ -73,6 +76,7 @@ class ExpertSpec:
     reading_description: str
     factory: str
     check: str
+    network: str
 
     def facts(self) -> dict[str, str]:
         """What the apps show about it: model, package, licence."""
@@ -98,8 +102,14 @@ def registered_teachers() -> list[str]:
 def expert_spec(name: str) -> ExpertSpec:
     """The spec registered under `name`; a one-line KeyError naming the known ones otherwise."""
     if name not in _SPECS:
-        raise KeyError(f"unknown teacher '{name}'; known: {', '.join(_SPECS)}, or timm:<model>")
+        raise KeyError(unknown_teacher(name))
     return _SPECS[name]
+
+
+def unknown_teacher(name: str) -> str:
+    """The one-line message for a teacher or encoder spec that names nothing known (see `distill.specs`)."""
+    known = ", ".join(_SPECS)
+    return f"unknown teacher '{name}'; known: {known}, or timm:<model>, a timm alias, a checkpoint folder"
 
 
 def resolve(reference: str) -> Any:

@@ -29,8 +29,9 @@ from distill.features import Features
 from distill.models import DistilledModel
 from distill.run_dir import MODEL_FILE, checkpoint_folder, existing_checkpoint, stage_of_checkpoint
 from distill.seeds import seeded
+from distill.specs import FLOOR_PREFIX, floor_spec, is_floor, parse_spec  # the floor's names, for workbench
 from distill.stages import STAGE_NAMES, stage_named
-from distill.teachers import EXPERTS, Teacher, build_teacher
+from distill.teachers import Teacher, build_teacher
 from distill.teachers.base import check_images
 from distill.teachers.timm_teacher import TimmTeacher
 from workbench.eval.expert_map import ExpertMap, stage_expert_map
@@ -225,19 +226,6 @@ def encoder_identity(spec: str) -> dict:
     return identity
 
 
-FLOOR_PREFIX = "random:"  # a random floor's spec: `random:<checkpoint whose architecture it takes>`
-
-
-def floor_spec(like: str | Path) -> str:
-    """The floor spec of a checkpoint's (or run stage folder's) architecture."""
-    return f"{FLOOR_PREFIX}{like}"
-
-
-def is_floor(spec: str) -> bool:
-    """Whether a spec names a random floor."""
-    return spec.startswith(FLOOR_PREFIX)
-
-
 def random_encoder(like: str | Path, resolution: int | None = None, seed: int = 0) -> Encoder:
     """A randomly initialised backbone with the architecture of a checkpoint (a floor for the scoreboard)."""
     meta = read_meta(existing_checkpoint(like))
@@ -256,11 +244,14 @@ def build_encoder(spec: str, resolution: int | None = None, **kwargs: object) ->
         resolution: square input side (None: the encoder's default, e.g. 224 for `semantic`).
         kwargs: passed to the timm teacher (weights="pretrained"|"random"|"file", checkpoint=path).
     """
-    if is_timm_folder(spec):
-        return timm_folder_encoder(spec, resolution)
-    if is_checkpoint(spec):
-        return distilled_encoder(spec, resolution)
-    if spec in EXPERTS:
+    parsed = parse_spec(spec)
+    if parsed.kind == "folder":
+        return (
+            timm_folder_encoder(spec, resolution)
+            if is_timm_folder(spec)
+            else distilled_encoder(spec, resolution)
+        )
+    if parsed.kind == "expert":
         teacher = build_teacher(spec) if resolution is None else build_teacher(spec, resolution=resolution)
         return Encoder(spec, "expert", teacher)
     try:
@@ -297,3 +288,10 @@ def timm_folder_encoder(folder: str | Path, resolution: int | None = None) -> En
     adaptor_state = {f"adaptors.{k}": v for k, v in heads.expert_map.adaptors.state_dict().items()}
     model.load_state_dict(backbone_state | adaptor_state)
     return Encoder(folder.name, "student", DistilledTeacher(model.eval(), resolution), heads.expert_map)
+
+
+__all__ = [
+    "FLOOR_PREFIX",
+    "floor_spec",
+    "is_floor",
+]  # the floor spec's names, from `distill.specs`, re-exported

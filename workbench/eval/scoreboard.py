@@ -30,9 +30,9 @@ from distill.run_dir import RunDir, checkpoint_folder
 from distill.stages import STAGE_NAMES, STAGES
 from distill.teachers import EXPERTS, Teacher, build_teacher
 from distill.teachers.registry import expert_spec
+from workbench.bench.encoders import count_gflops
 from workbench.eval.correspondence import keypoint_hits
 from workbench.eval.data import EvalData, build_eval_data
-from workbench.eval.efficiency import count_gflops
 from workbench.eval.encoders import (
     FLOOR_PREFIX,
     Encoder,

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from distill.config import RunConfig
+from distill.config import RunConfig, check_stages
 from distill.data.training_data import FixedViews
 from distill.device import pick_device
 from distill.features import Features
@@ -33,8 +33,7 @@ def stage_teachers(config: RunConfig, run_dir: str | Path, stage: str, data: Fix
         data: the run's training views (`workbench.notebook.pipeline_views`).
     """
     run_dir = Path(run_dir)
-    if stage not in config.stages:
-        raise ValueError(f"stage '{stage}' is not configured (configured: {', '.join(config.stages)})")
+    check_stages(config, [stage])
     save_run_config(config, run_dir)
     return build_stage_teachers(config, stage, run_dir, pick_device(config.train.device), data)
 

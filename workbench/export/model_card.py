@@ -14,9 +14,10 @@ import yaml
 from distill.backbones import prefix_tokens, uses_cls_token
 from distill.checkpoint import read_meta
 from distill.run_dir import checkpoint_folder, stage_of_checkpoint
+from distill.specs import parse_spec
 from distill.stages import STAGE_NAMES, stage_named
-from distill.teachers.registry import expert_spec, registered_teachers
-from workbench.eval.efficiency import count_gflops
+from distill.teachers.registry import expert_spec
+from workbench.bench.encoders import count_gflops
 from workbench.eval.encoders import Encoder
 from workbench.eval.normalised import NORMALISED
 from workbench.eval.report import cell
@@ -25,17 +26,16 @@ from workbench.eval.scoreboard import COLUMNS, EXPERT_ROLE, FLOOR_ROLE, encoder_
 
 def teacher_licence(name: str, weights: str = "pretrained") -> str:
     """The licence of an expert's or a timm teacher's weights, as their registry or timm records it."""
-    if name in registered_teachers():
+    spec = parse_spec(name)
+    if spec.kind == "expert":
         return expert_spec(name).licence
     if weights == "random":
         return "random weights (no licence applies)"
-    from distill.backbones import TIMM_ALIASES
-
-    model = TIMM_ALIASES.get(name, name).removeprefix("timm:")
     try:
-        return timm.models.get_pretrained_cfg(model).to_dict().get("license") or "not recorded by timm"
-    except (RuntimeError, AttributeError):
-        return "not recorded by timm"
+        licence = timm.models.get_pretrained_cfg(spec.timm_model).to_dict().get("license")
+    except (RuntimeError, AttributeError):  # not a timm model (a checkpoint folder), or no pretrained config
+        licence = None
+    return licence or "not recorded by timm"
 
 
 def scoreboard_row(scoreboard: Path, spec: str) -> tuple[dict, dict] | None:

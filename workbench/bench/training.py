@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from distill.config import RunConfig
 from distill.device import pick_device
+from distill.flops import count_flops
 from distill.models import DistilledModel
 from distill.pipeline import configured_stages, run_stages
 from distill.stages import stage_named
@@ -38,10 +38,12 @@ def training_flops_per_image(
     """FLOPs of one forward + backward pass of the stage's model (backbone and adaptors) on one image."""
     model = DistilledModel(getattr(config, stage_named(stage).model), dims)
     images = torch.rand(1, 3, side, side)
-    with FlopCounterMode(display=False) as counter:
+
+    def step() -> None:
         outputs = model(images)
         sum(o.summary.sum() + o.patches.sum() for o in outputs.values()).backward()
-    return float(counter.get_total_flops())
+
+    return count_flops(step)
 
 
 def peak_bf16(device: torch.device) -> float | None:

@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from distill.data.shards import add_member
 from distill.data.stream import StreamingImages, stream_loader
 
 IMAGES_PER_SHARD = 1000  # also per subfolder of the folder corpus
 WARMUP_STEPS = 2
 MEMORY_WORKERS = 2
 MEMORY_PROBE = (
-    "from distill.data_bench import memory_probe; memory_probe({sources!r}, {side}, {batch}, {steps})"
+    "from workbench.bench.data import memory_probe; memory_probe({sources!r}, {side}, {batch}, {steps})"
 )
 
 
@@ -38,13 +39,6 @@ def smooth_jpeg(rng: np.random.Generator) -> bytes:
     buffer = io.BytesIO()
     small.resize((width, height), Image.Resampling.BICUBIC).save(buffer, "JPEG", quality=90)
     return buffer.getvalue()
-
-
-def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    """Append a file member to a tar."""
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
 
 
 def write_corpus(folder: Path, count: int, seed: int = 0) -> tuple[str, str]:
@@ -107,7 +101,7 @@ def peak_memory(sources: tuple[str, str], side: int, batch: int, steps: int) -> 
         capture_output=True,
         text=True,
         check=True,
-        cwd=Path(__file__).parents[1],
+        cwd=Path(__file__).parents[2],
     )
     return json.loads(result.stdout.splitlines()[-1])
 

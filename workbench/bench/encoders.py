@@ -1,4 +1,5 @@
-"""Encoder efficiency: parameters, GFLOPs, latency and throughput on CPU, GPU and onnxruntime.
+"""Encoder efficiency (`eupe bench encoders`, the scoreboard, the model card): parameters, GFLOPs, latency
+and throughput on CPU, GPU and onnxruntime.
 
 Every function takes any callable `fn(images)` with images [B, 3, H, W] in [0, 1]; encoders are
 usually `nn.Module`s returning a `Features`, but the output is never inspected.
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from distill.flops import forward_flops
 from workbench.eval.latency import check_batch, evaluating, measure_latency
 
 DEVICES = ("cpu", "cuda")
@@ -24,13 +25,8 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    """FLOPs of PyTorch's fused CPU attention kernel, which FlopCounterMode does not know."""
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
 def count_gflops(fn: Callable[[Tensor], object], images: Tensor) -> float:
-    """Forward GFLOPs per image, as counted by `torch.utils.flop_counter.FlopCounterMode`.
+    """Forward GFLOPs per image, as `distill.flops` counts them.
 
     A multiply-add counts as 2 FLOPs. Only matrix products, convolutions and attention are
     counted (elementwise ops, norms and activations are not), as is usual for encoder GFLOPs.
@@ -40,10 +36,7 @@ def count_gflops(fn: Callable[[Tensor], object], images: Tensor) -> float:
         images: [B, 3, H, W] input batch.
     """
     check_batch(images)
-    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
-    with FlopCounterMode(display=False, custom_mapping=mapping) as counter, torch.no_grad():
-        fn(images)
-    return counter.get_total_flops() / images.shape[0] / 1e9
+    return forward_flops(fn, images) / 1e9
 
 
 @dataclass
