@@ -23,8 +23,8 @@ def test_cka_of_a_grid_with_itself_its_rotation_and_its_scaling_is_one():
 
 
 def test_cka_with_independent_noise_is_near_zero():
-    # N = 2000 patches, D1 = D2 = 16: for independent Gaussian rows ||Y'X||^2 ~ N D1 D2 and ||X'X|| ~ N sqrt(D1),
-    # so CKA ~ sqrt(D1 D2) / N = 0.008; 0.05 is six times that and far below any real similarity.
+    # N = 2000 patches, D1 = D2 = 16: for independent Gaussian rows ||Y'X||^2 ~ N D1 D2 and
+    # ||X'X|| ~ N sqrt(D1), so CKA ~ sqrt(D1 D2) / N = 0.008; 0.05 is six times that.
     g = torch.Generator().manual_seed(1)
     assert grid_cka(grid(g), grid(g)) < 0.05
 

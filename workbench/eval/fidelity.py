@@ -1,6 +1,6 @@
 """Label-free fidelity of an encoder to its experts, from features alone: linear CKA of its patch features
-with each expert's, the cosine of each adaptor estimate with its expert's target, and the effective rank (RankMe)
-of its patch features; per snapshot of a training stage (`stage_timeline`) or for a finished encoder
+with each expert's, the cosine of each adaptor estimate with its expert's target, and the effective rank
+(RankMe) of its patch features; per snapshot of a training stage (`stage_timeline`) or for a finished encoder
 (`fidelity_scores`)."""
 
 from __future__ import annotations
@@ -76,16 +76,14 @@ class Timeline:
 
 def stage_targets(run: RunDir, stage: str) -> dict[str, Features]:
     """The targets a stage's snapshots are compared with: its own teachers', and for a stage taught by a
-    distilled teacher also the targets of that teacher's stage where they lie on the same grid (the experts,
-    for a student at the proxy's resolution)."""
+    distilled teacher also those of that teacher's stage (the experts', for a student): the same probe images,
+    perhaps at another side, so their grids are matched by `grid_cka`."""
     tensors, _ = read_snapshot(run.snapshots(stage) / TARGETS_FILE)
     targets = estimates_of(tensors)
     taught_by = stage_named(stage).taught_by
     upstream = run.snapshots(taught_by) / TARGETS_FILE if taught_by != EXPERTS else None
     if upstream is not None and upstream.is_file():
-        grid = next(iter(targets.values())).patches.shape[-2:]
-        more = estimates_of(read_snapshot(upstream)[0])
-        targets |= {n: t for n, t in more.items() if t.patches.shape[-2:] == grid and n not in targets}
+        targets = estimates_of(read_snapshot(upstream)[0]) | targets
     return targets
 
 
