@@ -31,7 +31,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from distill.atomic import atomic_path
-from distill.data.images import square_view
+from distill.data.images import resize, square_view
 from distill.data.photos import HELD_OUT_PHOTOS, load_photo
 from distill.data.scenes import SceneGenerator
 from distill.features import Features
@@ -95,8 +95,8 @@ def features_of(tensors: dict[str, Tensor], prefix: str) -> Features:
 
 def estimates_of(tensors: dict[str, Tensor]) -> dict[str, Features]:
     """Each teacher's estimate in a snapshot (or target, in a targets file), by teacher name."""
-    names = {k.split("/")[1] for k in tensors if k.startswith(("estimate/", "target/"))}
     kind = "estimate" if any(k.startswith("estimate/") for k in tensors) else "target"
+    names = {k[len(kind) + 1 :].rsplit("/", 1)[0] for k in tensors if k.startswith(f"{kind}/")}
     return {name: features_of(tensors, f"{kind}/{name}") for name in sorted(names)}
 
 
@@ -130,8 +130,7 @@ class StageSnapshots:
         """Each teacher's standardised target on the probe set at the student's grid, and the images."""
         timer = time.perf_counter()
         grid = (self.images.shape[-2] // stride, self.images.shape[-1] // stride)
-        teacher_images = F.interpolate(self.images, size=(teacher_side,) * 2, mode="bilinear",
-                                       align_corners=False, antialias=True).clamp(0, 1)  # fmt: skip
+        teacher_images = resize(self.images, teacher_side)  # as the trainer gives the teachers their side
         tensors: dict[str, Tensor] = {"images": self.images.mul(255).round().to(torch.uint8)}
         for name in teachers.teachers:
             target = teachers.targets(name, teacher_images)
