@@ -13,6 +13,7 @@ from distill.snapshots import snapshot_steps
 from distill.stages import BASELINE, EUPE_STUDENT
 from workbench.eval.fidelity import Timeline, stage_timeline
 from workbench.explore import runs as wr
+from workbench.explore.timeline import timeline_gif
 from workbench.viz.timeline import BASES, TimelineMaps, timeline_figure
 
 BASIS_LABELS = {"last": "fitted on the last snapshot", "expert": "the expert's (estimates)"}
@@ -30,10 +31,12 @@ def timeline_maps(folder: str, stage: str, basis: str, steps: tuple[int, ...]) -
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def timeline_gif(folder: str, stage: str, basis: str, steps: tuple[int, ...]) -> bytes:
+def gif_bytes(folder: str, stage: str, basis: str, steps: tuple[int, ...]) -> bytes:
     """The bytes of the stage's timeline GIF."""
     with tempfile.TemporaryDirectory() as scratch:
-        return timeline_maps(folder, stage, basis, steps).gif(Path(scratch) / "timeline.gif").read_bytes()
+        return timeline_gif(
+            timeline_maps(folder, stage, basis, steps), Path(scratch) / "timeline.gif"
+        ).read_bytes()
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -59,7 +62,7 @@ def show_timeline(run: wr.Run, runs: list[wr.Run]) -> None:
         )
         st.image(maps.picture(step), caption=f"step {step}; rows {', '.join(maps.names)}; columns "
                  f"{', '.join(maps.columns)}")  # fmt: skip
-        st.download_button("GIF of the timeline", timeline_gif(str(run.folder), stage, basis, steps),
+        st.download_button("GIF of the timeline", gif_bytes(str(run.folder), stage, basis, steps),
                            file_name=f"{run.name}-{stage}-timeline.gif", mime="image/gif")  # fmt: skip
     except (ValueError, OSError, KeyError) as error:
         st.warning(wr.one_line(error))

@@ -12,6 +12,7 @@ from apps.launch import DASHBOARD
 from distill.config import load_config
 from distill.pipeline import run_stages
 from workbench.eval.fidelity import stage_timeline
+from workbench.explore.timeline import timeline_gif
 from workbench.viz.timeline import CELL, TimelineMaps, timeline_figure
 
 
@@ -55,7 +56,7 @@ def test_maps_in_both_bases_and_the_curves_of_two_stages(run):
 
 
 def test_the_gif_has_a_frame_per_snapshot(run, tmp_path):
-    path = TimelineMaps(run, "proxy").gif(tmp_path / "proxy.gif")
+    path = timeline_gif(TimelineMaps(run, "proxy"), tmp_path / "proxy.gif")
     with Image.open(path) as gif:
         assert gif.format == "GIF" and gif.n_frames == 3
 

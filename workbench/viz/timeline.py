@@ -1,6 +1,6 @@
 """The training timeline of a stage from its snapshots (`distill.snapshots`): the probe images' PCA maps at
 any step in one fixed basis beside the experts' maps, the fidelity curves (`workbench.eval.fidelity`) of the
-stages of one or more runs on shared axes, and a GIF of the maps over the steps."""
+stages of one or more runs on shared axes, and the maps' frames over the steps."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from distill.snapshots import (
     step_file,
 )
 from workbench.eval.fidelity import Timeline
-from workbench.explore.live import write_video
 from workbench.viz.comparison_figures import finish_line_panels, line_panels
 from workbench.viz.panels import to_picture
 from workbench.viz.pca import PCABasis
@@ -98,14 +97,14 @@ class TimelineMaps:
         fig.tight_layout()
         return fig
 
-    def gif(self, path: str | Path, fps: float = 2.0) -> Path:
-        """Every snapshot's picture, labelled with its step, as an animated GIF (one frame per snapshot)."""
+    def frames(self) -> list[np.ndarray]:
+        """Every snapshot's picture, labelled with its step (a GIF's frames: `workbench.explore.timeline`)."""
         frames = []
         for step in self.steps:
             frame = Image.fromarray(self.picture(step))
             ImageDraw.Draw(frame).text((4, 4), f"step {step}", fill=(255, 255, 255))
             frames.append(np.asarray(frame))
-        return write_video(frames, Path(path).with_suffix(".gif"), fps)
+        return frames
 
 
 def timeline_figure(timelines: list[Timeline], title: str = "") -> Figure:
