@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from distill.features import Features
-from workbench.eval.fidelity import fidelity_scores, grid_cka, rankme
+from workbench.eval.encoders import EncoderFeatures
+from workbench.eval.fidelity import encoder_fidelity, fidelity_scores, grid_cka, rankme
 
 
 def grid(generator, dim=16, batch=5, side=20):
@@ -47,3 +48,25 @@ def test_fidelity_scores_of_an_exact_estimate():
     assert scores["edges_cka"] == pytest.approx(1, abs=1e-9)
     other = fidelity_scores(features, {}, {"edges": Features(torch.zeros(5, 6), target)})
     assert set(other) == {"edges_cka", "rankme"} and other["edges_cka"] < 0.5
+
+
+def test_encoder_fidelity_of_an_encoder_that_is_the_expert():
+    g = torch.Generator().manual_seed(4)
+    images = torch.rand(3, 3, 32, 32, generator=g)
+    projection = torch.randn(5, 3, generator=g)
+
+    def expert(x):  # patches: a fixed linear map of 8x8-pooled pixels
+        patches = torch.einsum("dc,bchw->bdhw", projection, torch.nn.functional.avg_pool2d(x, 4))
+        return EncoderFeatures(patches.mean((2, 3)), patches)
+
+    def copy(x, with_experts=False):  # its own features and its estimate are the expert's, at twice the scale
+        own = expert(x)
+        return EncoderFeatures(
+            own.summary, 2 * own.patches, {"edges": Features(own.summary, 2 * own.patches)}
+        )
+
+    scores = encoder_fidelity(copy, {"edges": expert}, images)
+    assert scores["edges_cka"] == pytest.approx(1, abs=1e-9) and scores["edges_cos"] == pytest.approx(
+        1, abs=1e-6
+    )
+    assert scores["rankme"] == pytest.approx(rankme(expert(images).patches), rel=1e-6)

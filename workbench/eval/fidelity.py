@@ -22,7 +22,9 @@ from distill.snapshots import (
     step_file,
 )
 from distill.stages import EXPERTS, stage_named
-from workbench.eval.similarity import agreement_score, linear_cka, patch_rows_for_cka
+from distill.standardize import TeacherStandardizer
+from workbench.eval.encoders import Encoder
+from workbench.eval.similarity import agreement_score, linear_cka, patch_rows_for_cka, standardised
 
 
 def grid_cka(a: Tensor, b: Tensor) -> float:
@@ -62,6 +64,26 @@ def fidelity_scores(
             scores[f"{name}_cos"] = agreement_score(estimates[name].patches, target.patches)
     scores["rankme"] = rankme(features)
     return scores
+
+
+def encoder_fidelity(
+    encoder: Encoder,
+    experts: dict[str, Encoder],
+    images: Tensor,
+    standardizers: dict[str, TeacherStandardizer] | None = None,
+) -> dict[str, float]:
+    """`fidelity_scores` of a finished encoder on `images` (for the scoreboard: the held-out photo crops,
+    `EvalData.photos`): its patch features and its estimates (distilled encoders) against each expert's own
+    features, both standardised first where `standardizers` are given (the space training compares in)."""
+    with torch.no_grad():
+        out = encoder(images, with_experts=True)
+        targets = {
+            name: Features(t.summary, t.patches) for name, t in ((n, e(images)) for n, e in experts.items())
+        }
+    estimates = out.experts
+    if standardizers is not None:
+        estimates, targets = standardised(estimates, standardizers), standardised(targets, standardizers)
+    return fidelity_scores(out.patches, estimates, targets)
 
 
 @dataclass
