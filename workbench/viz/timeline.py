@@ -30,8 +30,8 @@ BASES = (
 )  # a basis fitted on the last snapshot, or (for the estimates) on the expert's target
 CELL = 96  # pixels per map in a picture
 FIGURES = {
-    "cka": "linear CKA with the expert",
-    "cos": "cosine of the estimate with the expert",
+    "cka": "linear CKA with the target",
+    "cos": "cosine of the estimate with its target",
     "rankme": "RankMe",
 }
 
