@@ -18,6 +18,7 @@ import pandas as pd
 import streamlit as st
 import yaml
 
+from apps.timeline_tab import show_timeline
 from distill.data.photos import photo_names
 from distill.stages import BASELINE, EUPE_STUDENT
 from distill.teachers import EXPERTS
@@ -322,11 +323,15 @@ def show_run(root: Path, run: wr.Run) -> None:
     """One run: overview, curves, scoreboard and checkpoints, one tab each."""
     st.header(run.name)
     st.caption(str(run.folder))
-    overview, curves, scoreboard, checkpoints = st.tabs(["Overview", "Curves", "Scoreboard", "Checkpoints"])
+    overview, curves, timeline, scoreboard, checkpoints = st.tabs(
+        ["Overview", "Curves", "Timeline", "Scoreboard", "Checkpoints"]
+    )
     with overview:
         show_overview(run)
     with curves:
         show_curves(run)
+    with timeline:
+        show_timeline(run, load_runs(str(root)))
     with scoreboard:
         show_scoreboards(run)
     with checkpoints:

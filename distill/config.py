@@ -229,6 +229,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 100
+    snapshot_every: int = 0  # features on a fixed probe set every N steps (distill.snapshots); 0 = off
     feature_cache: bool = True  # cache the teachers' targets of fixed views (a stream's teachers run online)
     fsdp: bool = False  # shard the proxy with FSDP2 under torchrun (DDP otherwise)
     activation_checkpointing: bool = False  # recompute the backbone's blocks in the backward pass
@@ -254,7 +255,8 @@ SCHEDULES = ("cosine", "wsd")  # a stage's learning-rate shape after warm-up (`d
 CHOICES = {"norm.method": ("standard", "phi-s"), "train.precision": ("auto", "bf16", "fp32")}
 POSITIVE = ("train.log_every", "train.checkpoint_every", "train.grad_clip", "norm.warmup_batches",
             "data.num_images", "proxy.adaptor_hidden", "student.adaptor_hidden")  # fmt: skip
-NON_NEGATIVE = ("loss.alpha", "loss.beta", "loss.smooth_l1_beta", "data.seed", "data.workers", "train.seed")
+NON_NEGATIVE = ("loss.alpha", "loss.beta", "loss.smooth_l1_beta", "data.seed", "data.workers", "train.seed",
+                "train.snapshot_every")  # fmt: skip
 STAGE_POSITIVE = ("steps", "batch_size", "lr")
 STAGE_NON_NEGATIVE = ("warmup_steps", "weight_decay")
 TEACHER_WEIGHTS = ("pretrained", "random", "file")

@@ -8,6 +8,7 @@ RUN/<stage>/checkpoint.previous/         the checkpoint before (see distill.chec
 RUN/<stage>/standardizers.safetensors    its teachers' frozen statistics
 RUN/<stage>/metrics.jsonl                its logged steps
 RUN/<stage>/tensorboard/                 the same, for TensorBoard
+RUN/<stage>/snapshots/                   features on a fixed probe set during training (distill.snapshots)
 RUN/eval/                                `eupe eval`'s default output
 RUN/../.feature_cache/                   teacher targets, shared by the runs of one folder
 ```
@@ -29,6 +30,7 @@ CHECKPOINT_FOLDER = "checkpoint"
 STANDARDIZERS_FILE = "standardizers.safetensors"
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_FOLDER = "tensorboard"
+SNAPSHOTS_FOLDER = "snapshots"
 LOCK_FILE = ".lock"
 
 
@@ -99,6 +101,9 @@ class RunDir:
 
     def metrics(self, stage: str) -> Path:
         return self.root / stage / METRICS_FILE
+
+    def snapshots(self, stage: str) -> Path:
+        return self.root / stage / SNAPSHOTS_FOLDER
 
     def trained_side(self, stage: str) -> int | None:
         """The largest input side `stage` trained at (its `resolutions` in the run's config), or None when the

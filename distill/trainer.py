@@ -42,6 +42,7 @@ from distill.metrics_log import MetricsLog, metric_records
 from distill.models import DistilledModel
 from distill.run_dir import RunDir
 from distill.seeds import derived_seed, seeded
+from distill.snapshots import StageSnapshots
 from distill.stage_checkpoint import last_good_step, recovered_step, resume_optimizer, save_stage_checkpoint
 from distill.stage_teachers import StageTeachers, build_stage_teachers
 from distill.stages import stage_named
@@ -248,6 +249,9 @@ def run_stage(config: RunConfig, stage: str, run_dir: str | Path, data: Training
     forward = torch.compile(wrapped) if train.compile else wrapped
 
     folder.mkdir(parents=True, exist_ok=True)
+    every = train.snapshot_every if ctx.is_main and not sharded else 0  # the unsharded model, on one process
+    snapshots = StageSnapshots.start(run.snapshots(stage), every, cfg.steps, start, max(cfg.resolutions),
+                                     max(cfg.teacher_sides), teachers, model)  # fmt: skip
     log = MetricsLog(folder, resume_step=start) if ctx.is_main else None  # drops steps to be run again
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=stage, disable=not ctx.is_main)
     batches = data.batches(cfg.batch_size, train.seed, start, cfg.steps, ctx.rank, ctx.world_size)
@@ -286,6 +290,8 @@ def run_stage(config: RunConfig, stage: str, run_dir: str | Path, data: Training
         grad_norm = nn.utils.clip_grad_norm_(wrapped.parameters(), train.grad_clip)
         optimizer.step()
         images_seen += cfg.batch_size
+        if snapshots is not None:  # before the step's checkpoint, so a recovered one implies its snapshots
+            snapshots.after_step(step + 1, model)
 
         last = step + 1 == cfg.steps
         if step % train.log_every == 0 or last or (step + 1) % train.checkpoint_every == 0:

@@ -122,7 +122,7 @@ def test_a_run_its_timeline_curves_scoreboard_and_checkpoint(run, monkeypatch):
     at = dashboard(run.parent, monkeypatch)
     assert not at.exception
     assert texts(at.header) == ["tiny"]
-    assert [t.label for t in at.tabs] == ["Overview", "Curves", "Scoreboard", "Checkpoints"]
+    assert [t.label for t in at.tabs] == ["Overview", "Curves", "Timeline", "Scoreboard", "Checkpoints"]
     timeline = at.dataframe[0].value
     assert timeline["stage"].tolist() == ["proxy", "student", "multires", "direct"]
     charts = at.get("vega_lite_chart")

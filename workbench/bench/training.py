@@ -14,6 +14,8 @@ from distill.device import pick_device
 from distill.flops import count_flops
 from distill.models import DistilledModel
 from distill.pipeline import configured_stages, run_stages
+from distill.run_dir import RunDir
+from distill.snapshots import SnapshotOverhead, snapshot_overhead
 from distill.stages import stage_named
 
 # Dense bf16 tensor-core peaks (FLOP/s) for MFU; other devices report no MFU.
@@ -30,6 +32,7 @@ class StageBench:
     peak_memory_gib: float
     train_flops_per_image: float
     mfu: float | None
+    snapshots: SnapshotOverhead | None = None  # what the stage's snapshots cost (None when off)
 
 
 def training_flops_per_image(
@@ -71,16 +74,24 @@ def bench_distill(config: RunConfig, steps: int, stages: list[str] | None = None
             for stage in stages:
                 cfg.stages[stage].steps = steps
                 cfg.stages[stage].warmup_steps = min(cfg.stages[stage].warmup_steps, steps // 2)
-            for stage, result in run_stages(
-                cfg, Path(scratch) / ("cache" if cache else "live"), stages
-            ).items():
+            run = RunDir(Path(scratch) / ("cache" if cache else "live"))
+            for stage, result in run_stages(cfg, run.root, stages).items():
                 if stage not in flops:
                     side = max(cfg.stages[stage].resolutions)
                     flops[stage] = training_flops_per_image(cfg, stage, result.teacher_dims, side)
                 mfu = flops[stage] * result.images_per_second / peak if peak else None
+                overhead = snapshot_overhead(
+                    run.snapshots(stage), config.stages[stage].steps, cfg.train.snapshot_every
+                )
                 results.append(
                     StageBench(
-                        stage, cache, result.images_per_second, result.peak_memory_gib, flops[stage], mfu
+                        stage,
+                        cache,
+                        result.images_per_second,
+                        result.peak_memory_gib,
+                        flops[stage],
+                        mfu,
+                        overhead,
                     )
                 )
     return results
@@ -88,12 +99,13 @@ def bench_distill(config: RunConfig, steps: int, stages: list[str] | None = None
 
 def format_bench(results: list[StageBench]) -> str:
     """A plain-text table of the results."""
-    lines = [f"{'stage':9s} {'cache':5s} {'img/s':>9s} {'peak GiB':>9s} {'train GFLOP/img':>16s} {'MFU':>6s}"]
+    header = f"{'stage':9s} {'cache':5s} {'img/s':>9s} {'peak GiB':>9s} {'train GFLOP/img':>16s} {'MFU':>6s}"
+    lines = [f"{header}  snapshots (share of the stage; projected to its configured steps)"]
     for r in results:
         mfu = f"{100 * r.mfu:5.1f}%" if r.mfu is not None else "   n/a"
         lines.append(
             f"{r.stage:9s} {'yes' if r.cache else 'no':5s} {r.images_per_second:9.1f} "
             f"{r.peak_memory_gib:9.2f} "
-            f"{r.train_flops_per_image / 1e9:16.2f} {mfu}"
+            f"{r.train_flops_per_image / 1e9:16.2f} {mfu}  {r.snapshots or 'no snapshots'}"
         )
     return "\n".join(lines)
