@@ -418,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     from apps.launch import LIVE_THREADS
     from distill.config import STAGE_NAMES
     from distill.teachers import EXPERTS
-    from workbench.eval.settings import PROBE_NAMES
+    from workbench.eval.probes import registered_probes
 
     parser = Parser(prog="eupe", description="EUPE workbench: distil experts into a small encoder.")
     parser.add_argument(
@@ -532,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.set_defaults(run=compare_run)
 
     probe = commands.add_parser("probe", help="run one probe on some encoders")
-    probe.add_argument("probe", choices=PROBE_NAMES)
+    probe.add_argument("probe", choices=registered_probes())
     probe.add_argument(
         "--encoders", nargs="+", required=True, help="experts, timm:<model>, run stage or checkpoint folders"
     )
