@@ -1,7 +1,8 @@
 """Depth of the generated scenes: a linear head on the patch grid, L1 on log-depth; RMSE, AbsRel and
 delta < 1.25."""
 
-from workbench.eval.probes.registry import DENSE_SETTINGS, Column, DenseTask, Probe, dense_run, register_probe
+from workbench.eval.probes.dense_run import dense_run
+from workbench.eval.probes.registry import DENSE_SETTINGS, Column, DenseTask, Probe, register_probe
 
 DENSE = DenseTask(
     task="depth",

@@ -90,17 +90,6 @@ SETTINGS = tuple(f.name for f in fields(EvalSettings))
 DENSE_SETTINGS = ("resolution", "scene_train", "scene_test", "batch_size", "max_grid", "probe_steps", "seed")
 
 
-def dense_run(dense: DenseTask) -> Run:
-    """A dense probe's `run()`: `workbench.eval.probes.dense.dense_probe` on its task (imported when run)."""
-
-    def run(inputs: ProbeInputs, settings: EvalSettings, references: ExpertReferences) -> ProbeResult:
-        from workbench.eval.probes.dense import dense_probe
-
-        return dense_probe(dense, inputs, settings)
-
-    return run
-
-
 def register_probe(probe: Probe) -> Probe:
     """Add a probe to the registry, after those registered before it.
 

@@ -1,6 +1,7 @@
 """Semantic segmentation of the generated scenes (11 classes): a linear head on the patch grid; mIoU."""
 
-from workbench.eval.probes.registry import DENSE_SETTINGS, Column, DenseTask, Probe, dense_run, register_probe
+from workbench.eval.probes.dense_run import dense_run
+from workbench.eval.probes.registry import DENSE_SETTINGS, Column, DenseTask, Probe, register_probe
 
 DENSE = DenseTask(
     task="segmentation",
