@@ -1,8 +1,8 @@
 """Depth of the generated scenes: a linear head on the patch grid, L1 on log-depth; RMSE, AbsRel and
 delta < 1.25."""
 
-from workbench.eval.probes.dense_run import dense_run
 from workbench.eval.probes.registry import DENSE_SETTINGS, Column, DenseTask, Probe, register_probe
+from workbench.eval.probes.shared_runs import dense_run
 
 DENSE = DenseTask(
     task="depth",

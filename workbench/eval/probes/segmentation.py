@@ -1,7 +1,7 @@
 """Semantic segmentation of the generated scenes (11 classes): a linear head on the patch grid; mIoU."""
 
-from workbench.eval.probes.dense_run import dense_run
 from workbench.eval.probes.registry import DENSE_SETTINGS, Column, DenseTask, Probe, register_probe
+from workbench.eval.probes.shared_runs import dense_run
 
 DENSE = DenseTask(
     task="segmentation",
