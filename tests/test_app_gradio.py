@@ -21,8 +21,9 @@ from distill.data.photos import photo_names
 from distill.data.scenes import SEGMENT_CLASSES, SceneGenerator
 from distill.run_dir import RunDir, trained_resolution, trained_side
 from workbench.eval.encoders import build_encoder, random_encoder
-from workbench.eval.probes import DenseProbe
-from workbench.eval.scoreboard import encoder_key, probe_folder, save_probe
+from workbench.eval.probes.dense_head import DenseProbe
+from workbench.eval.probes.saved import save_probe
+from workbench.eval.row_cache import encoder_key, probe_folder
 from workbench.eval.similarity import agreement_score
 from workbench.explore.explorer import OWN_SPACE, POSITION_PHOTOS, Explorer
 from workbench.viz.panels import label_colours, palette, pca_colours, to_picture

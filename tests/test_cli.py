@@ -48,10 +48,3 @@ def test_export_and_bench_encoders_on_a_run(tiny_run, tmp_path, capsys):
     assert table[0].split()[:2] == ["encoder", "params"]
     row = table[1].split()
     assert row[0] == "run/multires" and float(row[1]) > 0 and row[-1] != "-"  # ONNX latency measured
-
-
-def test_probe_choices_are_the_scoreboards_probes():
-    from workbench.eval.scoreboard import PROBES
-    from workbench.eval.settings import PROBE_NAMES
-
-    assert tuple(PROBES) == PROBE_NAMES  # `eupe probe` offers these without loading the scoreboard

@@ -18,8 +18,9 @@ from workbench.eval.correspondence import (
 from workbench.eval.encoders import build_encoder
 from workbench.eval.matching import match_points, mutual_matches, patch_centres
 from workbench.eval.normalised import column_references, with_normalised_scores
+from workbench.eval.probes import probe_columns
 from workbench.eval.report import markdown_table
-from workbench.eval.scoreboard import COLUMNS, eval_data
+from workbench.eval.scoreboard import eval_data
 from workbench.eval.settings import EvalSettings
 
 
@@ -149,7 +150,7 @@ def test_an_expert_lies_between_chance_and_perfect(scenes):
 
 def test_the_column_is_on_the_scoreboard_and_enters_the_normalised_score():
     key = "correspondence_pck10"
-    assert any(column.key == key for column in COLUMNS)
+    assert any(column.key == key for column in probe_columns())
     rows = [
         {"name": "e", "role": "expert", key: 0.6},
         {"name": "s", "role": "EUPE student (stages 1-2-3)", key: 0.3},

@@ -16,12 +16,11 @@ from workbench.eval.metrics import (
     mean_iou,
     mean_pearson,
 )
-from workbench.eval.probes import (
+from workbench.eval.probes.classify import knn_classify, linear_classify
+from workbench.eval.probes.dense_head import (
     DenseProbe,
     evaluate_dense_probe,
-    knn_classify,
     linear_binary_map,
-    linear_classify,
     linear_depth,
     linear_segmentation,
     train_dense_probe,

@@ -11,19 +11,12 @@ import torch
 
 from distill.features import Features
 from workbench.eval.encoders import EncoderFeatures, build_encoder
+from workbench.eval.probes import get_probe, probe_columns
+from workbench.eval.probes.inputs import ExpertReferences, ProbeInputs
+from workbench.eval.probes.saved import load_probe
 from workbench.eval.report import best_rows, markdown_table, write_scoreboard
-from workbench.eval.scoreboard import (
-    COLUMNS,
-    ExpertReferences,
-    ProbeInputs,
-    agreement_probe,
-    encoder_key,
-    eval_data,
-    evaluate,
-    load_probe,
-    probe_folder,
-    run_encoder_specs,
-)
+from workbench.eval.row_cache import encoder_key, probe_folder
+from workbench.eval.scoreboard import eval_data, evaluate, run_encoder_specs
 from workbench.eval.settings import EvalSettings
 from workbench.explore.runs import read_scoreboard
 
@@ -91,7 +84,7 @@ def test_written_scoreboard(scoreboard, tmp_path):
     table = paths["markdown"].read_text()
     assert "eupe eval --runs tiny" in table
     assert table.count("\n| ") == len(rows) + 1  # header + one line per encoder
-    assert all(c.title in table for c in COLUMNS)
+    assert all(c.title in table for c in probe_columns())
     assert paths["chart"].read_bytes()[:4] == b"\x89PNG"
     assert json.loads(paths["json"].read_text())["rows"][0]["name"] == "semantic"
 
@@ -125,14 +118,14 @@ def test_agreement_is_perfect_for_the_experts_own_features():
 
     inputs = ProbeInputs(Oracle(), data, 4)
     inputs.cache["photos"] = EncoderFeatures(torch.zeros(12, 1), torch.zeros(12, 1, 1, 1), own)
-    scores = agreement_probe(inputs, TINY, references).scores
+    scores = get_probe("agreement").run(inputs, TINY, references).scores
     assert scores["semantic_top1"] == scores["semantic_top5"] == 1.0
     assert scores["edges_agree_f"] == pytest.approx(1.0)
     assert scores["semantic_head_r"] == pytest.approx(1.0) and scores["edges_head_r"] == pytest.approx(1.0)
     # a shuffled estimate disagrees: other images' classes and maps
     shuffled = {n: Features(f.summary.roll(1, 0), f.patches.roll(1, 0)) for n, f in own.items()}
     inputs.cache["photos"] = EncoderFeatures(torch.zeros(12, 1), torch.zeros(12, 1, 1, 1), shuffled)
-    scores = agreement_probe(inputs, TINY, references).scores
+    scores = get_probe("agreement").run(inputs, TINY, references).scores
     assert scores["semantic_top1"] < 1.0
     assert scores["semantic_head_r"] < 0.95 and scores["edges_head_r"] < 0.8
     assert build_encoder("edges").experts() == []
@@ -153,7 +146,7 @@ def test_the_model_card_quotes_the_runs_scoreboard_row(scoreboard, tiny_run, tmp
         for line in card.splitlines()
         if line.startswith("| ") and not line.startswith("| probe")
     )  # the model's column; the references' follow
-    expected = {c.title: cell(row[c.key]) for c in COLUMNS if c.key in row}
+    expected = {c.title: cell(row[c.key]) for c in probe_columns() if c.key in row}
     assert {k.strip(): v.strip() for k, v in quoted.items() if k.strip() in expected} == expected
     assert "resolution=64" in card and "stage `multires` at step 2" in card
     assert "- `semantic`: Apache-2.0" in card and "- `edges`: MIT" in card  # the experts' licences

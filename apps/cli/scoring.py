@@ -79,9 +79,9 @@ def compare_run(args: argparse.Namespace) -> None:
 
 def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     """`eupe probe`: which probe, on which encoders, under which settings."""
-    from workbench.eval.settings import PROBE_NAMES
+    from workbench.eval.probes import registered_probes
 
-    parser.add_argument("probe", choices=PROBE_NAMES)
+    parser.add_argument("probe", choices=registered_probes())
     parser.add_argument(
         "--encoders", nargs="+", required=True, help="experts, timm:<model>, run stage or checkpoint folders"
     )

@@ -7,9 +7,10 @@ A column counts only where the floor and at least one expert have a value, and w
 closes at least `MIN_EXPERT_SHARE` of the floor's distance to a perfect score (1 for the scores, all in
 [0, 1]; 0 for errors): where a random network is nearly as good as the experts (e.g. linear probes on
 the generated scenes), the column does not measure what the experts know, and its small denominator
-would turn noise into large normalised values. So the agreement columns, which experts do not have,
-never count. Every usable column counts once, also where two columns read the same probe differently
-(kNN-20 and linear; depth RMSE and δ<1.25).
+would turn noise into large normalised values. A column its probe declares out of the score
+(`Column.normalised` False: the agreement columns, which experts do not have) never counts. Every usable
+column counts once, also where two columns read the same probe differently (kNN-20 and linear; depth RMSE
+and δ<1.25). The columns are the registered probes' (`workbench.eval.probes`), read at each call.
 
 An encoder's normalised score is the mean of its normalised values over the usable columns it has.
 Without a floor row no column is usable, and no encoder has a score.
@@ -17,7 +18,8 @@ Without a floor row no column is usable, and no encoder has a score.
 
 from __future__ import annotations
 
-from workbench.eval.scoreboard import COLUMNS, EXPERT_ROLE, FLOOR_ROLE, Column
+from workbench.eval.probes import Column, probe_columns
+from workbench.eval.scoreboard import EXPERT_ROLE, FLOOR_ROLE
 
 NORMALISED = Column("normalised_score", "Norm. score")
 MIN_EXPERT_SHARE = 0.25  # of the floor's distance to a perfect score, that the best expert must close
@@ -29,12 +31,13 @@ def perfect(column: Column) -> float:
 
 
 def column_references(rows: list[dict]) -> dict[str, tuple[float, float]]:
-    """(floor, best expert) of every usable column of a scoreboard, keyed by column key."""
+    """(floor, best expert) of every usable column of a scoreboard, keyed by column key: the registered
+    probes' columns that may enter the score, where this scoreboard's floor and experts qualify them."""
     floor = next((row for row in rows if row["role"] == FLOOR_ROLE), None)
     if floor is None:
         return {}
     references = {}
-    for column in COLUMNS:
+    for column in (c for c in probe_columns() if c.normalised):
         experts = [r[column.key] for r in rows if r["role"] == EXPERT_ROLE and r.get(column.key) is not None]
         if floor.get(column.key) is None or not experts:
             continue

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from distill.stages import BASELINE, EUPE_STUDENT, role_of
-from workbench.eval.scoreboard import COLUMNS, FLOOR_ROLE
+from workbench.eval.probes import probe_columns
+from workbench.eval.scoreboard import FLOOR_ROLE
 
 COMPARISONS = (  # (first role, second role, what the comparison asks)
     (role_of(EUPE_STUDENT), role_of(BASELINE), "the recipe's claim: proxy first beats direct"),
@@ -48,7 +49,7 @@ def compare_roles(rows: list[dict], first: str, second: str, tie: float = TIE) -
     if a is None or b is None:
         raise ValueError(f"no scoreboard row with role '{first if a is None else second}'")
     out = []
-    for column in COLUMNS:
+    for column in probe_columns():
         x, y = a.get(column.key), b.get(column.key)
         if x is None or y is None:
             continue

@@ -11,17 +11,11 @@ from matplotlib.patches import Rectangle
 
 from distill.atomic import atomic_path
 from distill.stages import STAGES
+from workbench.eval.columns import EFFICIENCY
 from workbench.eval.normalised import NORMALISED, with_normalised_scores
-from workbench.eval.scoreboard import (
-    COLUMNS,
-    EFFICIENCY,
-    EXPERT_ROLE,
-    FLOOR_ROLE,
-    OTHER_ROLE,
-    Column,
-    decimals,
-    write_json,
-)
+from workbench.eval.probes import Column, probe_columns
+from workbench.eval.row_cache import write_json
+from workbench.eval.scoreboard import EXPERT_ROLE, FLOOR_ROLE, OTHER_ROLE
 from workbench.eval.settings import EvalSettings
 
 ROLE_COLOURS = {
@@ -48,7 +42,8 @@ def best_rows(rows: list[dict], key: str, higher_is_better: bool) -> set[int]:
 
 def scored_columns(rows: list[dict]) -> tuple[Column, ...]:
     """The normalised score's column, where any row has a score, then every probe column."""
-    return (NORMALISED, *COLUMNS) if any(NORMALISED.key in row for row in rows) else COLUMNS
+    columns = probe_columns()
+    return (NORMALISED, *columns) if any(NORMALISED.key in row for row in rows) else columns
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -56,14 +51,14 @@ def markdown_table(rows: list[dict]) -> str:
     probes; the best student/proxy value per column in bold."""
     rows = with_normalised_scores(rows)
     columns = scored_columns(rows)
-    header = ["Encoder", "Role", *(title for _, title in EFFICIENCY), *(c.title for c in columns)]
+    header = ["Encoder", "Role", *(c.title for c in (*EFFICIENCY, *columns))]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 2 + "---:|" * (len(header) - 2)]
     bold = {c.key: best_rows(rows, c.key, c.higher_is_better) for c in columns}
     for i, row in enumerate(rows):
         cells = [row["name"], row["role"]]
-        cells += [cell(row.get(key), decimals(key)) for key, _ in EFFICIENCY]
+        cells += [cell(row.get(c.key), c.digits) for c in EFFICIENCY]
         for column in columns:
-            text = cell(row.get(column.key))
+            text = cell(row.get(column.key), column.digits)
             cells.append(f"**{text}**" if i in bold[column.key] else text)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -22,12 +22,18 @@ from distill.config import load_config
 from distill.pipeline import configured_stages, run_stages
 from distill.stages import BASELINE, EUPE_STUDENT, role_of
 from workbench.eval.normalised import NORMALISED, with_normalised_scores
+from workbench.eval.probes import Column, probe_columns
 from workbench.eval.report import write_scoreboard
-from workbench.eval.scoreboard import COLUMNS, EXPERT_ROLE, evaluate, write_json
+from workbench.eval.row_cache import write_json
+from workbench.eval.scoreboard import EXPERT_ROLE, evaluate
 from workbench.eval.settings import EvalSettings
 
-COMPARED = (NORMALISED, *COLUMNS)
 PAIRED = (role_of(EUPE_STUDENT), role_of(BASELINE))  # the recipe's claim: the first beats the second
+
+
+def compared() -> tuple[Column, ...]:
+    """The columns a comparison shows: the normalised score, then every probe's."""
+    return (NORMALISED, *probe_columns())
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,7 @@ def by_label(rows: list[dict]) -> dict[str, dict]:
 
 def column_spreads(per_seed: list[dict]) -> dict[str, Spread]:
     """Column key -> spread of its values over seeds, for the compared columns with any value."""
-    values = {c.key: [row[c.key] for row in per_seed if row.get(c.key) is not None] for c in COMPARED}
+    values = {c.key: [row[c.key] for row in per_seed if row.get(c.key) is not None] for c in compared()}
     return {key: spread(found) for key, found in values.items() if found}
 
 
@@ -88,14 +94,14 @@ def paired_difference(boards: list[list[dict]], first: str, second: str) -> dict
     for seed in map(by_label, boards):
         if first in seed and second in seed:
             a, b = seed[first], seed[second]
-            keys = [c.key for c in COMPARED if a.get(c.key) is not None and b.get(c.key) is not None]
+            keys = [c.key for c in compared() if a.get(c.key) is not None and b.get(c.key) is not None]
             differences.append({key: a[key] - b[key] for key in keys})
     return column_spreads(differences)
 
 
 def comparison_table(spreads: dict[str, dict[str, Spread]], difference: dict[str, Spread]) -> str:
     """Markdown: one line per encoder, then the paired difference (if any); missing cells are dashes."""
-    columns = [c for c in COMPARED if any(c.key in row for row in spreads.values())]
+    columns = [c for c in compared() if any(c.key in row for row in spreads.values())]
     lines = ["| Encoder | " + " | ".join(c.title for c in columns) + " |", "|---|" + "---:|" * len(columns)]
     named = [*spreads.items(), *([(f"{PAIRED[0]} − {PAIRED[1]}, paired", difference)] if difference else [])]
     for label, row in named:
@@ -107,7 +113,7 @@ def comparison_markdown(
     spreads: dict[str, dict[str, Spread]], difference: dict[str, Spread], runs: list[Path], command: str
 ) -> str:
     """The comparison table with what it is: the command, the seeds and runs, how to read the cells."""
-    lower = [c.title for c in COLUMNS if not c.higher_is_better]
+    lower = [c.title for c in probe_columns() if not c.higher_is_better]
     cells = "mean ± sample std (ddof = 1) over seeds" if len(runs) > 1 else "the one seed's value"
     text = (
         f"Made by `{command}`: {len(runs)} seed{'s' if len(runs) > 1 else ''} "

@@ -1,12 +1,9 @@
-"""What an evaluation reads and runs: its settings and the probes' names, importable without torch (so
-`eupe --help` is quick)."""
+"""What an evaluation reads and how long its probes train, importable without torch (so `eupe --help` is
+quick)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-# the keys of `workbench.eval.scoreboard.PROBES`, in its order (a test keeps the two equal)
-PROBE_NAMES = ("fashion", "scenes", "segmentation", "depth", "edges", "text", "agreement", "correspondence")
 
 
 @dataclass

@@ -27,7 +27,7 @@ from distill.teachers import EXPERTS
 from distill.teachers.registry import expert_spec, registered_teachers
 from workbench.eval.encoders import EncoderFeatures, floor_spec, is_checkpoint
 from workbench.eval.expert_heads import expert_reading, top_classes
-from workbench.eval.scoreboard import load_probe
+from workbench.eval.probes.saved import load_probe
 from workbench.eval.similarity import agreement_map, cosine_similarity_map
 from workbench.explore.feature_store import LRU, FeatureStore
 from workbench.explore.runs import Run, find_probes, list_runs

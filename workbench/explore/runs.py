@@ -27,14 +27,15 @@ from distill.checkpoint import read_meta
 from distill.metrics_log import metric_records
 from distill.run_dir import METRICS_FILE, MODEL_FILE, RunDir, checkpoint_folder
 from distill.stages import EXPERTS, STAGE_NAMES, STAGES, role_of
+from workbench.eval.columns import EFFICIENCY, decimals
 from workbench.eval.encoders import is_floor
 from workbench.eval.normalised import NORMALISED, with_normalised_scores
-from workbench.eval.scoreboard import COLUMNS, EFFICIENCY, decimals, encoder_key, probe_folder
+from workbench.eval.probes import dense_probes, probe_columns
+from workbench.eval.row_cache import encoder_key, probe_folder
 from workbench.explore.floor import floor_name
 
 CONTINUES = {stage.name: stage.continues for stage in STAGES}  # the stage each one carries on from
 TAUGHT_BY = {stage.name: stage.taught_by for stage in STAGES}
-PROBE_TASKS = ("segmentation", "depth", "edges", "text")
 QUIET_S = 120  # a run none of whose files changed for this long is not training (finished, stopped, crashed)
 BAD_CHECKPOINT = (OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError)
 # How values are shown: probe scores with 3 decimals, efficiency as the Markdown scoreboard has it, losses
@@ -42,10 +43,12 @@ BAD_CHECKPOINT = (OSError, ValueError, KeyError, TypeError, AttributeError, Safe
 METRIC_FORMATS = {"loss": "{:.4g}", "lr": "{:.3g}", "grad_norm": "{:.3g}", "images_per_second": "{:.1f}"}
 Warn = Callable[[str], object]
 OTHER_COLOUR = "#7f7f7f"  # a folder that is not a known stage
-SCORED = (  # (key, title, higher is better) of every scored metric: the normalised score, probes, efficiency
-    *((c.key, c.title, c.higher_is_better) for c in (NORMALISED, *COLUMNS)),
-    *((key, title, False) for key, title in EFFICIENCY),
-)
+
+
+def scored() -> list[tuple[str, str, bool]]:
+    """(key, title, higher is better) of every scored metric: the normalised score, the registered probes'
+    columns, efficiency."""
+    return [(c.key, c.title, c.higher_is_better) for c in (NORMALISED, *probe_columns(), *EFFICIENCY)]
 
 
 def stage_colour(name: str) -> str:
@@ -83,7 +86,7 @@ def shown(value: float | None, key: str) -> str:
 
 def title_formats() -> dict[str, str]:
     """Scored metric title (as `scoreboard_frame` and `compare_frame` show it) -> its format."""
-    return {title: value_format(key) for key, title, _ in SCORED}
+    return {title: value_format(key) for key, title, _ in scored()}
 
 
 def one_line(error: BaseException) -> str:
@@ -422,7 +425,7 @@ class Scoreboard:
         folder = probe_folder(self.folder, row["encoder"])
         return {
             task: folder / f"{task}.safetensors"
-            for task in PROBE_TASKS
+            for task in dense_probes()
             if (folder / f"{task}.safetensors").is_file()
         }
 
@@ -449,7 +452,7 @@ def read_scoreboard(folder: str | Path) -> Scoreboard:
             f"{path} is not a scoreboard: expected {{'rows': [{{...}}, ...], 'settings': {{...}}}}"
         )
     for i, row in enumerate(rows):
-        wrong = [key for key, _, _ in SCORED if row.get(key) is not None and not is_number(row[key])]
+        wrong = [key for key, _, _ in scored() if row.get(key) is not None and not is_number(row[key])]
         if wrong:
             raise ValueError(f"{path}: row {i + 1} has a {wrong[0]} that is not a number ({row[wrong[0]]!r})")
     rows = [row | {"name": named(row)} for row in with_normalised_scores(rows)]
@@ -513,8 +516,7 @@ def scoreboard_frame(rows: list[dict] | tuple[dict, ...]) -> pd.DataFrame:
     keys = [
         ("name", "Encoder"),
         ("role", "Role"),
-        *EFFICIENCY,
-        *((c.key, c.title) for c in (NORMALISED, *COLUMNS)),
+        *((c.key, c.title) for c in (*EFFICIENCY, NORMALISED, *probe_columns())),
     ]
     present = [(k, t) for k, t in keys if any(k in row for row in rows)]
     return pd.DataFrame([[row.get(k) for k, _ in present] for row in rows], columns=[t for _, t in present])
@@ -531,7 +533,7 @@ def compare_frame(entries: dict[str, dict]) -> tuple[pd.DataFrame, pd.DataFrame]
         value is the best of its row (higher or lower as the metric says) as shown (`shown`): a best value
         that two or more share is a tie, with none highlighted.
     """
-    metrics = [m for m in SCORED if any(m[0] in row for row in entries.values())]
+    metrics = [m for m in scored() if any(m[0] in row for row in entries.values())]
     values = pd.DataFrame(
         [[row.get(key) for row in entries.values()] for key, _, _ in metrics],
         index=[title for _, title, _ in metrics],

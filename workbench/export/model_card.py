@@ -20,8 +20,10 @@ from distill.teachers.registry import expert_spec
 from workbench.bench.encoders import count_gflops
 from workbench.eval.encoders import Encoder
 from workbench.eval.normalised import NORMALISED
+from workbench.eval.probes import probe_columns
 from workbench.eval.report import cell
-from workbench.eval.scoreboard import COLUMNS, EXPERT_ROLE, FLOOR_ROLE, encoder_key
+from workbench.eval.row_cache import encoder_key
+from workbench.eval.scoreboard import EXPERT_ROLE, FLOOR_ROLE
 
 
 def teacher_licence(name: str, weights: str = "pretrained") -> str:
@@ -129,7 +131,7 @@ def score_lines(scored: tuple[dict, dict] | None, scoreboard: Path) -> list[str]
     header = "| probe | this model | " + " | ".join(others) + " |"
     lines = [f"From `{scoreboard}` ({', '.join(f'{k}={v}' for k, v in settings.items())}):", "",
              header, "|---" * (len(others) + 2) + "|"]  # fmt: skip
-    for column in (*COLUMNS, NORMALISED):
+    for column in (*probe_columns(), NORMALISED):
         if column.key in row:
             cells = [cell(row[column.key]), *(cell(other.get(column.key)) for other in others.values())]
             lines.append(f"| {column.title} | " + " | ".join(cells) + " |")

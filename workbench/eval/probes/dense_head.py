@@ -1,23 +1,19 @@
-"""Frozen-feature probes: kNN and linear classification, and linear dense probes on patch grids.
+"""Linear dense probes on patch grids: one head and trainer for segmentation, depth and binary maps.
 
-All probes take features that were already extracted (any float dtype, converted to float32 batch by
-batch), train on CPU deterministically from `seed`, and return plain floats.
-
-Dense probes (`linear_segmentation`, `linear_depth`, `linear_binary_map`) share one head and trainer:
-BatchNorm2d(D) + Conv2d(D, C, 1) on the patch grid (evaluated on channels-last patch rows),
-logits upsampled bilinearly, minibatch AdamW with a cosine-decayed learning rate for a fixed number
-of steps. The loss is computed at a capped resolution (`loss_size`, default 32 px on the longer side,
-never below the patch grid): labels are area-downsampled to it once, before training (class
-fractions for segmentation, mean log-depth for depth, positive fraction for binary maps). Evaluation
-always runs at full label resolution, on test images in chunks: the C-channel output at label
-resolution exists for one chunk at a time, and one prediction map per test image is kept. Use
-`train_dense_probe` + `evaluate_dense_probe` to keep the trained `DenseProbe` (e.g. to show its
-predictions or save its state_dict).
+A `DenseProbe` is BatchNorm2d(D) + Conv2d(D, C, 1) on the patch grid (evaluated on channels-last patch
+rows), its logits upsampled bilinearly; it is trained on the CPU, deterministically from `seed`, with
+minibatch AdamW and a cosine-decayed learning rate for a fixed number of steps. The loss is computed at a
+capped resolution (`loss_size`, default 32 px on the longer side, never below the patch grid): labels are
+area-downsampled to it once, before training (class fractions for segmentation, mean log-depth for depth,
+positive fraction for binary maps). Evaluation always runs at full label resolution, on test images in
+chunks: the C-channel output at label resolution exists for one chunk at a time, and one prediction map
+per test image is kept. Use `train_dense_probe` + `evaluate_dense_probe` to keep the trained `DenseProbe`
+(e.g. to show its predictions or save it with `workbench.eval.probes.saved.save_probe`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -25,35 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from distill.seeds import seeded
 from workbench.eval.metrics import accuracy, binary_f_score, depth_metrics, mean_iou
 
 Task = Literal["segmentation", "depth", "binary"]
 TASKS: tuple[str, ...] = get_args(Task)
 PATCHES_PER_STEP = 16384  # default dense-probe batch: 32 images, down to 8 when their grids are large
-
-
-# ----------------------------------------------------------------------------- shared helpers
-
-
-def _check_rows(x: Tensor, y: Tensor, name: str) -> None:
-    if x.ndim != 2 or y.ndim != 1 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise ValueError(
-            f"{name} features must be [N, D] and labels [N] with N > 0, "
-            f"got {tuple(x.shape)} and {tuple(y.shape)}"
-        )
-
-
-def _num_classes(*labels: Tensor) -> int:
-    if min(int(y.min()) for y in labels) < 0:
-        raise ValueError("class labels must be >= 0")
-    return max(int(y.max()) for y in labels) + 1
-
-
-def _seeded(seed: int, factory: Callable[[], nn.Module]) -> nn.Module:
-    """Build a module with parameters drawn from `seed`, leaving the global RNG untouched."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return factory()
 
 
 def _batches(n: int, batch_size: int, steps: int, seed: int) -> Iterator[Tensor]:
@@ -90,106 +63,6 @@ def _train(
         opt.step()
         schedule.step()
     model.eval()
-
-
-# ----------------------------------------------------------------------------- classification
-
-
-def knn_classify(
-    train_x: Tensor,
-    train_y: Tensor,
-    test_x: Tensor,
-    test_y: Tensor,
-    ks: Sequence[int] = (10, 20),
-    temperature: float = 0.07,
-    chunk_size: int = 256,
-) -> dict[int, float]:
-    """Weighted kNN accuracy (DINO protocol) for each k.
-
-    Vectors are L2-normalised; the k train vectors of highest cosine similarity vote for their label
-    with weight exp(similarity / temperature); the label with the largest total wins.
-
-    Args:
-        train_x, test_x: [N, D] and [M, D] features.
-        train_y, test_y: [N] and [M] integer labels >= 0.
-        ks: neighbour counts, each in [1, N].
-        temperature: vote temperature.
-        chunk_size: test rows scored at once (memory ~ chunk_size x N).
-
-    Returns:
-        {k: top-1 accuracy}.
-    """
-    _check_rows(train_x, train_y, "train")
-    _check_rows(test_x, test_y, "test")
-    if train_x.shape[1] != test_x.shape[1]:
-        raise ValueError(f"train and test feature dims differ: {train_x.shape[1]} vs {test_x.shape[1]}")
-    if not ks or min(ks) < 1 or max(ks) > train_x.shape[0]:
-        raise ValueError(f"every k must lie in [1, {train_x.shape[0]}] (the train set size), got {ks}")
-    num_classes = _num_classes(train_y, test_y)
-    train = F.normalize(train_x.float(), dim=1)
-    train_y = train_y.long()
-    correct = dict.fromkeys(ks, 0)
-    for start in range(0, test_x.shape[0], chunk_size):
-        sim = F.normalize(test_x[start : start + chunk_size].float(), dim=1) @ train.T
-        top_sim, top_idx = sim.topk(max(ks), dim=1)
-        weights = ((top_sim - top_sim[:, :1]) / temperature).exp()  # row-wise rescaled exp(sim / T)
-        one_hot = F.one_hot(train_y[top_idx], num_classes).float()
-        target = test_y[start : start + chunk_size].long()
-        for k in ks:
-            votes = (weights[:, :k, None] * one_hot[:, :k]).sum(1)
-            correct[k] += int((votes.argmax(1) == target).sum())
-    return {k: c / test_x.shape[0] for k, c in correct.items()}
-
-
-def linear_classify(
-    train_x: Tensor,
-    train_y: Tensor,
-    test_x: Tensor,
-    test_y: Tensor,
-    steps: int = 100,
-    weight_decay: float = 1e-3,
-    seed: int = 0,
-) -> float:
-    """Top-1 test accuracy of a linear classifier on train-standardised features.
-
-    Features are standardised with the train mean/std, then a Linear(D, C) layer is fitted full-batch
-    with L-BFGS (strong Wolfe line search) on cross-entropy + weight_decay / 2 * ||W||^2, i.e.
-    multinomial logistic regression; deterministic for a given seed.
-
-    Args:
-        train_x, test_x: [N, D] and [M, D] features.
-        train_y, test_y: [N] and [M] integer labels >= 0.
-        steps: maximum L-BFGS iterations.
-        weight_decay: L2 penalty on the weights (keeps separable problems bounded).
-        seed: seeds the initial weights.
-    """
-    _check_rows(train_x, train_y, "train")
-    _check_rows(test_x, test_y, "test")
-    if train_x.shape[1] != test_x.shape[1]:
-        raise ValueError(f"train and test feature dims differ: {train_x.shape[1]} vs {test_x.shape[1]}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    num_classes = _num_classes(train_y, test_y)
-    train = train_x.float()
-    mean, std = train.mean(0), train.std(0, correction=0).clamp_min(1e-6)
-    train = (train - mean) / std
-    train_y = train_y.long()
-    layer = _seeded(seed, lambda: nn.Linear(train.shape[1], num_classes))
-    opt = torch.optim.LBFGS(layer.parameters(), lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure() -> Tensor:
-        opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(layer(train), train_y) + 0.5 * weight_decay * layer.weight.square().sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    with torch.no_grad():
-        pred = layer((test_x.float() - mean) / std).argmax(1)
-    return accuracy(pred, test_y.long())
-
-
-# ----------------------------------------------------------------------------- dense probes
 
 
 def _check_task(task: str) -> None:
@@ -356,7 +229,8 @@ def train_dense_probe(
     _check_task(task)
     size = _loss_size(tuple(patches.shape[-2:]), tuple(labels.shape[-2:]), loss_size)
     objective = _objective(task, labels, num_classes, size)
-    probe = _seeded(seed, lambda: DenseProbe(patches.shape[1], task, num_classes))
+    with seeded(seed):
+        probe = DenseProbe(patches.shape[1], task, num_classes)
     if objective.initial_bias is not None:
         nn.init.constant_(probe.head.bias, objective.initial_bias)
 
