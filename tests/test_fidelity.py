@@ -70,3 +70,28 @@ def test_encoder_fidelity_of_an_encoder_that_is_the_expert():
         1, abs=1e-6
     )
     assert scores["rankme"] == pytest.approx(rankme(expert(images).patches), rel=1e-6)
+
+
+def test_the_fidelity_and_propagation_probes_score_encoders_on_the_held_out_photos_and_clips() -> None:
+    """Through the scoreboard's own path: an expert's CKA with itself is 1 and with another expert below it;
+    a random network has a higher effective rank than 1 and a J&F between 0 and 1."""
+    from workbench.eval.encoders import build_encoder
+    from workbench.eval.probes.inputs import ExpertReferences
+    from workbench.eval.scoreboard import eval_data, score_encoder
+    from workbench.eval.settings import EvalSettings
+
+    settings = EvalSettings(scene_train=8, scene_test=4, photos=6, clips=2, clip_frames=4, fashion_train=0)
+    data = eval_data(settings)
+    references = ExpertReferences(["semantic", "edges"], data.photos)
+    expert = score_encoder(build_encoder("semantic"), data, settings, references, ["fidelity"])
+    assert expert["semantic_cka"] == pytest.approx(1.0, abs=1e-6)
+    assert 0.0 < expert["edges_cka"] < 0.9
+    random = score_encoder(
+        build_encoder("timm:test_vit", 64, weights="random"),
+        data,
+        settings,
+        references,
+        ["fidelity", "propagation"],
+    )
+    assert set(random) >= {"semantic_cka", "edges_cka", "rankme", "propagation_j", "propagation_jf"}
+    assert random["rankme"] > 2.0 and 0.0 <= random["propagation_jf"] <= 1.0

@@ -12,7 +12,8 @@ class EvalSettings:
 
     The defaults keep a CPU evaluation of the toy run to minutes: the CRAFT and HED experts are
     VGG16-sized. Dense probes read patch grids area-pooled to at most `max_grid` per side. The
-    correspondence probe warps the first `correspondence_pairs` test scenes and as many photo crops.
+    correspondence probe warps the first `correspondence_pairs` test scenes and as many photo crops. The
+    propagation probe follows the objects of `clips` generated clips of `clip_frames` frames.
     """
 
     resolution: int = 128
@@ -23,6 +24,8 @@ class EvalSettings:
     fashion_resolution: int = 64
     photos: int = 64
     correspondence_pairs: int = 32
+    clips: int = 8
+    clip_frames: int = 8
     probe_steps: int = 300
     max_grid: int = 32
     batch_size: int = 32

@@ -15,7 +15,18 @@ from workbench.eval.probes.registry import (
     registered_probes,
 )
 
-BUILT_IN = ("fashion", "scenes", "segmentation", "depth", "edges", "text", "agreement", "correspondence")
+BUILT_IN = (
+    "fashion",
+    "scenes",
+    "segmentation",
+    "depth",
+    "edges",
+    "text",
+    "agreement",
+    "correspondence",
+    "fidelity",
+    "propagation",
+)
 for _module in BUILT_IN:
     importlib.import_module(f"{__name__}.{_module}")
 

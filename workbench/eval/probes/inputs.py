@@ -61,13 +61,16 @@ class ExpertReferences:
         self.names, self.photos = [n for n in names if n in EXPERTS], photos
         self.experts: dict[str, Teacher] = {}
         self.readings: dict[str, Tensor] = {}
+        self.own: dict[str, Features] = {}
 
     def ready(self) -> ExpertReferences:
         """Build the experts and read the photos, if not yet done."""
         if not self.experts:
             size = tuple(self.photos.shape[-2:])
             self.experts = {name: build_teacher(name) for name in self.names}
-            self.readings = {n: expert_reading(n, e, e(self.photos), size) for n, e in self.experts.items()}
+            with torch.no_grad():
+                self.own = {name: expert(self.photos) for name, expert in self.experts.items()}
+            self.readings = {n: expert_reading(n, e, self.own[n], size) for n, e in self.experts.items()}
         return self
 
     def read(self, features: dict[str, Features]) -> dict[str, Tensor]:
