@@ -298,11 +298,12 @@ def test_a_damaged_store_shard_is_named_when_read_and_rebuilt_by_the_next_build(
     data = path.read_bytes()
     path.write_bytes(data[:128] + bytes(len(data) - 128))  # zeroed values behind an intact header
     store = FeatureStore(tmp_path)  # headers and sizes are fine: opens
-    with pytest.raises(ValueError, match=f"{path} does not match its SHA-256: delete {path.parent} and run"):
+    damaged = f"{path} is damaged: its content differs from when it was saved"
+    with pytest.raises(ValueError, match=f"{damaged}: delete {path.parent} and run"):
         store.take("t", ids, "cpu")
     lines = []
     write_shards(tmp_path, manifest, PixelTeacher(), views, 2, 0, lines.append)
-    assert lines[0] == f"{path} does not match its SHA-256: rebuilding shard-000001"
+    assert lines[0] == f"{damaged}: rebuilding shard-000001"
     rebuilt = FeatureStore(tmp_path).take("t", ids, "cpu")
     assert torch.equal(rebuilt.patches, expected.patches) and torch.equal(rebuilt.summary, expected.summary)
 
