@@ -76,13 +76,15 @@ def test_stage_targets_reads_the_store_else_the_cache_of_fixed_views_else_none(t
         torch.uint8
     )
     teachers, data = stage_teachers_of(views), FixedViews(views, "views")
-    config = load_config("tiny", [f"stages.proxy.resolutions=[{SIDE}]"])
+    config = load_config("tiny")
     run, ctx = RunDir(tmp_path / "run"), distributed.context()
     store = stored_targets(tmp_path / "store", views, teachers).store
     from_store = stage_targets(config, "proxy", run, data, teachers, ctx, store)
     assert list(from_store) == [("t", SIDE)] and isinstance(from_store["t", SIDE], StoreTargets)
     from_cache = stage_targets(config, "proxy", run, data, teachers, ctx, None)
-    assert list(from_cache) == [("t", SIDE)] and isinstance(from_cache["t", SIDE], CachedFeatures)
+    sides = config.stages["proxy"].teacher_sides  # the cache holds every side the stage draws
+    assert list(from_cache) == [("t", side) for side in sides]
+    assert all(isinstance(source, CachedFeatures) for source in from_cache.values())
     assert run.feature_cache.is_dir()
     config.train.feature_cache = False
     assert stage_targets(config, "proxy", run, data, teachers, ctx, None) is None
