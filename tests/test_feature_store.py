@@ -83,7 +83,7 @@ def test_store_holds_the_pooled_features_of_the_centred_views(built):
     assert store.valid(ids).tolist() == [i != CORRUPT for i in ids.tolist()]
     for name in store.teachers:
         expected = store_write.pooled(teachers.raw(name, images), GRID)
-        got = store.targets(name).take(ids, torch.device("cpu"))
+        got = store.take(name, ids, torch.device("cpu"))
         assert got.summary.dtype == torch.float32
         assert got.patches.shape == (6, store.dims[name][1], GRID, GRID)
         keep = ids != CORRUPT
