@@ -133,7 +133,7 @@ def show_experts(root: Path) -> None:
     """The experts: what they are, their sizes, and what they see."""
     rows = []
     for name in EXPERTS:
-        encoder = explorer(str(root)).store.encoder(name)
+        encoder = explorer(str(root)).cache.encoder(name)
         rows.append(
             {
                 "expert": name,

@@ -106,7 +106,7 @@ class Callbacks:
                 "type a timm name (e.g. timm:resnet18) or a run stage folder (e.g. runs/toy/student)"
             )
         for spec in specs:
-            self.explorer.store.encoder(spec)  # a broken checkpoint or unknown name raises a one-line error
+            self.explorer.cache.encoder(spec)  # a broken checkpoint or unknown name raises a one-line error
         extra = extra + [s for s in specs if s not in extra]
         selected = selected + [s for s in specs if s not in selected]
         return (*self.encoder_updates(selected, extra), extra, "")
@@ -204,7 +204,7 @@ class Callbacks:
     ) -> tuple:
         """A click on the Similarity tab's image (the square or, with `keep_aspect`, the whole image): the
         query point moves there (Gradio passes the event fourth, before the inputs that follow it)."""
-        shown = self.explorer.store.image(require_image(key), keep_aspect).shape[-2:]
+        shown = self.explorer.cache.image(require_image(key), keep_aspect).shape[-2:]
         point = clicked_point(event, tuple(shown))
         return (point, *self.similarity(key, specs, resolution, point, layer, smooth, keep_aspect))
 

@@ -63,7 +63,7 @@ def start_app(
     Args:
         runs: a folder of runs (or one run) whose proxies and students are offered.
         host, port: where to listen.
-        timm_weights: how `timm:` encoders are loaded (see `FeatureStore`; default random weights).
+        timm_weights: how `timm:` encoders are loaded (see `EncoderCache`; default random weights).
         threads: torch CPU threads of the app's process (see `LIVE_THREADS`).
         warm_up: load the default encoders and run them once in the background, so the first image is fast.
         block: serve until interrupted (False: return at once, serving from a thread).
@@ -71,13 +71,13 @@ def start_app(
     import torch
 
     from apps.gradio_app import build_app
+    from workbench.explore.encoder_cache import EncoderCache
     from workbench.explore.explorer import Explorer
-    from workbench.explore.feature_store import FeatureStore
 
     if threads < 1:
         raise ValueError(f"--threads must be at least 1, got {threads}")
     torch.set_num_threads(threads)
-    explorer = Explorer(runs, store=FeatureStore(timm_weights=timm_weights))
+    explorer = Explorer(runs, cache=EncoderCache(timm_weights=timm_weights))
     if warm_up:
         threading.Thread(target=explorer.warm_up, daemon=True).start()
     if block:

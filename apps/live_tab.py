@@ -44,10 +44,10 @@ class Live:
         """A `LivePCA` of the chosen encoder, its basis fitted on the app's image if that is the reference."""
         if not spec:
             raise gr.Error("pick an encoder")
-        store = self.explorer.store
-        live = LivePCA(store.encoder(spec), int(resolution), SIDE, interval, lambda: store.using(spec))
+        cache = self.explorer.cache
+        live = LivePCA(cache.encoder(spec), int(resolution), SIDE, interval, lambda: cache.using(spec))
         if reference == CURRENT_IMAGE:
-            live.fit(store.image(require_image(key)))
+            live.fit(cache.image(require_image(key)))
         return live
 
     def session(

@@ -14,8 +14,6 @@ swapped in) and `NAME.previous/` (the checkpoint before, kept until the next one
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import os
 import shutil
@@ -31,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from distill.disk import check_space, naming_full_disk
+from distill.integrity import file_records, parsed_records, records_problem
 from distill.run_dir import MODEL_FILE
 
 TRAIN_STATE_FILE = "train_state.safetensors"
@@ -103,15 +102,6 @@ def write_checkpoint_files(
         save_file(contiguous_state(tensors), str(folder / TRAIN_STATE_FILE), metadata=header)
 
 
-def _sha256(path: Path) -> str:
-    """The SHA-256 of a file's content, 16 hex digits."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 def _fsync(path: Path) -> None:
     """Flush a file's or a folder's entries to the disk."""
     fd = os.open(path, os.O_RDONLY)
@@ -133,12 +123,9 @@ def seal(folder: Path) -> None:
     """Flush a filled checkpoint folder to disk and write its manifest last: the step and each file's size and
     digest, as read back from the disk."""
     paths = sorted(folder.rglob("*"))
-    files = {}
     for path in paths:
         _fsync(path)
-        if path.is_file():
-            name = path.relative_to(folder).as_posix()
-            files[name] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+    files = file_records(folder, [path.relative_to(folder).as_posix() for path in paths if path.is_file()])
     manifest = folder / MANIFEST_FILE
     manifest.write_text(json.dumps({"step": read_meta(folder)["step"], "files": files}, indent=1))
     _fsync(manifest)
@@ -159,17 +146,11 @@ def checkpoint_step(folder: Path) -> int:
     try:
         record = json.loads(manifest.read_text())
         step = int(record["step"])
-        files = {name: (int(entry["bytes"]), str(entry["sha256"])) for name, entry in record["files"].items()}
+        files = parsed_records(record["files"])
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise DamagedCheckpoint(f"{manifest} is damaged ({type(error).__name__}: {error})") from None
-    for name, (size, digest) in files.items():
-        path = folder / name
-        if not path.is_file():
-            raise DamagedCheckpoint(f"{path} is missing", step)
-        if (found := path.stat().st_size) != size:
-            raise DamagedCheckpoint(f"{path} is damaged: {found} bytes, {size} when saved", step)
-        if file_digest(path) != digest:
-            raise DamagedCheckpoint(f"{path} is damaged: its content differs from when it was saved", step)
+    if problem := records_problem(folder, files):
+        raise DamagedCheckpoint(problem, step)
     return step
 
 
@@ -330,15 +311,3 @@ def load_into(model: nn.Module, folder: str | Path, strict: bool = True) -> None
         raise ValueError(
             f"checkpoint {folder} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
-
-
-@functools.cache
-def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
-    return _sha256(path)
-
-
-def file_digest(path: str | Path) -> str:
-    """The SHA-256 of a file's content, 16 hex digits (computed once per size and modification time)."""
-    path = Path(path).resolve()
-    stat = path.stat()
-    return _file_digest(path, stat.st_size, stat.st_mtime_ns)

@@ -10,12 +10,12 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from distill.checkpoint import file_digest
 from distill.config import RunConfig, TeacherConfig
 from distill.data.images import resize
 from distill.data.training_data import TrainingData
 from distill.distilled_teacher import DistilledTeacher
 from distill.features import Features
+from distill.integrity import file_digest
 from distill.run_dir import MODEL_FILE, RunDir
 from distill.seeds import seeded
 from distill.stages import EXPERTS, stage_named

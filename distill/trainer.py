@@ -23,6 +23,7 @@ from distill.augment import ViewTransforms, draw_transforms, transform_grid, tra
 from distill.checkpoint import load_into, read_meta
 from distill.config import (
     AugmentConfig,
+    ModelConfig,
     RunConfig,
     StageConfig,
     check_batch_split,
@@ -32,10 +33,8 @@ from distill.config import (
     shards_model,
 )
 from distill.data.images import resize
-from distill.data.training_data import FixedViews, TrainingData
+from distill.data.training_data import FixedViews, StepBatch, TrainingData
 from distill.device import peak_memory_gib, pick_device
-from distill.feature_cache import CachedFeatures, FeatureCache, fingerprint
-from distill.feature_store import StandardizedTargets, stage_store
 from distill.features import Features
 from distill.losses import distillation_loss
 from distill.metrics_log import MetricsLog, metric_records
@@ -46,6 +45,8 @@ from distill.snapshots import StageSnapshots
 from distill.stage_checkpoint import last_good_step, recovered_step, resume_optimizer, save_stage_checkpoint
 from distill.stage_teachers import StageTeachers, build_stage_teachers
 from distill.stages import stage_named
+from distill.targets.source import StageTargets, stage_targets
+from distill.targets.store import stage_store
 
 
 class NonFiniteLoss(RuntimeError):
@@ -147,30 +148,6 @@ def fits_on_device(views: Tensor, targets: dict, device: torch.device, share: fl
     return size < share * torch.cuda.mem_get_info(device)[0]
 
 
-def cached_targets(
-    teachers: StageTeachers, data: FixedViews, sides: list[int], cache_root: Path
-) -> dict[tuple[str, int], CachedFeatures]:
-    """Standardised teacher features of every view at every teacher side, from (or into) the cache."""
-    cache = FeatureCache(cache_root)
-    views, data_key = data.views, data.key
-    out = {}
-    for name in teachers.teachers:
-        for side in sides:
-            key = fingerprint(
-                teachers.identity[name], side, data_key, teachers.standardizers[name].state_dict()
-            )
-
-            def compute(index: slice, name: str = name, side: int = side) -> Features:
-                images = resize(views[index].to(teachers.device).float().div(255), side)
-                return teachers.targets(name, images)
-
-            description = {"teacher": teachers.identity[name], "side": side, "data": data_key}
-            out[(name, side)] = cache.get_or_build(
-                key, description, views.shape[0], compute, f"{name} at {side} px"
-            )
-    return out
-
-
 def finished_stage(folder: Path, checkpoint: Path, device: torch.device) -> StageResult:
     """What a stage with nothing left to train reports: its step, what it logged last, its teachers' dims
     (read from the checkpoint: no teacher is built and no feature cache is touched)."""
@@ -178,6 +155,161 @@ def finished_stage(folder: Path, checkpoint: Path, device: torch.device) -> Stag
     dims = {name: tuple(pair) for name, pair in meta["teachers"].items()}
     metrics = (metric_records(folder) or [{}])[-1]
     return StageResult(folder, meta["step"], 0, metrics, 0.0, peak_memory_gib(device), dims)
+
+
+def on_device(
+    data: TrainingData, targets: StageTargets | None, device: torch.device
+) -> tuple[TrainingData, StageTargets | None]:
+    """Fixed views and their cached targets moved into the GPU's memory when they fit there
+    (`fits_on_device`); anything else as it is."""
+    if (
+        isinstance(data, FixedViews)
+        and targets is not None
+        and device.type == "cuda"
+        and fits_on_device(data.views, targets, device)
+    ):
+        return data.to(device), {key: features.to(device) for key, features in targets.items()}
+    return data, targets
+
+
+def stage_model(
+    config: RunConfig,
+    stage: str,
+    model_config: ModelConfig,
+    run: RunDir,
+    dims: dict[str, tuple[int, int]],
+    device: torch.device,
+    data: TrainingData,
+    resuming: bool,
+) -> DistilledModel:
+    """The stage's model on `device`: initial weights seeded by the seed alone (the same whatever ran before,
+    such as a skipped warm-up), then those of the checkpoint it resumes or starts from; its sides and crops
+    checked against its stride (also here for callers that skip `run_stages`)."""
+    with seeded(derived_seed(config.train.seed, MODEL_STREAM)):
+        model = DistilledModel(model_config, dims).to(device)
+    check_stage_sides(config, stage, model.stride)
+    if not data.augments:
+        check_crop_cells(config, model.stride, data.side)
+    starts_from = stage_named(stage).starts_from
+    if starts_from is not None and not resuming:
+        load_into(model, run.checkpoint(starts_from))
+    if resuming:
+        load_into(model, run.checkpoint(stage))
+    if config.train.activation_checkpointing:
+        model.backbone.set_grad_checkpointing(True)
+    return model
+
+
+def stage_optimizer(
+    model: nn.Module,
+    stage: str,
+    cfg: StageConfig,
+    ctx: distributed.Context,
+    sharded: bool,
+    resume: Path | None,
+) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """The model wrapped for this process (DDP, or FSDP2 when `sharded`) and its AdamW optimizer, restored
+    from the checkpoint `resume` when given."""
+    wrapped = distributed.wrap(model, ctx, fsdp=sharded)  # before the optimizer: FSDP2 swaps the parameters
+    optimizer = torch.optim.AdamW(optimizer_groups(wrapped, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
+    if resume is not None:
+        resume_optimizer(resume, wrapped, optimizer, sharded, stage)
+    return wrapped, optimizer
+
+
+def step_targets(
+    targets: StageTargets | None,
+    teachers: StageTeachers,
+    batch: StepBatch,
+    full: Tensor,
+    transforms: ViewTransforms | None,
+    teacher_side: int,
+) -> tuple[dict[str, Features], Tensor | None]:
+    """A step's targets per teacher, and which of their summaries are valid (None: all). Targets of whole
+    views have their grids transformed like the images; online teachers see the transformed views
+    themselves, all at once per step."""
+    device = full.device
+    if targets is None:
+        teacher_view = transformed(full, transforms, teacher_side)
+        return {n: teachers.targets(n, teacher_view) for n in teachers.teachers}, None
+    taken = {n: targets[(n, teacher_side)].take(batch.index, device) for n in teachers.teachers}
+    if transforms is None:
+        return taken, None
+    grids = {n: Features(t.summary, transform_grid(t.patches, transforms)) for n, t in taken.items()}
+    return grids, transforms.summary_valid.to(device)
+
+
+def check_finite(first_bad: Tensor, stage: str, checkpoint: Path, ctx: distributed.Context) -> None:
+    """Raise `NonFiniteLoss` if a step's loss was nan/inf (`first_bad` >= 0: read here, a sync); a checkpoint
+    of that step holds the weights that gave it and is dropped."""
+    bad_step = int(first_bad)
+    if bad_step >= 0:
+        kept = last_good_step(checkpoint, bad_step, ctx)
+        raise non_finite(stage, "loss", bad_step, kept, checkpoint)
+
+
+def step_loss(
+    config: RunConfig,
+    forward: nn.Module,
+    view: tuple[Tensor, ViewTransforms | None, int],
+    targets: dict[str, Features],
+    summary_mask: Tensor | None,
+    patch_weights: dict[str, float],
+    amp: torch.dtype | None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The distillation loss of the model's predictions on a step's images at the student's side (`view`:
+    images, transforms, side; transformed and predicted under autocast at `amp`), and its logs."""
+    images, transforms, side = view
+    with torch.autocast(images.device.type, dtype=amp, enabled=amp is not None):
+        predictions = forward(transformed(images, transforms, side))
+    loss = config.loss
+    return distillation_loss(
+        predictions, targets, loss.alpha, loss.beta, patch_weights, loss.smooth_l1_beta, summary_mask
+    )
+
+
+def optimize(loss: Tensor, optimizer: torch.optim.Optimizer, model: nn.Module, grad_clip: float) -> Tensor:
+    """Backpropagate `loss`, clip the gradients to norm `grad_clip` and step; the norm before clipping."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return grad_norm
+
+
+def logged(
+    logs: dict[str, Tensor],
+    ctx: distributed.Context,
+    log: MetricsLog | None,
+    bar: tqdm,
+    values: dict[str, float | Tensor],
+) -> dict[str, float] | None:
+    """Average a step's logs over the processes (a collective: every process takes part); on the main process
+    write them and `values` (a tensor read here, a sync) to the metrics log and the progress bar, and return
+    them (None elsewhere)."""
+    averaged = distributed.mean_logs(logs, ctx)
+    if not ctx.is_main:
+        return None
+    metrics = {k: float(v) for k, v in averaged.items()}
+    metrics.update({k: float(v) if isinstance(v, Tensor) else v for k, v in values.items()})
+    log.write(metrics)
+    bar.set_postfix({k.split("/")[0]: f"{v:.3f}" for k, v in metrics.items() if k.endswith("/total")})
+    return metrics
+
+
+def save_or_stop(
+    checkpoint: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    meta: dict,
+    ctx: distributed.Context,
+    sharded: bool,
+) -> None:
+    """Save the stage's checkpoint of step `meta["step"]`; raise `NonFiniteLoss` instead if its weights hold a
+    nan/inf (the last checkpoint with finite weights is kept)."""
+    if not save_stage_checkpoint(checkpoint, model, optimizer, meta, ctx, sharded):
+        kept = last_good_step(checkpoint, meta["step"], ctx)
+        raise non_finite(meta["stage"], "weights", meta["step"], kept, checkpoint)
 
 
 def run_stage(config: RunConfig, stage: str, run_dir: str | Path, data: TrainingData) -> StageResult:
@@ -207,45 +339,13 @@ def run_stage(config: RunConfig, stage: str, run_dir: str | Path, data: Training
     teachers = build_stage_teachers(config, stage, run_dir, device, data, ctx.is_main, amp, stored)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    targets = None
-    if store is not None:  # targets read by sample id, standardised as they are taken
-        targets = {(n, store.side): StandardizedTargets(store.targets(n), teachers.standardizers[n])
-                   for n in teachers.teachers}  # fmt: skip
-    elif train.feature_cache and isinstance(data, FixedViews):  # the main process fills it; the others read
-        cache_root = run.feature_cache
-        if ctx.is_main:
-            targets = cached_targets(teachers, data, cfg.teacher_sides, cache_root)
-        distributed.barrier(ctx)
-        if not ctx.is_main:
-            targets = cached_targets(teachers, data, cfg.teacher_sides, cache_root)
-    if (
-        isinstance(data, FixedViews)
-        and targets is not None
-        and device.type == "cuda"
-        and fits_on_device(data.views, targets, device)
-    ):
-        data = data.to(device)
-        targets = {key: features.to(device) for key, features in targets.items()}
-    with seeded(derived_seed(train.seed, MODEL_STREAM)):  # the same whatever ran before (a skipped warm-up)
-        model = DistilledModel(model_config, teachers.dims()).to(device)
-    check_stage_sides(config, stage, model.stride)  # also here for callers that skip `run_stages`
+    targets = stage_targets(config, stage, run, data, teachers, ctx, store)
+    data, targets = on_device(data, targets, device)
+    resuming, start = recovered is not None, recovered or 0
+    model = stage_model(config, stage, model_config, run, teachers.dims(), device, data, resuming)
     cells = data.side // model.stride  # crops align to the model's patch grid at the view side
-    if not data.augments:
-        check_crop_cells(config, model.stride, data.side)
-    starts_from = stage_named(stage).starts_from
-    resuming = recovered is not None
-    if starts_from is not None and not resuming:
-        load_into(model, run.checkpoint(starts_from))
-    if resuming:
-        load_into(model, checkpoint)
-    if train.activation_checkpointing:
-        model.backbone.set_grad_checkpointing(True)
     sharded = shards_model(config, stage, ctx.world_size)
-    wrapped = distributed.wrap(model, ctx, fsdp=sharded)  # before the optimizer: FSDP2 swaps the parameters
-    optimizer = torch.optim.AdamW(optimizer_groups(wrapped, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
-    start = recovered or 0
-    if resuming:
-        resume_optimizer(checkpoint, wrapped, optimizer, sharded, stage)
+    wrapped, optimizer = stage_optimizer(model, stage, cfg, ctx, sharded, checkpoint if resuming else None)
     forward = torch.compile(wrapped) if train.compile else wrapped
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -267,55 +367,28 @@ def run_stage(config: RunConfig, stage: str, run_dir: str | Path, data: Training
 
         full = batch.images.to(device).float().div(255)
         transforms = None if data.augments else view_transforms(config.augment, len(full), cells, rng)
-        summary_mask = None
-        if targets is not None:  # cached targets of whole views: transform their grids like the images
-            names = teachers.teachers
-            step_targets = {n: targets[(n, teacher_side)].take(batch.index, device) for n in names}
-            if transforms is not None:
-                step_targets = {n: Features(t.summary, transform_grid(t.patches, transforms))
-                                for n, t in step_targets.items()}  # fmt: skip
-                summary_mask = transforms.summary_valid.to(device)
-        else:  # online teachers see the transformed views themselves, all at once per step
-            teacher_view = transformed(full, transforms, teacher_side)
-            step_targets = {n: teachers.targets(n, teacher_view) for n in teachers.teachers}
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            predictions = forward(transformed(full, transforms, side))
-        loss, logs = distillation_loss(predictions, step_targets, config.loss.alpha, config.loss.beta,
-                                       teachers.patch_weights, config.loss.smooth_l1_beta,
-                                       summary_mask)  # fmt: skip
+        targets_now, summary_mask = step_targets(targets, teachers, batch, full, transforms, teacher_side)
+        view = (full, transforms, side)
+        loss, logs = step_loss(config, forward, view, targets_now, summary_mask, teachers.patch_weights, amp)
         # remember the first non-finite step on the device; it is read (a sync) only at log/checkpoint steps
         first_bad = torch.where(torch.isfinite(loss) | (first_bad >= 0), first_bad, step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(wrapped.parameters(), train.grad_clip)
-        optimizer.step()
+        grad_norm = optimize(loss, optimizer, wrapped, train.grad_clip)
         images_seen += cfg.batch_size
         if snapshots is not None:  # before the step's checkpoint, so a recovered one implies its snapshots
             snapshots.after_step(step + 1, model)
 
         last = step + 1 == cfg.steps
         if step % train.log_every == 0 or last or (step + 1) % train.checkpoint_every == 0:
-            bad_step = int(first_bad)
-            if bad_step >= 0:  # a checkpoint of step `bad_step` holds the weights that gave it: dropped
-                kept = last_good_step(checkpoint, bad_step, ctx)
-                raise non_finite(stage, "loss", bad_step, kept, checkpoint)
+            check_finite(first_bad, stage, checkpoint, ctx)
         if step % train.log_every == 0 or last:
-            averaged = distributed.mean_logs(logs, ctx)  # a collective: every process takes part
-            if ctx.is_main:
-                metrics = {k: float(v) for k, v in averaged.items()}
-                rate = images_seen / max(time.perf_counter() - timer, 1e-9)
-                metrics.update(step=step, lr=optimizer.param_groups[0]["lr"], grad_norm=float(grad_norm),
-                               side=side, teacher_side=teacher_side, images_per_second=rate)  # fmt: skip
-                log.write(metrics)
-                bar.set_postfix(
-                    {k.split("/")[0]: f"{v:.3f}" for k, v in metrics.items() if k.endswith("/total")}
-                )
+            rate = images_seen / max(time.perf_counter() - timer, 1e-9)
+            values = {"step": step, "lr": optimizer.param_groups[0]["lr"], "grad_norm": grad_norm,
+                      "side": side, "teacher_side": teacher_side, "images_per_second": rate}  # fmt: skip
+            metrics = logged(logs, ctx, log, bar, values) or metrics
         if (step + 1) % train.checkpoint_every == 0 or last:
             meta = {"step": step + 1, "stage": stage, "teachers": teachers.dims(),
                     "model_config": dataclasses.asdict(model_config)}  # fmt: skip
-            if not save_stage_checkpoint(checkpoint, wrapped, optimizer, meta, ctx, sharded):
-                kept = last_good_step(checkpoint, step + 1, ctx)
-                raise non_finite(stage, "weights", step + 1, kept, checkpoint)
+            save_or_stop(checkpoint, wrapped, optimizer, meta, ctx, sharded)
     throughput = images_seen / max(time.perf_counter() - timer, 1e-9)
     final_step = read_meta(checkpoint)["step"] if run.has_checkpoint(stage) else start
     return StageResult(folder, final_step, final_step - start, metrics, throughput, peak_memory_gib(device),

@@ -21,10 +21,11 @@ import pytest
 
 from distill import checkpoint, stage_teachers, trainer
 from distill.checkpoint import MANIFEST_FILE
+from distill.targets import source as targets_source
 
 STAGE_START = {  # a named point of a stage's start -> the function after whose return a kill hits
     "statistics": (stage_teachers, "save_standardizers"),  # the warm-up statistics are saved
-    "cache": (trainer, "cached_targets"),  # the feature cache of fixed views is complete
+    "cache": (targets_source, "cached_targets"),  # the feature cache of fixed views is complete
     "first step": (trainer, "step_generator"),  # the first step begins: everything before it is done
 }
 

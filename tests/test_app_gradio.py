@@ -108,7 +108,7 @@ def test_images_in_and_unreadable_ones_are_one_line_errors(calls, tmp_path):
     Image.fromarray(np.full((40, 30, 3), 200, np.uint8)).save(photo)
     same, _, _ = calls.load_upload(str(photo))
     assert torch.allclose(
-        calls.explorer.store.image(same), torch.full((3, SIDE, SIDE), 200 / 255), atol=1 / 255
+        calls.explorer.cache.image(same), torch.full((3, SIDE, SIDE), 200 / 255), atol=1 / 255
     )
     assert calls.load_upload(None) == (gr.skip(), gr.skip(), gr.skip())  # a cleared image changes nothing
     notes = tmp_path / "notes.txt"
@@ -122,7 +122,7 @@ def test_images_in_and_unreadable_ones_are_one_line_errors(calls, tmp_path):
 
 def test_feature_maps_stream_per_encoder_and_never_recompute(calls, key, run):
     specs = ["edges", student(run)]
-    store = calls.explorer.store
+    store = calls.explorer.cache
     before = store.forward_passes
     steps = list(calls.feature_maps(key, specs, SIDE, OWN_SPACE, False, False, 0.0))
     assert [len(gallery) for gallery, _ in steps] == [
@@ -165,7 +165,7 @@ def test_clicked_patch_is_most_similar_to_itself(calls, key, run):
     # pixel (14, 14) lies in the clicked 16x16 patch, off the cross: similarity 1 (the top of the colour
     # scale) over the image at alpha 0.65
     top = torch.tensor(matplotlib.colormaps["coolwarm"](1.0)[:3])
-    expected = (0.35 * calls.explorer.store.image(key)[:, 14, 14] + 0.65 * top) * 255
+    expected = (0.35 * calls.explorer.cache.image(key)[:, 14, 14] + 0.65 * top) * 255
     assert np.abs(similar[14, 14].astype(float) - expected.numpy()).max() <= 1
 
 
@@ -175,7 +175,7 @@ def test_keep_aspect_shows_a_wide_upload_whole_and_maps_clicks_by_width_and_heig
     Image.fromarray(pixels).save(photo)
     key, query, _ = calls.load_upload(str(photo))
     assert query.shape == (SIDE, SIDE, 3)  # unticked: the centre square, as before
-    height, width = calls.explorer.store.image(key, keep_aspect=True).shape[-2:]
+    height, width = calls.explorer.cache.image(key, keep_aspect=True).shape[-2:]
     assert height < width and abs(width / height - 160 / 90) < 0.05
     specs = ["edges", student(run)]
     gallery, _ = list(calls.feature_maps(key, specs, SIDE, OWN_SPACE, False, False, 0.0, keep_aspect=True))[
@@ -205,7 +205,7 @@ def test_teacher_vs_student_agreement_and_expert_readings(calls, key, run):
     assert [c for _, c in readings] == [
         "text · expert", "text · via tiny/multires", "edges · expert", "edges · via tiny/multires",
     ]  # fmt: skip
-    store = calls.explorer.store
+    store = calls.explorer.cache
     estimate = store.features(key, spec, SIDE).experts["edges"].patches
     expected = agreement_score(estimate, store.features(key, "edges", SIDE).patches)
     assert f"edges agreement · mean {expected:.2f}" in captions
@@ -287,11 +287,11 @@ def test_position_mean_is_the_photos_mean_and_is_removed_before_the_pca(calls, k
     spec, explorer = student(run), calls.explorer
     mean = explorer.position_mean(spec, SIDE, OWN_SPACE, None, (4, 4))
     photos = [explorer.load_photo(name) for name in photo_names()[:POSITION_PHOTOS]]
-    expected = torch.cat([explorer.store.features(k, spec, SIDE).patches for k in photos]).mean(
+    expected = torch.cat([explorer.cache.features(k, spec, SIDE).patches for k in photos]).mean(
         0, keepdim=True
     )
     torch.testing.assert_close(mean, expected, rtol=1e-4, atol=1e-5)
-    grid = explorer.store.features(key, spec, SIDE).patches
+    grid = explorer.cache.features(key, spec, SIDE).patches
     (panel,) = list(explorer.feature_maps(key, [spec], SIDE, centred=True))[-1].panels[1:]
     colours = pca_colours({"centred": grid - mean})["centred"]
     assert np.array_equal(panel.image, to_picture(upsample(colours, (SIDE, SIDE), False), (SIDE, SIDE)))
@@ -305,8 +305,8 @@ def test_the_random_floor_is_offered_and_named_by_what_it_is(calls, key, run):
     scored = random_encoder(run / "student", SIDE)  # the scoreboard's floor: the same weights
     params = sum(p.numel() for p in scored.backbone.model.backbone.parameters()) / 1e6
     assert panel.caption == f"ViT 32x2, {params:.2g}M (random init) · 4x4 patches"  # width x depth, size
-    image = calls.explorer.store.image(key)[None]
-    torch.testing.assert_close(calls.explorer.store.features(key, floor, SIDE).patches, scored(image).patches)
+    image = calls.explorer.cache.image(key)[None]
+    torch.testing.assert_close(calls.explorer.cache.features(key, floor, SIDE).patches, scored(image).patches)
 
 
 def test_a_distilled_encoder_opens_at_the_side_it_trained_at(run, tmp_path):

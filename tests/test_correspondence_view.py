@@ -62,7 +62,7 @@ def test_a_warped_copy_knows_where_each_point_lands(explorer):
     image[:, 26:30, 34:38] = 1.0  # a bright square around (0.56, 0.44)
     key = explorer.add_image(image)
     key_b, warp = add_warped(explorer, key, seed=3)
-    warped = explorer.store.image(key_b)[0]
+    warped = explorer.cache.image(key_b)[0]
     ys, xs = torch.nonzero(warped > 0.5, as_tuple=True)
     seen = ((float(xs.float().mean()) + 0.5) / SIDE, (float(ys.float().mean()) + 0.5) / SIDE)
     assert point_in_b(warp, (36 / SIDE, 28 / SIDE)) == pytest.approx(seen, abs=1.5 / SIDE)

@@ -26,12 +26,13 @@ from distill.data.folder import ImageFolder
 from distill.data.images import decode_image, pil_to_tensor
 from distill.data.shards import TarShards
 from distill.data.stream import ShardIndex, StreamingImages
-from distill.feature_cache import FeatureCache
-from distill.feature_store import FeatureStore as TeacherStore
-from distill.feature_store import StoreManifest, write_shards
 from distill.features import Features
+from distill.targets.cache import FeatureCache
+from distill.targets.store import FeatureStore
+from distill.targets.store_format import StoreManifest
+from distill.targets.store_write import write_shards
+from workbench.explore.encoder_cache import EncoderCache
 from workbench.explore.explorer import Explorer, open_image
-from workbench.explore.feature_store import FeatureStore
 
 BOMB_SIDE = 30_000  # 900 MP: above PIL's decompression-bomb limit (2 x 89.5 MP)
 
@@ -292,17 +293,18 @@ def test_a_damaged_store_shard_is_named_when_read_and_rebuilt_by_the_next_build(
     manifest.save(tmp_path)
     write_shards(tmp_path, manifest, PixelTeacher(), views, 2, 0, print)
     ids = torch.arange(6)
-    expected = TeacherStore(tmp_path).take("t", ids, "cpu")
+    expected = FeatureStore(tmp_path).take("t", ids, "cpu")
     path = tmp_path / "shard-000001" / "t.patches.npy"
     data = path.read_bytes()
     path.write_bytes(data[:128] + bytes(len(data) - 128))  # zeroed values behind an intact header
-    store = TeacherStore(tmp_path)  # headers and sizes are fine: opens
-    with pytest.raises(ValueError, match=f"{path} does not match its SHA-256: delete {path.parent} and run"):
+    store = FeatureStore(tmp_path)  # headers and sizes are fine: opens
+    damaged = f"{path} is damaged: its content differs from when it was saved"
+    with pytest.raises(ValueError, match=f"{damaged}: delete {path.parent} and run"):
         store.take("t", ids, "cpu")
     lines = []
     write_shards(tmp_path, manifest, PixelTeacher(), views, 2, 0, lines.append)
-    assert lines[0] == f"{path} does not match its SHA-256: rebuilding shard-000001"
-    rebuilt = TeacherStore(tmp_path).take("t", ids, "cpu")
+    assert lines[0] == f"{damaged}: rebuilding shard-000001"
+    rebuilt = FeatureStore(tmp_path).take("t", ids, "cpu")
     assert torch.equal(rebuilt.patches, expected.patches) and torch.equal(rebuilt.summary, expected.summary)
 
 
@@ -336,7 +338,7 @@ def sized_builder(sizes: dict[str, int], built: list[str]):
 def test_built_encoders_are_bounded_by_count_and_memory_least_recent_first_with_their_features():
     built = []
     floats = {"a": 1, "b": 1, "c": 512, "c2": 512, "d": 1, "e": 1, "huge": 4096}
-    store = FeatureStore(build=sized_builder(floats, built), max_encoders=3, max_encoder_bytes=3000)
+    store = EncoderCache(build=sized_builder(floats, built), max_encoders=3, max_encoder_bytes=3000)
     key = store.add_image(torch.rand(3, 8, 8))
     for spec in ("a", "b", "c"):
         store.features(key, spec, 8)
@@ -371,7 +373,7 @@ def test_a_slow_build_stalls_neither_other_encoders_nor_repeats_for_its_own_spec
             assert release.wait(10)
         return FakeEncoder(1)
 
-    store = FeatureStore(build=build, wait_s=10)
+    store = EncoderCache(build=build, wait_s=10)
     key = store.add_image(torch.full((3, 8, 8), 0.25))
     slow_results, fast_results = [], []
     slow = [threading.Thread(target=lambda: slow_results.append(store.encoder("slow"))) for _ in range(2)]

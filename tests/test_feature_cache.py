@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from distill.feature_cache import FeatureCache, fingerprint
 from distill.features import Features
+from distill.targets.cache import FeatureCache, fingerprint
 
 
 def fake_teacher(calls):
@@ -57,9 +57,9 @@ def test_a_failed_build_leaves_no_entry(tmp_path):
 def test_a_stage_taught_by_the_proxy_keys_its_targets_by_the_proxy_weights_content(tiny_run, tmp_path):
     import shutil
 
-    from distill.checkpoint import file_digest
     from distill.config import load_config
     from distill.data.training_data import FixedViews
+    from distill.integrity import file_digest
     from distill.stage_teachers import build_stage_teachers
 
     moved = tmp_path / "moved"

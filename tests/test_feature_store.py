@@ -13,10 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from distill import feature_store
 from distill.config import RunConfig, load_config
 from distill.data.stream import FolderIndex
-from distill.feature_store import FeatureStore, build_store, gib, projected_bytes, store_teachers
+from distill.targets import store_write
+from distill.targets.store import FeatureStore
+from distill.targets.store_write import build_store, gib, projected_bytes, store_teachers
 
 CONFIG = """
 teachers:
@@ -76,13 +77,13 @@ def test_store_holds_the_pooled_features_of_the_centred_views(built):
     assert (store.count, store.side, store.grid) == (21, SIDE, GRID)
     assert store.dims == {"timm:convnext_atto.d2_in1k": (320, 320), "timm:vit_tiny_patch16_224": (192, 192)}
     ids = torch.tensor([17, 0, 9, 20, CORRUPT, 3])
-    views = feature_store.CentredViews(FolderIndex(out.parent / "images"), SIDE)
+    views = store_write.CentredViews(FolderIndex(out.parent / "images"), SIDE)
     images = torch.stack([views[i][0] for i in ids]).float().div(255)
     teachers = store_teachers(config, torch.device("cpu"))
     assert store.valid(ids).tolist() == [i != CORRUPT for i in ids.tolist()]
     for name in store.teachers:
-        expected = feature_store.pooled(teachers.raw(name, images), GRID)
-        got = store.targets(name).take(ids, torch.device("cpu"))
+        expected = store_write.pooled(teachers.raw(name, images), GRID)
+        got = store.take(name, ids, torch.device("cpu"))
         assert got.summary.dtype == torch.float32
         assert got.patches.shape == (6, store.dims[name][1], GRID, GRID)
         keep = ids != CORRUPT
@@ -121,7 +122,7 @@ def test_another_store_in_the_folder_is_refused(built):
 
 def test_an_interrupted_build_resumes_to_the_same_arrays(tmp_path, monkeypatch, built):
     config, whole, _ = built
-    original, calls = feature_store.pooled, []
+    original, calls = store_write.pooled, []
 
     def failing(features, grid):
         calls.append(1)
@@ -129,13 +130,13 @@ def test_an_interrupted_build_resumes_to_the_same_arrays(tmp_path, monkeypatch, 
             raise KeyboardInterrupt
         return original(features, grid)
 
-    monkeypatch.setattr(feature_store, "pooled", failing)
+    monkeypatch.setattr(store_write, "pooled", failing)
     with pytest.raises(KeyboardInterrupt):
         build(config, tmp_path / "store")
     assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["shard-000000", "store.json"]
     with pytest.raises(ValueError, match=r"incomplete: 1 of 3 shards \(run eupe cache build again\)"):
         FeatureStore(tmp_path / "store")
-    monkeypatch.setattr(feature_store, "pooled", original)
+    monkeypatch.setattr(store_write, "pooled", original)
     lines = []
     build(config, tmp_path / "store", lines)
     assert "resumed: 1 of 3 shards done" in lines
@@ -157,8 +158,8 @@ def test_a_truncated_shard_file_is_named(tmp_path, built):
 
 
 def test_a_store_of_other_files_is_refused_before_the_run_folder_is_written(tmp_path, built):
-    from distill.feature_store import stage_store
     from distill.pipeline import prepare_data, run_stages
+    from distill.targets.store import stage_store
 
     out = built[1]
     config = load_config(out.parent / "c.yaml", [f"data.store={out}", f"stages.proxy.resolutions=[{SIDE}]"])

@@ -17,8 +17,8 @@ from distill.teachers.base import Teacher
 from workbench.eval.encoders import Encoder
 from workbench.eval.inside import attention_module, kept_attention
 from workbench.explore.attention_view import attention_maps
+from workbench.explore.encoder_cache import EncoderCache
 from workbench.explore.explorer import Explorer
-from workbench.explore.feature_store import FeatureStore
 from workbench.viz.upsample import upsample
 
 TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2}
@@ -221,13 +221,13 @@ def test_bicubic_display_is_smooth_within_range_and_nearest_is_blocky():
 
 @pytest.fixture(scope="module")
 def explorer(encoders) -> Explorer:
-    store = FeatureStore(build=lambda spec, resolution, **kwargs: encoders[spec])
-    return Explorer(display=64, store=store)
+    store = EncoderCache(build=lambda spec, resolution, **kwargs: encoders[spec])
+    return Explorer(display=64, cache=store)
 
 
 def test_layers_and_attention_are_computed_once_and_shown(explorer):
     key = explorer.add_image(torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(3)))
-    store = explorer.store
+    store = explorer.cache
     view = attention_maps(explorer, key, ["rope-vit", "convnext"], 64, layer=0)
     assert [p.caption.split(" ·")[0] for p in view.panels] == ["input", "rope-vit"]
     assert view.notes == ["convnext gives no CLS attention (a CNN, or a ViT without a CLS token)"]
@@ -258,10 +258,10 @@ def test_a_wide_image_keeps_its_aspect_in_the_views_and_a_fixed_size_vit_is_a_no
         "vit_tiny_patch16_224", img_size=64, num_classes=0, **TINY
     )
     built = {**encoders, "fixed": fixed}
-    explorer = Explorer(display=64, store=FeatureStore(build=lambda spec, resolution, **kwargs: built[spec]))
+    explorer = Explorer(display=64, cache=EncoderCache(build=lambda spec, resolution, **kwargs: built[spec]))
     wide = torch.rand(3, *WIDE, generator=torch.Generator().manual_seed(4))
     key = explorer.add_image(wide)
-    assert torch.equal(explorer.store.image(key), square_view(wide, 64))  # unticked: the centre square
+    assert torch.equal(explorer.cache.image(key), square_view(wide, 64))  # unticked: the centre square
     size = native_size(*WIDE, 64, 1)  # the kept copy: the aspect of the image, the area of the display
     specs = ["rope-vit", "convnext", "fixed"]
 

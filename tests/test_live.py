@@ -197,10 +197,10 @@ def test_eupe_bench_live_prints_fps_per_encoder(tiny_run, capsys):
 
 def test_app_callbacks_keep_one_session_until_a_choice_changes(encoder, frames, tmp_path):
     from apps.live_tab import CURRENT_IMAGE, FIRST_FRAME, Live
+    from workbench.explore.encoder_cache import EncoderCache
     from workbench.explore.explorer import Explorer
-    from workbench.explore.feature_store import FeatureStore
 
-    explorer = Explorer(None, store=FeatureStore(build=lambda spec, resolution, **kwargs: encoder))
+    explorer = Explorer(None, cache=EncoderCache(build=lambda spec, resolution, **kwargs: encoder))
     calls = Live(explorer)
     shown, text, state = calls.camera(frames[0], "tiny", RES, FIRST_FRAME, None, 0, None)
     assert shown.shape[1] == 2 * shown.shape[0] and text.endswith("dropped")
@@ -212,7 +212,7 @@ def test_app_callbacks_keep_one_session_until_a_choice_changes(encoder, frames, 
     assert torch.allclose(refitted.live.basis.mean, patch_mean(state.live, frames[1]), atol=1e-5)
     key = explorer.add_image(torch.rand(3, RES, RES))
     _, _, on_image = calls.camera(frames[0], "tiny", RES, CURRENT_IMAGE, key, 1, refitted)
-    image_mean = state.live.patches(explorer.store.image(key)).double().mean((0, 2, 3))
+    image_mean = state.live.patches(explorer.cache.image(key)).double().mean((0, 2, 3))
     assert torch.allclose(on_image.live.basis.mean, image_mean, atol=1e-5)
     clip = write_video(frames, tmp_path / "clip.gif", fps=100)
     played = list(calls.play_video(str(clip), "tiny", RES, FIRST_FRAME, None))

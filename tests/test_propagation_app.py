@@ -15,7 +15,7 @@ from distill.distilled_teacher import DistilledTeacher
 from distill.models import DistilledModel
 from workbench.eval.encoders import Encoder
 from workbench.explore.explorer import Explorer
-from workbench.explore.feature_store import FeatureStore
+from workbench.explore.encoder_cache import EncoderCache
 from workbench.explore.live import write_video
 from workbench.explore.segments_view import kmeans_segments, matched
 
@@ -29,7 +29,7 @@ def explorer() -> Explorer:
         arch="vit_small_patch16_dinov3", kwargs={"embed_dim": 32, "depth": 1, "num_heads": 2}
     )
     encoder = Encoder("tiny", "student", DistilledTeacher(DistilledModel(config, {}).eval(), SIDE))
-    return Explorer(None, display=SIDE, store=FeatureStore(build=lambda spec, resolution, **kwargs: encoder))
+    return Explorer(None, display=SIDE, cache=EncoderCache(build=lambda spec, resolution, **kwargs: encoder))
 
 
 def test_kmeans_finds_planted_directions_largest_first_and_colours_match_by_overlap():

@@ -173,7 +173,7 @@ def test_a_stage_reads_its_targets_from_a_feature_store_without_running_the_teac
     tmp_path, image_folder, monkeypatch
 ):
     from distill import stage_teachers
-    from distill.feature_store import build_store
+    from distill.targets.store_write import build_store
 
     store = tmp_path / "store"
     base = [*overrides(image_folder), "data.workers=0"]

@@ -91,7 +91,7 @@ def add_cache_build_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cache_build_run(args: argparse.Namespace) -> None:
     """Write the teacher-feature store of a config's streamed corpus (resumed where it stopped)."""
-    from distill.feature_store import cache_build_main
+    from distill.targets.store_cli import cache_build_main
 
     check_out(args.out, folder=True)
     cache_build_main(args.config, args.out, args.side, args.grid, args.budget_gb, args.overrides,

@@ -21,11 +21,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from distill.checkpoint import file_digest, read_meta
+from distill.checkpoint import read_meta
 from distill.config import ModelConfig
 from distill.data.images import native_view
 from distill.distilled_teacher import DistilledTeacher
 from distill.features import Features
+from distill.integrity import file_digest
 from distill.models import DistilledModel
 from distill.run_dir import MODEL_FILE, checkpoint_folder, existing_checkpoint, stage_of_checkpoint
 from distill.seeds import seeded

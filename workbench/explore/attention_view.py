@@ -19,11 +19,11 @@ def attention_maps(
     """The input, then each encoder's CLS-to-patch attention in `layer` (None: the last), averaged over its
     heads and blended over the image, from 0 to its largest patch share; a note for each encoder without one
     (CNNs, ViTs without a CLS token, offline experts); with `keep_aspect`, over the native-aspect copy."""
-    image = explorer.store.image(key, keep_aspect)
+    image = explorer.cache.image(key, keep_aspect)
     view = View([Panel(explorer.picture(key, keep_aspect=keep_aspect), "input")])
     for spec in specs:
         try:
-            attention = explorer.store.inside(key, spec, resolution, layer, keep_aspect).attention
+            attention = explorer.cache.inside(key, spec, resolution, layer, keep_aspect).attention
         except ValueError as error:
             view.notes.append(str(error))
             continue

@@ -1,7 +1,7 @@
 """Two-image correspondence for the live demo: where each encoder matches a clicked point of image A in
 image B, and its mutual nearest-neighbour patch matches drawn as lines from A to B.
 
-Features come from the Explorer's `FeatureStore`, so a new click or the lines toggle recomputes nothing.
+Features come from the Explorer's `EncoderCache`, so a new click or the lines toggle recomputes nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def add_warped(explorer: Explorer, key: str, seed: int) -> tuple[str, Tensor]:
     """Image B: the image `key` under the correspondence probe's random warp of a seed (black where it
     sees outside the image). Returns B's key and the warp, a [3, 3] homography (see `warp_points`)."""
     warp = random_warp(torch.Generator().manual_seed(int(seed)))
-    return explorer.add_image(warp_images(explorer.store.image(key)[None], warp[None])[0].clamp(0, 1)), warp
+    return explorer.add_image(warp_images(explorer.cache.image(key)[None], warp[None])[0].clamp(0, 1)), warp
 
 
 def point_in_b(warp: Tensor, point: tuple[float, float]) -> tuple[float, float] | None:
@@ -69,7 +69,7 @@ def correspondence(
         view.notes[0] += f"; white cross: where it truly is, ({truth[0]:.2f}, {truth[1]:.2f})"
     for spec, features in explorer.each_features(key_a, specs, resolution, view.notes):
         grid_a = features.patches[0]
-        grid_b = explorer.store.features(key_b, spec, resolution).patches[0]
+        grid_b = explorer.cache.features(key_b, spec, resolution).patches[0]
         match = match_points(grid_a, grid_b, torch.tensor([point]))[0]
         name = explorer.encoder_name(spec)
         marked_b = mark_point(picture_b, (float(match[0]), float(match[1])), CLICKED)

@@ -29,7 +29,7 @@ from workbench.eval.encoders import EncoderFeatures, floor_spec, is_checkpoint
 from workbench.eval.expert_heads import expert_reading, top_classes
 from workbench.eval.probes.saved import load_probe
 from workbench.eval.similarity import agreement_map, cosine_similarity_map
-from workbench.explore.feature_store import LRU, FeatureStore
+from workbench.explore.encoder_cache import LRU, EncoderCache
 from workbench.explore.runs import Run, find_probes, list_runs
 from workbench.viz.panels import (
     colorize,
@@ -121,7 +121,7 @@ class Explorer:
         runs_root: folder of runs (or one run) whose proxies and students are offered; None for none.
         display: side of the square working copy of each image and of the pictures (a native-aspect copy
             keeps the area of that square).
-        store: the feature store (default: a new one; timm models with random weights).
+        cache: the encoder cache (default: a new one; timm models with random weights).
         max_pixels: larger image files are refused.
     """
 
@@ -129,12 +129,12 @@ class Explorer:
         self,
         runs_root: str | Path | None = None,
         display: int = 448,
-        store: FeatureStore | None = None,
+        cache: EncoderCache | None = None,
         max_pixels: int = MAX_PIXELS,
     ) -> None:
         self.runs_root = Path(runs_root) if runs_root is not None else None
         self.display = display
-        self.store = store or FeatureStore()
+        self.cache = cache or EncoderCache()
         self.max_pixels = max_pixels
         self.scenes = LRU(16)  # image key -> the generated scene's labels (ground truth beside probes)
         self.position_means = LRU(16)  # (spec, resolution, space, layer) -> [1, D, h, w]
@@ -185,7 +185,7 @@ class Explorer:
     def add_image(self, image: Tensor) -> str:
         """Keep the centre square of an image [3, H, W] in [0, 1] at the display size, and the whole image
         with its aspect ratio at that square's area (for views that keep the aspect); returns its key."""
-        return self.store.add_image(square_view(image, self.display), native_view(image, self.display, 1))
+        return self.cache.add_image(square_view(image, self.display), native_view(image, self.display, 1))
 
     def load_file(self, path: str | Path) -> str:
         """`add_image` of an image file (see `open_image` for the errors)."""
@@ -207,7 +207,7 @@ class Explorer:
     ) -> np.ndarray:
         """The working image as uint8 [S, S, 3] (with `keep_aspect`, [H, W, 3] of its native-aspect copy),
         with a cross at `point` if given."""
-        image = self.store.image(key, keep_aspect)
+        image = self.cache.image(key, keep_aspect)
         picture = to_picture(image, tuple(image.shape[-2:]))
         return mark_point(picture, point) if point is not None else picture
 
@@ -215,7 +215,7 @@ class Explorer:
 
     def encoder_name(self, spec: str) -> str:
         """The display name of an encoder (loading it if needed)."""
-        return self.store.encoder(spec).name
+        return self.cache.encoder(spec).name
 
     def each_features(
         self,
@@ -231,9 +231,9 @@ class Explorer:
         patches are that layer's, and there are no expert-space estimates."""
         for spec in specs:
             try:
-                features = self.store.features(key, spec, resolution, keep_aspect)
+                features = self.cache.features(key, spec, resolution, keep_aspect)
                 if layer is not None:
-                    inner = self.store.inside(key, spec, resolution, layer, keep_aspect).patches
+                    inner = self.cache.inside(key, spec, resolution, layer, keep_aspect).patches
                     features = replace(features, patches=inner, experts={})
             except ValueError as error:
                 notes.append(str(error))
@@ -280,7 +280,7 @@ class Explorer:
         grids: dict[str, Tensor] = {}
         colours: dict[str, Tensor] = {}
         wanted = specs if space == OWN_SPACE else [space, *(s for s in specs if s != space)]
-        size = tuple(self.store.image(key, keep_aspect).shape[-2:])
+        size = tuple(self.cache.image(key, keep_aspect).shape[-2:])
         for spec, features in self.each_features(key, wanted, resolution, notes, layer, keep_aspect):
             named = self.grid_in_space(spec, features, space)
             if named is None:
@@ -324,7 +324,7 @@ class Explorer:
         if self.position_photos is None:
             names = photo_names()[:POSITION_PHOTOS]
             self.position_photos = torch.stack([square_view(load_photo(n), self.display) for n in names])
-        with self.store.using(spec) as slot:
+        with self.cache.using(spec) as slot:
             slot.encoder.resolution = resolution
             features = slot.encoder(self.position_photos, with_experts=True)
             if layer is not None:
@@ -362,7 +362,7 @@ class Explorer:
         of ReLU networks are all positive and their raw similarities crowd near 1.
         """
         view = View(notes=[f"similarity to the patch at ({point[0]:.2f}, {point[1]:.2f})"])
-        image = self.store.image(key, keep_aspect)
+        image = self.cache.image(key, keep_aspect)
         for spec, features in self.each_features(key, specs, resolution, view.notes, layer, keep_aspect):
             values = cosine_similarity_map(features.patches, point)[0]
             low = float(values.min())
@@ -376,12 +376,12 @@ class Explorer:
         estimate with the expert's features, and the expert's head read on both (a classes reading,
         ImageNet top-5, as the table; map readings, e.g. edges and text, as panels)."""
         view = View()
-        student = self.store.features(key, spec, resolution)
+        student = self.cache.features(key, spec, resolution)
         name = self.encoder_name(spec)
-        experts = self.store.encoder(spec).experts()
+        experts = self.cache.encoder(spec).experts()
         if not experts:
             raise ValueError(f"{name} is not a distilled encoder: pick a proxy or a student")
-        image = self.store.image(key)
+        image = self.cache.image(key)
         size = (resolution, resolution)
         for expert, features in self.each_features(key, experts, resolution, view.notes):
             estimate = student.experts[expert]
@@ -393,7 +393,7 @@ class Explorer:
             )
             if expert not in registered_teachers():  # e.g. a timm teacher: no head to read with
                 continue
-            teacher = self.store.encoder(expert).backbone
+            teacher = self.cache.encoder(expert).backbone
             own = expert_reading(expert, teacher, Features(features.summary, features.patches), size)[0]
             through = expert_reading(expert, teacher, estimate, size)[0]
             if expert_spec(expert).reading == "classes":
@@ -415,7 +415,7 @@ class Explorer:
             run = Path(spec).parent if is_checkpoint(spec) else runs[0].folder if runs else Path("runs/NAME")
             command = f"eupe eval --runs {run} --out {run}/eval"
             return View(notes=[f"no trained probes for {name}: score it with `{command}`"])
-        patches = self.store.features(key, spec, resolution).patches
+        patches = self.cache.features(key, spec, resolution).patches
         trained_at = board.settings.get("resolution", "?")
         scene: SceneBatch | None = self.scenes.get(key)
         trained_on = PROBES_TRAINED_ON + (", like this one" if scene is not None else ON_A_PHOTO)

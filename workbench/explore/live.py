@@ -94,8 +94,8 @@ class LivePCA:
         resolution: square input side in pixels (frames are centre-cropped to a square first).
         side: side of the pictures (default: `resolution`).
         interval: seconds between camera frames, for the dropped-frame count (see `FrameStats`).
-        guard: makes the context held around each forward pass, e.g. `lambda: store.using(spec)` of a
-            feature store sharing the encoder with other requests.
+        guard: makes the context held around each forward pass, e.g. `lambda: cache.using(spec)` of an
+            encoder cache sharing the encoder with other requests.
     """
 
     def __init__(

@@ -3,7 +3,7 @@ the rest) or an uploaded video (the first-frame labels from a mask image, or fro
 features of the first frame), propagated through each chosen encoder's features and drawn frame by frame.
 
 Frames are centre squares at the explorer's display side; each encoder sees them at the chosen resolution,
-one batch per video, under its feature store lock (see `FeatureStore.using`).
+one batch per video, under its feature store lock (see `EncoderCache.using`).
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def mask_image(path: str | Path, side: int) -> Tensor:
 
 def encoder_grids(explorer: Explorer, spec: str, frames: Tensor, resolution: int) -> Tensor:
     """[T, D, h, w] patch features of the frames by one encoder, in one batch under its lock."""
-    with explorer.store.using(spec) as slot:
+    with explorer.cache.using(spec) as slot:
         slot.encoder.resolution = resolution
         return slot.encoder(frames).patches.float().cpu()
 

@@ -52,7 +52,7 @@ def segments(explorer: Explorer, key: str, specs: list[str], resolution: int, k:
     """The image, then one panel per encoder: its k-means clusters (colours matched to the first encoder's,
     see the module docstring) blended over the image."""
     notes = [f"k-means of L2-normalised patch features, k = {k}; colours matched across encoders by overlap"]
-    image = explorer.store.image(key)
+    image = explorer.cache.image(key)
     size = tuple(image.shape[-2:])
     view = View([Panel(explorer.picture(key), "input")], notes=notes)
     reference = None

@@ -1,11 +1,11 @@
 """Encoders built once per spec, and their features computed once per image and resolution.
 
 The live demo and the dashboard ask for the same features again and again (a slider moves, a point is
-clicked, a tab is switched); `FeatureStore` answers from memory unless the image, the encoder or the
+clicked, a tab is switched); `EncoderCache` answers from memory unless the image, the encoder or the
 resolution is new.
 
 Anyone who reaches the app can ask for encoders, so the built ones are bounded: the least recently used
-are dropped (with their features) beyond a count and a parameter memory. The store's lock guards only its
+are dropped (with their features) beyond a count and a parameter memory. The cache's lock guards only its
 tables: an encoder is built, and run, under a lock of its own spec, so requests for other encoders go on
 meanwhile and two requests for the same spec build it once. A request waits for that lock at most
 `wait_s` seconds; the work itself cannot be cut short (Python cannot stop a thread), so the bound is on
@@ -85,7 +85,7 @@ class Slot:
         self.nbytes = 0
 
 
-class FeatureStore:
+class EncoderCache:
     """Encoders by spec (one instance each, the least recently used dropped beyond `max_encoders` or
     `max_encoder_bytes` of parameters) and features by (image, encoder, resolution, aspect kept or not).
 

@@ -27,9 +27,12 @@ from torch import Tensor
 from tqdm import tqdm
 
 from distill.atomic import atomic_path
-from distill.checkpoint import file_digest
+from distill.data.images import resize
+from distill.data.training_data import FixedViews
 from distill.disk import allocated_memmap
 from distill.features import Features
+from distill.integrity import file_records, parsed_records, records_problem
+from distill.stage_teachers import StageTeachers
 
 ARRAYS = ("summary.npy", "patches.npy")
 
@@ -43,23 +46,6 @@ def fingerprint(*parts: object) -> str:
         else:
             digest.update(json.dumps(part, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
-
-
-def file_record(path: Path) -> dict:
-    """What `file_problem` checks a file against later: its size in bytes and its SHA-256."""
-    return {"bytes": path.stat().st_size, "sha256": file_digest(path)}
-
-
-def file_problem(path: Path, record: dict) -> str | None:
-    """What is wrong with a file against its `file_record` (missing, another size, another hash), or None."""
-    if not path.is_file():
-        return f"{path} is missing"
-    size = path.stat().st_size
-    if size != record.get("bytes"):
-        return f"{path} has {size} bytes, not {record.get('bytes')}"
-    if file_digest(path) != record.get("sha256"):
-        return f"{path} does not match its SHA-256"
-    return None
 
 
 @dataclass
@@ -115,8 +101,8 @@ class FeatureCache:
         if not (folder / "key.json").is_file():
             return None
         try:
-            records = json.loads((folder / "key.json").read_text())["files"]
-            problem = next(filter(None, (file_problem(folder / n, records[n]) for n in ARRAYS)), None)
+            records = parsed_records(json.loads((folder / "key.json").read_text())["files"])
+            problem = records_problem(folder, {name: records[name] for name in ARRAYS})
             if problem is None:
                 return CachedFeatures(*(np.load(folder / name, mmap_mode="r") for name in ARRAYS))
         except (OSError, ValueError, KeyError, TypeError) as error:
@@ -160,7 +146,7 @@ class FeatureCache:
             for array in arrays.values():
                 array.flush()
             del arrays
-            files = {name: file_record(tmp / name) for name in ARRAYS}
+            files = file_records(tmp, list(ARRAYS))
             meta = {"key": key, **description, "files": files}
             (tmp / "key.json").write_text(json.dumps(meta, indent=1, default=str))
         loaded = self.load(key)
@@ -177,3 +163,27 @@ class FeatureCache:
     ) -> CachedFeatures:
         """The entry for `key`, computing it first if missing."""
         return self.load(key) or self.build(key, description, count, compute, label=label)
+
+
+def cached_targets(
+    teachers: StageTeachers, data: FixedViews, sides: list[int], cache_root: Path
+) -> dict[tuple[str, int], CachedFeatures]:
+    """Standardised teacher features of every view at every teacher side, from (or into) the cache."""
+    cache = FeatureCache(cache_root)
+    views, data_key = data.views, data.key
+    out = {}
+    for name in teachers.teachers:
+        for side in sides:
+            key = fingerprint(
+                teachers.identity[name], side, data_key, teachers.standardizers[name].state_dict()
+            )
+
+            def compute(index: slice, name: str = name, side: int = side) -> Features:
+                images = resize(views[index].to(teachers.device).float().div(255), side)
+                return teachers.targets(name, images)
+
+            description = {"teacher": teachers.identity[name], "side": side, "data": data_key}
+            out[(name, side)] = cache.get_or_build(
+                key, description, views.shape[0], compute, f"{name} at {side} px"
+            )
+    return out
