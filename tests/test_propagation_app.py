@@ -14,8 +14,8 @@ from distill.config import ModelConfig
 from distill.distilled_teacher import DistilledTeacher
 from distill.models import DistilledModel
 from workbench.eval.encoders import Encoder
-from workbench.explore.explorer import Explorer
 from workbench.explore.encoder_cache import EncoderCache
+from workbench.explore.explorer import Explorer
 from workbench.explore.live import write_video
 from workbench.explore.segments_view import kmeans_segments, matched
 
