@@ -312,6 +312,21 @@ def save_or_stop(
         raise non_finite(meta["stage"], "weights", meta["step"], kept, checkpoint)
 
 
+def stage_snapshots(
+    run: RunDir,
+    stage: str,
+    cfg: StageConfig,
+    every: int,
+    start: int,
+    teachers: StageTeachers,
+    model: nn.Module,
+) -> StageSnapshots | None:
+    """The stage's feature snapshots every `every` steps (0: none; only the main process of an unsharded model
+    takes them), resumed at step `start`."""
+    return StageSnapshots.start(run.snapshots(stage), every, cfg.steps, start, max(cfg.resolutions),
+                                max(cfg.teacher_sides), teachers, model)  # fmt: skip
+
+
 def run_stage(config: RunConfig, stage: str, run_dir: str | Path, data: TrainingData) -> StageResult:
     """Train one stage of the pipeline into `run_dir/<stage>`, resuming from its checkpoint if present.
 
@@ -349,9 +364,8 @@ def run_stage(config: RunConfig, stage: str, run_dir: str | Path, data: Training
     forward = torch.compile(wrapped) if train.compile else wrapped
 
     folder.mkdir(parents=True, exist_ok=True)
-    every = train.snapshot_every if ctx.is_main and not sharded else 0  # the unsharded model, on one process
-    snapshots = StageSnapshots.start(run.snapshots(stage), every, cfg.steps, start, max(cfg.resolutions),
-                                     max(cfg.teacher_sides), teachers, model)  # fmt: skip
+    snapshots = stage_snapshots(run, stage, cfg, train.snapshot_every if ctx.is_main and not sharded else 0,
+                                start, teachers, model)  # fmt: skip
     log = MetricsLog(folder, resume_step=start) if ctx.is_main else None  # drops steps to be run again
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=stage, disable=not ctx.is_main)
     batches = data.batches(cfg.batch_size, train.seed, start, cfg.steps, ctx.rank, ctx.world_size)
