@@ -8,11 +8,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("distill", "workbench", "apps")
 MAX_LINES = 80
-# files whose long functions are being split elsewhere (issue 27); to be emptied once that work is merged
-EXCEPTIONS = {
-    "workbench/eval/scoreboard.py",
-    "workbench/eval/probes.py",
-}
 
 
 def long_functions(root: Path = ROOT, limit: int = MAX_LINES) -> list[str]:
@@ -31,7 +26,7 @@ def long_functions(root: Path = ROOT, limit: int = MAX_LINES) -> list[str]:
 
 
 def test_no_function_is_over_the_limit():
-    long = [f for f in long_functions() if f.split(":")[0] not in EXCEPTIONS]
+    long = long_functions()
     assert not long, f"functions over {MAX_LINES} lines (split them by concept):\n" + "\n".join(long)
 
 
