@@ -10,7 +10,7 @@ import streamlit as st
 
 from distill.run_dir import RunDir
 from distill.snapshots import snapshot_steps
-from distill.stages import BASELINE, EUPE_STUDENT
+from distill.stages import BASELINE, EUPE_STUDENT, stage_named
 from workbench.eval.fidelity import Timeline, stage_timeline
 from workbench.explore import runs as wr
 from workbench.explore.timeline import timeline_gif
@@ -68,9 +68,8 @@ def show_timeline(run: wr.Run, runs: list[wr.Run]) -> None:
         st.warning(wr.one_line(error))
     st.subheader("Fidelity against steps")
     choices = {f"{r.name}/{name}": (r, name) for r in runs for name in snapshotted(r)}
-    defaults = [f"{run.name}/{name}" for name in stages if name in (EUPE_STUDENT, BASELINE)] or [
-        f"{run.name}/{stage}"
-    ]
+    fresh = (stage_named(EUPE_STUDENT).starts_from, BASELINE)  # both students from their random start
+    defaults = [f"{run.name}/{name}" for name in stages if name in fresh] or [f"{run.name}/{stage}"]
     picked = st.multiselect("Stages (any runs)", list(choices), default=defaults, key="timeline_curves")
     timelines = []
     for label in picked:

@@ -21,7 +21,7 @@ stages:
   multires: {steps: 2, batch_size: 8, lr: 1.0e-3, resolutions: [32, 64], teacher_resolutions: [48, 64]}
   direct: {steps: 4, batch_size: 8, lr: 2.0e-3, warmup_steps: 1, resolutions: [64]}
 norm: {warmup_batches: 2}
-train: {log_every: 1, checkpoint_every: 2, seed: 1}
+train: {log_every: 1, checkpoint_every: 2, snapshot_every: 2, seed: 1}
 """
 
 

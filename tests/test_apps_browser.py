@@ -250,6 +250,15 @@ def test_dashboard_run_tabs_checkpoint_and_compare(browser, runs, tmp_path):
         page.get_by_text("Learning rate").wait_for(timeout=WAIT_MS)
         assert page.locator("[data-testid='stVegaLiteChart']").count() >= 4
         screenshot(page, "dashboard_curves.png", tmp_path)
+        page.get_by_role("tab", name="Timeline").click()  # the snapshots' maps at one step, and the curves
+        page.get_by_text("Fidelity against steps").wait_for(timeout=WAIT_MS)
+        page.get_by_text("GIF of the timeline").wait_for(timeout=WAIT_MS)
+        assert page.get_by_text("No snapshots in this run").count() == 0
+        page.set_viewport_size({"width": 1400, "height": 2400})  # the maps and the curves below them
+        shown = page.locator("[role='tabpanel']:visible [data-testid='stImage'] img")
+        shown.nth(1).wait_for(timeout=WAIT_MS)  # the maps, then the curves
+        screenshot(page, "dashboard_timeline.png", tmp_path)
+        page.set_viewport_size({"width": 1400, "height": 1300})
         page.get_by_role("tab", name="Scoreboard").click()
         page.locator("[data-testid='stDataFrame']").nth(1).wait_for(timeout=WAIT_MS)
         screenshot(page, "dashboard_scoreboard.png", tmp_path)
