@@ -29,7 +29,10 @@ from workbench.eval.scoreboard import evaluate
 from workbench.eval.settings import EvalSettings
 from workbench.explore import runs as wr
 
-BUILT_IN = ["fashion", "scenes", "segmentation", "depth", "edges", "text", "agreement", "correspondence"]
+BUILT_IN = [
+    *("fashion", "scenes", "segmentation", "depth", "edges", "text", "agreement", "correspondence"),
+    *("fidelity", "propagation"),
+]
 SMALL = {"resolution": 32, "scene_train": 20, "scene_test": 8, "fashion_train": 20, "fashion_test": 8,
          "photos": 2, "correspondence_pairs": 2, "probe_steps": 2, "latency_repeats": 1}  # fmt: skip
 TITLE = "Scenes feature norm"
@@ -65,7 +68,7 @@ def test_probe_names_and_columns_need_no_torch() -> None:
         "print(registered_probes(), len(probe_columns()), list(dense_probes()), 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == f"{BUILT_IN} 17 ['segmentation', 'depth', 'edges', 'text'] False"
+    assert out.strip() == f"{BUILT_IN} 22 ['segmentation', 'depth', 'edges', 'text'] False"
 
 
 def test_a_bad_registration_is_refused_in_one_line(stand_in: Probe) -> None:
