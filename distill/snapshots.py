@@ -62,6 +62,18 @@ def snapshot_steps(folder: Path) -> list[int]:
     return sorted(int(m["step"]) for m in map(STEP_FILE.fullmatch, names) if m)
 
 
+def snapshot_series(folder: Path) -> list[int]:
+    """`snapshot_steps` of a folder that holds a stage's snapshots and their targets file.
+
+    Raises:
+        FileNotFoundError: no snapshots there (the stage trained with `train.snapshot_every` 0).
+    """
+    steps = snapshot_steps(folder)
+    if not steps or not (folder / TARGETS_FILE).is_file():
+        raise FileNotFoundError(f"no snapshots in {folder} (train with train.snapshot_every > 0)")
+    return steps
+
+
 def due(step: int, every: int, last: int) -> bool:
     """Whether snapshot `step` (weights after `step` updates) is taken: 0, every `every` steps, and `last`."""
     return every > 0 and (step % every == 0 or step == last)

@@ -18,7 +18,7 @@ from distill.snapshots import (
     estimates_of,
     features_of,
     read_snapshot,
-    snapshot_steps,
+    snapshot_series,
     step_file,
 )
 from distill.stages import EXPERTS, stage_named
@@ -117,9 +117,7 @@ def stage_timeline(run_dir: str | Path, stage: str) -> Timeline:
     """
     run = RunDir(run_dir)
     folder = run.snapshots(stage)
-    steps = snapshot_steps(folder)
-    if not steps or not (folder / TARGETS_FILE).is_file():
-        raise FileNotFoundError(f"no snapshots in {folder} (train with train.snapshot_every > 0)")
+    steps = snapshot_series(folder)
     targets = stage_targets(run, stage)
     scores: dict[str, list[float]] = {}
     for step in steps:

@@ -16,7 +16,7 @@ from distill.snapshots import (
     estimates_of,
     features_of,
     read_snapshot,
-    snapshot_steps,
+    snapshot_series,
     step_file,
 )
 from workbench.eval.fidelity import Timeline
@@ -51,9 +51,7 @@ class TimelineMaps:
         if basis not in BASES:
             raise ValueError(f"unknown basis '{basis}' ({', '.join(BASES)})")
         self.folder = RunDir(run_dir).snapshots(stage)
-        self.steps = snapshot_steps(self.folder)
-        if not self.steps or not (self.folder / TARGETS_FILE).is_file():
-            raise FileNotFoundError(f"no snapshots in {self.folder} (train with train.snapshot_every > 0)")
+        self.steps = snapshot_series(self.folder)
         tensors, meta = read_snapshot(self.folder / TARGETS_FILE)
         self.images, self.names = tensors["images"].float() / 255, meta["images"]
         self.targets = estimates_of(tensors)
