@@ -11,7 +11,7 @@ import torch
 
 from distill.features import Features
 from workbench.eval.encoders import EncoderFeatures, build_encoder
-from workbench.eval.probes import get_probe, probe_columns
+from workbench.eval.probes import get_probe, probe_columns, registered_probes
 from workbench.eval.probes.inputs import ExpertReferences, ProbeInputs
 from workbench.eval.probes.saved import load_probe
 from workbench.eval.report import best_rows, markdown_table, write_scoreboard
@@ -35,7 +35,7 @@ def scoreboard(tiny_run, tmp_path_factory):
 
 
 def test_every_encoder_gets_every_probe_that_applies(scoreboard, tiny_run):
-    out, rows, _ = scoreboard
+    out, rows, logs = scoreboard
     roles = [r["role"] for r in rows]
     assert roles == ["expert"] * 3 + [
         "proxy (stage 1)",
@@ -53,6 +53,9 @@ def test_every_encoder_gets_every_probe_that_applies(scoreboard, tiny_run):
         assert ("semantic_top1" in row) == distilled
         if distilled:
             assert 0 <= row["semantic_top1"] <= row["semantic_top5"] <= 1
+        assert list(row["probe_seconds"]) == registered_probes()  # each probe's wall time, in run order
+        assert all(seconds >= 0 for seconds in row["probe_seconds"].values())
+    assert any("probe seconds segmentation" in line for line in logs)
     # trained dense probes are saved and reload to the same predictions
     probe = load_probe(probe_folder(out, encoder_key("edges")) / "segmentation.safetensors")
     assert probe.task == "segmentation" and probe.num_classes == 11

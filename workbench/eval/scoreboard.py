@@ -8,6 +8,7 @@ evaluation resumes where it stopped.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -98,13 +99,17 @@ def score_encoder(
     references: ExpertReferences,
     probes: list[str] | None = None,
     probe_dir: Path | None = None,
+    seconds: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """Run the named probes (default: every registered one) on one encoder; trained dense probes go to
-    `probe_dir`."""
+    `probe_dir`, and each probe's wall time (feature extraction included) to `seconds` when given."""
     inputs = ProbeInputs(encoder, data, settings.batch_size)
     scores = {}
     for name in tqdm(probes or registered_probes(), desc=f"{encoder.name}: probes", leave=False):
+        start = time.perf_counter()
         result = get_probe(name).run(inputs, settings, references)
+        if seconds is not None:
+            seconds[name] = round(time.perf_counter() - start, 2)
         scores |= result.scores
         if result.probe is not None and probe_dir is not None:
             save_probe(result.probe, probe_dir / f"{name}.safetensors")
@@ -184,8 +189,11 @@ class Scorer:
         }
         row |= efficiency(model, self.settings.resolution, self.settings.latency_repeats)
         model.to(self.device)
+        seconds: dict[str, float] = {}
         probes = probe_folder(self.out, encoder)
-        row |= score_encoder(model, self.data, self.settings, self.references, probe_dir=probes)
+        row |= score_encoder(model, self.data, self.settings, self.references, probes, seconds)
+        row["probe_seconds"] = seconds
+        self.log(f"{spec}: probe seconds " + ", ".join(f"{name} {s:.1f}" for name, s in seconds.items()))
         write_json(path, row)
         return row
 
