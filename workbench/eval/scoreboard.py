@@ -191,7 +191,9 @@ class Scorer:
         model.to(self.device)
         seconds: dict[str, float] = {}
         probes = probe_folder(self.out, encoder)
-        row |= score_encoder(model, self.data, self.settings, self.references, None, probes, seconds)
+        row |= score_encoder(
+            model, self.data, self.settings, self.references, probe_dir=probes, seconds=seconds
+        )
         row["probe_seconds"] = seconds
         self.log(f"{spec}: probe seconds " + ", ".join(f"{name} {s:.1f}" for name, s in seconds.items()))
         write_json(path, row)
