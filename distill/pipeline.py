@@ -28,10 +28,10 @@ from distill.data.training_data import FixedViews, StreamingData, TrainingData
 from distill.data.views import build_views
 from distill.device import check_device, pick_device
 from distill.distributed import launched_world_size
+from distill.fingerprint import fingerprint
 from distill.run_dir import RunDir, existing_checkpoint
 from distill.specs import parse_spec
 from distill.stages import STAGE_NAMES, stage_named
-from distill.targets.cache import fingerprint
 from distill.targets.store import stage_store
 from distill.trainer import StageResult, run_stage
 

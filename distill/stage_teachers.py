@@ -12,14 +12,20 @@ from tqdm import tqdm
 
 from distill.config import RunConfig, TeacherConfig
 from distill.data.images import resize
-from distill.data.training_data import TrainingData
+from distill.data.training_data import FixedViews, TrainingData
 from distill.distilled_teacher import DistilledTeacher
 from distill.features import Features
+from distill.fingerprint import fingerprint
 from distill.integrity import file_digest
 from distill.run_dir import MODEL_FILE, RunDir
 from distill.seeds import seeded
-from distill.stages import EXPERTS, stage_named
-from distill.standardize import TeacherStandardizer, load_standardizers, save_standardizers
+from distill.stages import EXPERTS, STAGE_NAMES, stage_named
+from distill.standardize import (
+    TeacherStandardizer,
+    load_standardizers,
+    save_standardizers,
+    standardizers_key,
+)
 from distill.teachers import Teacher, build_teacher
 from distill.teachers.registry import registered_teachers
 
@@ -104,7 +110,8 @@ def build_stage_teachers(
     With `amp` bf16 on a GPU the teachers' weights are stored in bf16 (half the memory); their forward
     passes run under autocast at `amp` wherever they run. With `stored` (a feature store's `take`: teacher,
     sample ids, device -> raw features) the statistics are those of the stored features of the warm-up
-    batches' samples, the targets the stage will read.
+    batches' samples, the targets the stage will read. Statistics another stage of the run fitted on the
+    same teachers, views and warm-up (`statistics_key`) are reused, not fitted again.
     """
     run = RunDir(run_dir)
     taught_by = stage_named(stage).taught_by
@@ -122,29 +129,64 @@ def build_stage_teachers(
     low_precision = amp is not None and device.type == "cuda"
     teachers = {n: t.to(device, dtype=amp if low_precision else None).eval() for n, t in teachers.items()}
     stage_teachers = StageTeachers(teachers, {}, identity, gammas, device, amp)
-    saved = run.standardizers(stage)
-    if saved.is_file():  # a resumed stage standardises exactly as before
-        standardizers = load_standardizers(saved, device)
+    saved, key = run.standardizers(stage), statistics_key(config, stage, identity, data, stored)
+    source = saved if saved.is_file() else matching_statistics(run, stage, key)
+    if source is not None:  # a resumed stage standardises exactly as before; a twin stage's are reused
+        standardizers = load_standardizers(source, device)
     else:
-        standardizers = {
-            n: TeacherStandardizer(t.summary_dim, t.patch_dim, config.norm.method).to(device)
-            for n, t in teachers.items()
-        }
-        batch_size, sides = config.stages[stage].batch_size, config.stages[stage].teacher_sides
-        for name in teachers:
-            warmup = data.warmup(batch_size, config.norm.warmup_batches, config.train.seed)
-            batches = tqdm(warmup, total=config.norm.warmup_batches, desc=f"{stage}: {name} statistics",
-                           leave=False, disable=not save)  # fmt: skip
-            outputs = (
-                stored(name, batch.index, device)
-                if stored is not None
-                else stage_teachers.raw(
-                    name, resize(batch.images.to(device).float().div(255), sides[i % len(sides)])
-                )
-                for i, batch in enumerate(batches)
-            )
-            standardizers[name].fit(outputs)
-        if save:
-            save_standardizers(standardizers, saved)
+        standardizers = fit_standardizers(config, stage, stage_teachers, data, save, stored)
+    if save and source != saved:
+        save_standardizers(standardizers, saved, key)
     stage_teachers.standardizers = standardizers
     return stage_teachers
+
+
+def statistics_key(
+    config: RunConfig, stage: str, identity: dict[str, dict], data: TrainingData, stored: object | None
+) -> str | None:
+    """A fingerprint of everything a stage's warm-up statistics depend on: the teachers, the method, the
+    warm-up batches and sides, and the fixed views; None for streamed images or stored features (their
+    statistics are fitted in every stage)."""
+    if stored is not None or not isinstance(data, FixedViews):
+        return None
+    settings = config.stages[stage]
+    warmup = (config.norm.warmup_batches, settings.batch_size, settings.teacher_sides, config.train.seed)
+    return fingerprint(identity, config.norm.method, warmup, data.key)
+
+
+def matching_statistics(run: RunDir, stage: str, key: str | None) -> Path | None:
+    """Another stage's saved statistics fitted under `key`, if any."""
+    if key is None:
+        return None
+    others = (run.standardizers(other) for other in STAGE_NAMES if other != stage)
+    return next((path for path in others if path.is_file() and standardizers_key(path) == key), None)
+
+
+def fit_standardizers(
+    config: RunConfig,
+    stage: str,
+    teachers: StageTeachers,
+    data: TrainingData,
+    progress: bool,
+    stored: Callable[[str, Tensor, torch.device], Features] | None,
+) -> dict[str, TeacherStandardizer]:
+    """Fit each teacher's standardiser on `norm.warmup_batches` warm-up batches (see
+    `build_stage_teachers`)."""
+    batch_size, sides = config.stages[stage].batch_size, config.stages[stage].teacher_sides
+    standardizers = {}
+    for name, teacher in teachers.teachers.items():
+        standardizer = TeacherStandardizer(teacher.summary_dim, teacher.patch_dim, config.norm.method)
+        standardizers[name] = standardizer.to(teachers.device)
+        warmup = data.warmup(batch_size, config.norm.warmup_batches, config.train.seed)
+        batches = tqdm(warmup, total=config.norm.warmup_batches, desc=f"{stage}: {name} statistics",
+                       leave=False, disable=not progress)  # fmt: skip
+        outputs = (
+            stored(name, batch.index, teachers.device)
+            if stored is not None
+            else teachers.raw(
+                name, resize(batch.images.to(teachers.device).float().div(255), sides[i % len(sides)])
+            )
+            for i, batch in enumerate(batches)
+        )
+        standardizers[name].fit(outputs)
+    return standardizers

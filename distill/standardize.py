@@ -168,13 +168,26 @@ class TeacherStandardizer(nn.Module):
         return Features(summary=on_summary(out.summary), patches=patches)
 
 
-def save_standardizers(standardizers: dict[str, TeacherStandardizer], path: Path) -> None:
-    """Write teachers' frozen standardisers to one safetensors file (atomically), with their method."""
+def save_standardizers(
+    standardizers: dict[str, TeacherStandardizer], path: Path, key: str | None = None
+) -> None:
+    """Write teachers' frozen standardisers to one safetensors file (atomically), with their method and
+    the `key` of what they were fitted on (see `standardizers_key`)."""
     state = {f"{n}.{k}": v for n, s in standardizers.items() for k, v in s.state_dict().items()}
     methods = {name: s.summary.method for name, s in standardizers.items()}
+    metadata = {"methods": json.dumps(methods)} | ({} if key is None else {"key": key})
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        save_file(contiguous_state(state), str(tmp), metadata={"methods": json.dumps(methods)})
+        save_file(contiguous_state(state), str(tmp), metadata=metadata)
+
+
+def standardizers_key(path: Path) -> str | None:
+    """The key a standardiser file was saved with; None if it has none or cannot be read."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            return (f.metadata() or {}).get("key")
+    except (SafetensorError, OSError):
+        return None
 
 
 def load_standardizers(path: Path, device: str | torch.device = "cpu") -> dict[str, TeacherStandardizer]:

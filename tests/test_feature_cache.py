@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from distill.features import Features
-from distill.targets.cache import FeatureCache, fingerprint
+from distill.fingerprint import fingerprint
+from distill.standardize import load_standardizers
+from distill.targets.cache import FeatureCache
 
 
 def fake_teacher(calls):
@@ -75,3 +77,40 @@ def test_a_stage_taught_by_the_proxy_keys_its_targets_by_the_proxy_weights_conte
         == there
         == {"proxy": {"weights": file_digest(tiny_run / "proxy" / "checkpoint" / "model.safetensors")}}
     )
+
+
+def test_a_twin_stage_reuses_the_warm_up_statistics_and_a_different_warm_up_fits_its_own(
+    tiny_run, tmp_path, monkeypatch
+):
+    """The direct stage has the proxy's teachers, views and warm-up: its statistics are the proxy's file,
+    not a second pass of the experts over the warm-up batches; another batch size fits its own."""
+    import shutil
+
+    from distill import stage_teachers
+    from distill.config import load_config
+    from distill.pipeline import prepare_data
+    from distill.stages import STAGE_NAMES
+    from distill.standardize import standardizers_key
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run / "proxy", run / "proxy")
+    config = load_config(tiny_run / "config.yaml")
+    views = prepare_data(config, list(STAGE_NAMES))
+    proxy_file, direct_file = (run / stage / "standardizers.safetensors" for stage in ("proxy", "direct"))
+    fitted = stage_teachers.fit_standardizers
+    monkeypatch.setattr(stage_teachers, "fit_standardizers", lambda *a: pytest.fail("fitted again"))
+    cpu = torch.device("cpu")
+    teachers = stage_teachers.build_stage_teachers(config, "direct", run, cpu, views)
+    assert standardizers_key(direct_file) == standardizers_key(proxy_file) is not None
+    refitted = fitted(config, "direct", teachers, views, False, None)  # what a second pass would give
+    for name, standardizer in load_standardizers(direct_file).items():
+        for key, value in standardizer.state_dict().items():
+            assert torch.equal(refitted[name].state_dict()[key], value), (name, key)
+            assert torch.equal(teachers.standardizers[name].state_dict()[key], value), (name, key)
+
+    direct_file.unlink()
+    config.stages["direct"].batch_size = 4
+    calls = []
+    monkeypatch.setattr(stage_teachers, "fit_standardizers", lambda *a: calls.append(1) or fitted(*a))
+    stage_teachers.build_stage_teachers(config, "direct", run, cpu, views)
+    assert calls == [1] and standardizers_key(direct_file) != standardizers_key(proxy_file)

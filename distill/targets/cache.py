@@ -13,7 +13,6 @@ only if its size or modification time changes).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import warnings
@@ -31,21 +30,11 @@ from distill.data.images import resize
 from distill.data.training_data import FixedViews
 from distill.disk import allocated_memmap
 from distill.features import Features
+from distill.fingerprint import fingerprint
 from distill.integrity import file_records, parsed_records, records_problem
 from distill.stage_teachers import StageTeachers
 
 ARRAYS = ("summary.npy", "patches.npy")
-
-
-def fingerprint(*parts: object) -> str:
-    """A short stable hash of JSON-able parts and tensors."""
-    digest = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, Tensor):
-            digest.update(part.detach().cpu().contiguous().numpy().tobytes())
-        else:
-            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
-    return digest.hexdigest()[:16]
 
 
 @dataclass
