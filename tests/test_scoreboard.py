@@ -55,7 +55,7 @@ def test_every_encoder_gets_every_probe_that_applies(scoreboard, tiny_run):
             assert 0 <= row["semantic_top1"] <= row["semantic_top5"] <= 1
         assert list(row["probe_seconds"]) == registered_probes()  # each probe's wall time, in run order
         assert all(seconds >= 0 for seconds in row["probe_seconds"].values())
-    assert any("probe seconds segmentation" in line for line in logs)
+    assert any(": probe seconds fashion " in line and " segmentation " in line for line in logs)
     # trained dense probes are saved and reload to the same predictions
     probe = load_probe(probe_folder(out, encoder_key("edges")) / "segmentation.safetensors")
     assert probe.task == "segmentation" and probe.num_classes == 11

@@ -189,12 +189,11 @@ class Scorer:
         }
         row |= efficiency(model, self.settings.resolution, self.settings.latency_repeats)
         model.to(self.device)
-        seconds: dict[str, float] = {}
+        row["probe_seconds"] = seconds = {}  # filled as the probes run; the scores follow it in the row
         probes = probe_folder(self.out, encoder)
         row |= score_encoder(
             model, self.data, self.settings, self.references, probe_dir=probes, seconds=seconds
         )
-        row["probe_seconds"] = seconds
         self.log(f"{spec}: probe seconds " + ", ".join(f"{name} {s:.1f}" for name, s in seconds.items()))
         write_json(path, row)
         return row
