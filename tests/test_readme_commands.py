@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from apps.cli import build_parser, hoisted_overrides, main
 
@@ -55,14 +56,30 @@ def test_every_readme_command_parses(command):
     build_parser().parse_args(hoisted_overrides(words))  # SystemExit (an argparse error) fails the test
 
 
+def write_toy_stand_in(tiny_run: Path, folder: Path) -> None:
+    """configs/toy.yaml in `folder` for the commands that train new runs: the tiny run's config at the pace
+    of configs/toy.yaml (its log, checkpoint and snapshot cadence), so the README's 300 and 60 proxy steps
+    log and save as often as the toy's steps do (the tiny run's cadence of 2 suits its 4-step stages)."""
+    config = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    toy = yaml.safe_load((README.parent / "configs" / "toy.yaml").read_text())["train"]
+    config["train"] |= {key: toy[key] for key in ("log_every", "checkpoint_every", "snapshot_every")}
+    (folder / "configs").mkdir()
+    (folder / "configs" / "toy.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
 @pytest.mark.slow
 def test_the_quick_readme_commands_run_as_written_on_a_tiny_run(tiny_run, tmp_path, monkeypatch):
+    """runs/toy is the tiny run with its feature cache (runs/.feature_cache, as `make demo` leaves it); a
+    command resuming runs/toy gets that run's own config, the others the stand-in for configs/toy.yaml."""
     shutil.copytree(tiny_run, tmp_path / "runs" / "toy")
+    shutil.copytree(tiny_run.parent / ".feature_cache", tmp_path / "runs" / ".feature_cache")
+    write_toy_stand_in(tiny_run, tmp_path)
     monkeypatch.chdir(tmp_path)
     ran = []
     for command in readme_commands():
-        as_tiny = re.sub(r"configs/toy\.yaml|(?<=--config )toy\b", "runs/toy/config.yaml", command)
-        words = shlex.split(as_tiny)[1:]
+        resumes_toy = re.search(r"--out runs/toy( |$)", command) is not None
+        as_tiny = re.sub(r"(?<=--config )(configs/toy\.yaml|toy)\b", "runs/toy/config.yaml", command)
+        words = shlex.split(as_tiny if resumes_toy else command)[1:]
         placeholders = any(w.isupper() for w in words)  # PATH, ENCODER, ...
         if " ".join(words).startswith(RUNNABLE) and not placeholders:
             if "configs/paper.yaml" in words and "--dry-run" in words:  # its data.source is a placeholder
