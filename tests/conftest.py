@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one pytest worker per core (`-n 2`): one thread each, and in the
+    os.environ["OMP_NUM_THREADS"] = "1"  # processes tests launch, so no worker waits on another's threads
 
 TINY_RUN = """
 teachers:
