@@ -29,6 +29,8 @@ from distill.standardize import (
 from distill.teachers import Teacher, build_teacher
 from distill.teachers.registry import registered_teachers
 
+StoredFeatures = Callable[[str, Tensor, torch.device], Features]  # a feature store's `take`: raw features
+
 
 @dataclass
 class StageTeachers:
@@ -99,7 +101,7 @@ def build_stage_teachers(
     data: TrainingData,
     save: bool = True,
     amp: torch.dtype | None = None,
-    stored: Callable[[str, Tensor, torch.device], Features] | None = None,
+    stored: StoredFeatures | None = None,
 ) -> StageTeachers:
     """Build a stage's frozen teachers and fit (or reload) their standardisation on warm-up batches.
 
@@ -142,7 +144,11 @@ def build_stage_teachers(
 
 
 def statistics_key(
-    config: RunConfig, stage: str, identity: dict[str, dict], data: TrainingData, stored: object | None
+    config: RunConfig,
+    stage: str,
+    identity: dict[str, dict],
+    data: TrainingData,
+    stored: StoredFeatures | None,
 ) -> str | None:
     """A fingerprint of everything a stage's warm-up statistics depend on: the teachers, the method, the
     warm-up batches and sides, and the fixed views; None for streamed images or stored features (their
@@ -168,7 +174,7 @@ def fit_standardizers(
     teachers: StageTeachers,
     data: TrainingData,
     progress: bool,
-    stored: Callable[[str, Tensor, torch.device], Features] | None,
+    stored: StoredFeatures | None,
 ) -> dict[str, TeacherStandardizer]:
     """Fit each teacher's standardiser on `norm.warmup_batches` warm-up batches (see
     `build_stage_teachers`)."""
