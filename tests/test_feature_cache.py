@@ -103,14 +103,15 @@ def test_a_twin_stage_reuses_the_warm_up_statistics_and_a_different_warm_up_fits
     teachers = stage_teachers.build_stage_teachers(config, "direct", run, cpu, views)
     assert standardizers_key(direct_file) == standardizers_key(proxy_file) is not None
     # the proxy's statistics exactly, and what a second pass would give (to the experts' float rounding, which
-    # oneDNN may vary between two passes over the same images)
+    # oneDNN may vary between two passes over the same images: CI saw one variance of ~320 differ by 1.4e-4
+    # relative)
     refitted = fitted(config, "direct", teachers, views, False, None)
     proxy = load_standardizers(proxy_file)
     for name, standardizer in load_standardizers(direct_file).items():
         for key, value in standardizer.state_dict().items():
             assert torch.equal(proxy[name].state_dict()[key], value), (name, key)
             assert torch.equal(teachers.standardizers[name].state_dict()[key], value), (name, key)
-            torch.testing.assert_close(refitted[name].state_dict()[key], value, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(refitted[name].state_dict()[key], value, rtol=1e-3, atol=1e-4)
 
     direct_file.unlink()
     config.stages["direct"].batch_size = 4
@@ -118,3 +119,10 @@ def test_a_twin_stage_reuses_the_warm_up_statistics_and_a_different_warm_up_fits
     monkeypatch.setattr(stage_teachers, "fit_standardizers", lambda *a: calls.append(1) or fitted(*a))
     stage_teachers.build_stage_teachers(config, "direct", run, cpu, views)
     assert calls == [1] and standardizers_key(direct_file) != standardizers_key(proxy_file)
+    # other views give statistics well outside the rounding tolerance above
+    other = load_standardizers(direct_file)
+    for name, standardizer in proxy.items():
+        assert not all(
+            torch.allclose(other[name].state_dict()[key], value, rtol=1e-3, atol=1e-4)
+            for key, value in standardizer.state_dict().items()
+        ), name
