@@ -1,4 +1,4 @@
-"""`eupe bench encoders|distill|data|augment|live`: the benchmarks."""
+"""`eupe bench encoders|distill|data|augment|live|allocator`: the benchmarks."""
 
 from __future__ import annotations
 
@@ -172,6 +172,25 @@ def bench_live_run(args: argparse.Namespace) -> None:
     print(f"the live demo (eupe app) runs with {LIVE_THREADS} torch thread(s) unless told --threads")
 
 
+def add_allocator_arguments(parser: argparse.ArgumentParser) -> None:
+    """`eupe bench allocator`: the experts, views and timed passes."""
+    from distill.teachers import EXPERTS
+
+    parser.add_argument("--experts", nargs="+", choices=list(EXPERTS), default=list(EXPERTS))
+    parser.add_argument("--count", type=int, default=64, help="views per pass (a cache chunk)")
+    parser.add_argument("--side", type=int, default=128, help="view side in pixels (the toy run's)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed passes per process")
+
+
+def bench_allocator_run(args: argparse.Namespace) -> None:
+    """Print each expert's forward-pass wall, user and system time and page faults with glibc's allocator
+    as configured and as the engine tunes it (`distill.allocator`), one fresh process each."""
+    from workbench.bench.allocator import bench_allocator, format_allocator_bench
+
+    rows = bench_allocator(args.experts, args.count, args.side, args.repeats)
+    print(format_allocator_bench(rows, args.count, args.side))
+
+
 COMMANDS = (
     Command(
         "encoders",
@@ -202,5 +221,11 @@ COMMANDS = (
         "frames per second of the live demo's PCA maps, per encoder",
         bench_live_run,
         add_live_arguments,
+    ),
+    Command(
+        "allocator",
+        "experts' forward passes with glibc's allocator as configured and as the engine tunes it",
+        bench_allocator_run,
+        add_allocator_arguments,
     ),
 )
