@@ -3,16 +3,15 @@
 By default glibc serves a block above its mmap threshold (128 KiB, raised adaptively up to 32 MiB) with a
 fresh mmap and unmaps it on free, and trims the heap's top above 128 KiB. A CPU forward pass of a
 convolutional expert allocates and frees activations of tens of MiB per layer, so each one is faulted in
-and zeroed by the kernel again: measured on a 2-core AMD EPYC, the semantic expert on 64 views spent as
-much time in the kernel as in its own arithmetic (sys 2.6 s, user 3.4 s) and ran 2.1x slower than with the
-blocks kept (`eupe bench allocator` measures it on this machine). Keeping them changes no result, only
+and zeroed by the kernel again: measured on an idle 2-core AMD EPYC, the semantic expert on 64 views spent
+more time in the kernel than in its own arithmetic (sys 2.86 s, user 2.31 s) and ran 2.9x slower than with
+the blocks kept (`eupe bench allocator` measures it on this machine). Keeping them changes no result, only
 where the memory comes from; the process's resident size stays at its peak instead of shrinking.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 
@@ -36,7 +35,7 @@ def keep_freed_blocks() -> bool:
     )
     if chosen or env.get(OPT_OUT) == "1" or platform.libc_ver()[0] != "glibc":
         return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc = ctypes.CDLL(None)  # the symbols the process has loaded: glibc's own mallopt, no library search
     return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
         libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     )
