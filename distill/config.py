@@ -124,12 +124,14 @@ class DataConfig:
     Attributes:
         source: `scenes` (generated), `photos` (random crops of the bundled training photos, never of
             the held-out ones), `fashion` (Fashion-MNIST's train split, unlabelled), `leaves` (dead-leaves
-            images) and `noise` (1/f spectral noise) with natural statistics, `mixed` (a mixture of those),
+            images) and `noise` (1/f spectral noise) with natural statistics, `stamps` (Tux Paint's
+            photographed objects pasted on photo crops and dead leaves), `mixed` (a mixture of those),
             `folder:<path>` or `shards:<glob>`.
         num_images: size of the fixed view set (what the feature cache holds); unused when streaming.
         seed: seed of the generator and of view sampling.
         mix: `mixed`'s share of each source, e.g. {scenes: 0.5, photos: 0.25, fashion: 0.25}; None = 3/4
-            scenes and 1/4 photos. Without Fashion-MNIST installed, its share goes to scenes (with a warning).
+            scenes and 1/4 photos. Without Fashion-MNIST or the stamps installed, their share goes to scenes
+            (with a warning).
         stream: stream a `folder:` or `shards:` source from disk (decoded, randomly cropped by
             `augment.scale` and flipped by `augment.flip` in DataLoader workers; teachers run online)
             instead of holding `num_images` fixed views in memory.

@@ -24,7 +24,7 @@ from distill.checkpoint import read_meta
 from distill.config import ConfigError, ModelConfig, RunConfig, check_batch_split, check_stages, shards_model
 from distill.data.folder import is_image_file
 from distill.data.shards import resolve_shards
-from distill.data.views import MIXABLE
+from distill.data.views import DEFAULT_MIX, MIXABLE, missing_sources
 from distill.flops import forward_flops
 from distill.models import DistilledModel
 from distill.pipeline import view_resolution
@@ -268,7 +268,13 @@ def check_data(config: RunConfig, stages: list[str], host_memory_gib: float) -> 
     data, problems = config.data, []
     kind, _, argument = data.source.partition(":")
     if kind in GENERATED_SOURCES and not argument:
-        lines = [f"source {data.source}: generated, ok"]
+        missing = missing_sources(data.mix or DEFAULT_MIX if kind == "mixed" else {kind: 1.0})
+        lines = [f"source {data.source}: generated" + ("" if missing else ", ok")]
+        for name, why in missing.items():
+            if kind == "mixed":
+                lines.append(f"  {name}'s share goes to generated scenes: {why}")
+            else:
+                problems.append(f"data.source: {why}")
     elif kind == "folder" and argument:
         lines, problems = check_folder(Path(argument), data.num_images)
     elif kind == "shards" and argument:

@@ -88,3 +88,13 @@ def test_a_dry_run_whose_plan_cannot_run_exits_non_zero_with_the_reason(tmp_path
         assert line.startswith("eupe: error: the dry run found 1 problem(s): ") and "\n" not in line
         assert ("does not fit" if "gpu" in argv[0] else str(missing)) in line
         assert "problems:" in capsys.readouterr().out  # the plan itself is printed first
+
+
+def test_the_data_check_names_missing_stamps(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TUXPAINT_STAMPS_DIR", str(tmp_path))
+    plan = plan_run(toy("data.source=stamps"), ["proxy"], world_size=1)
+    assert any("tuxpaint-stamps-default" in problem for problem in plan.problems)
+    mixed = plan_run(
+        toy("data.mix={scenes: 0.7, stamps: 0.3}"), ["proxy"], world_size=1
+    )  # a mix falls back to scenes
+    assert not mixed.problems and "stamps's share goes to generated scenes" in format_plan(mixed)

@@ -45,7 +45,7 @@ def add_eval_settings(parser: argparse.ArgumentParser) -> None:
     for f in fields(EvalSettings):
         default = "the first run's student resolution, else 128" if f.name == "resolution" else f.default
         parser.add_argument(
-            f"--{f.name.replace('_', '-')}", dest=f.name, type=int, help=f"default: {default}"
+            f"--{f.name.replace('_', '-')}", dest=f.name, type=type(f.default), help=f"default: {default}"
         )
 
 

@@ -18,9 +18,10 @@ from distill.data.natural import dead_leaves, natural_noise
 from distill.data.photos import load_photo, photo_names
 from distill.data.scenes import SceneGenerator
 from distill.data.shards import TarShards
+from distill.data.stamps import paste_stamps, stamp_files
 
 DEFAULT_MIX = {"scenes": 0.75, "photos": 0.25}  # `mixed`: generated scenes, plus random crops of the photos
-MIXABLE = ("scenes", "photos", "fashion", "leaves", "noise")
+MIXABLE = ("scenes", "photos", "fashion", "leaves", "noise", "stamps")
 SCENE_CHUNK = 256  # scenes rendered per generator call (bounds memory)
 
 
@@ -52,6 +53,19 @@ def fashion_views(count: int, resolution: int, seed: int) -> Tensor:
     return torch.where(flips[:, None, None, None], rgb.flip(-1), rgb)
 
 
+def stamp_views(count: int, resolution: int, seed: int) -> Tensor:
+    """`count` object views: backgrounds (half crops of the training photos, half dead leaves, shuffled;
+    not those of the `photos` and `leaves` sources of the same seed) with Tux Paint's stamps pasted on them
+    (`distill.data.stamps`)."""
+    generator = torch.Generator().manual_seed(seed)
+    photos_seed, leaves_seed = torch.randint(2**31, (2,), generator=generator).tolist()
+    half = count // 2
+    backgrounds = torch.cat(
+        [photo_crops(half, resolution, photos_seed), dead_leaves(count - half, resolution, leaves_seed)]
+    )
+    return paste_stamps(backgrounds[torch.randperm(count, generator=generator)], generator)
+
+
 def mixture_counts(count: int, mix: dict[str, float]) -> dict[str, int]:
     """Split `count` views over the mixture's sources by their shares (the last source takes the rest)."""
     unknown = sorted(set(mix) - set(MIXABLE))
@@ -63,15 +77,30 @@ def mixture_counts(count: int, mix: dict[str, float]) -> dict[str, int]:
     return counts
 
 
+def missing_sources(mix: dict[str, float]) -> dict[str, str]:
+    """The sources of the mixture with a share whose files are not installed (Fashion-MNIST, the stamps),
+    each with what is missing."""
+    missing = {}
+    if mix.get("fashion", 0) > 0 and local_files("train") is None:
+        missing["fashion"] = MISSING
+    if mix.get("stamps", 0) > 0:
+        try:
+            stamp_files()
+        except FileNotFoundError as error:
+            missing["stamps"] = str(error)
+    return missing
+
+
 def available_mix(mix: dict[str, float]) -> dict[str, float]:
-    """The mixture, Fashion-MNIST's share given to generated scenes (with a warning) where it is missing."""
-    if mix.get("fashion", 0) <= 0:
+    """The mixture, the shares of sources whose files are missing given to generated scenes (with a
+    warning each)."""
+    missing = missing_sources(mix)
+    for why in missing.values():
+        warnings.warn(f"data.mix: {why}; its share goes to generated scenes", stacklevel=2)
+    if not missing:
         return mix
-    if local_files("train") is not None:
-        return mix
-    warnings.warn(f"data.mix: {MISSING}; its share goes to generated scenes", stacklevel=2)
-    rest = {name: share for name, share in mix.items() if name != "fashion"}
-    return rest | {"scenes": rest.get("scenes", 0) + mix["fashion"]}
+    rest = {name: share for name, share in mix.items() if name not in missing}
+    return rest | {"scenes": rest.get("scenes", 0) + sum(mix[name] for name in missing)}
 
 
 def to_uint8(images: Tensor) -> Tensor:
@@ -92,6 +121,7 @@ def build_views(
     Args:
         source: `scenes`, `photos` (crops of the training photos), `fashion` (Fashion-MNIST's train
             split), `leaves` (dead-leaves images), `noise` (1/f spectral noise; see `distill.data.natural`),
+            `stamps` (Tux Paint's photographed objects on photo crops and dead leaves; see `stamp_views`),
             `mixed` (a mixture of those by `mix`), `folder:<path>` or `shards:<glob>`.
         count: number of views (for folders and shards: at most this many images, in order).
         resolution: square side.
@@ -118,6 +148,8 @@ def build_views(
         return to_uint8(dead_leaves(count, resolution, seed))
     if kind == "noise":
         return to_uint8(natural_noise(count, resolution, seed))
+    if kind == "stamps":
+        return to_uint8(stamp_views(count, resolution, seed))
     if kind == "mixed":
         counts = mixture_counts(count, available_mix(mix or DEFAULT_MIX))
         parts = [build_views(name, n, resolution, seed, device) for name, n in counts.items() if n > 0]
@@ -126,5 +158,5 @@ def build_views(
     if kind in ("folder", "shards") and argument:
         reader = ImageFolder(argument) if kind == "folder" else TarShards(argument)
         return to_uint8(stack_views(reader, resolution, limit=count)[0])
-    known = "scenes, photos, fashion, leaves, noise, mixed, folder:<path>, shards:<glob>"
+    known = "scenes, photos, fashion, leaves, noise, stamps, mixed, folder:<path>, shards:<glob>"
     raise ValueError(f"unknown data source '{source}' ({known})")

@@ -32,8 +32,8 @@ class EvalData:
     Attributes:
         scenes_train, scenes_test: generated scenes (class, segmentation, depth, edges, text labels).
         fashion_train, fashion_test: Fashion-MNIST subsets (None when the dataset is not installed).
-        photos: crops of the held-out bundled photos (no training view crops them), for agreement with the
-            experts' own outputs.
+        photos: crops of the bundled photos of the settings' split (by default the held-out ones, which no
+            training view crops), for agreement with the experts' own outputs.
         scene_pairs, photo_pairs: warped copies of the first test scenes and photo crops, with keypoints.
     """
 
@@ -61,12 +61,14 @@ def build_eval_data(
     seed: int,
     fashion_resolution: int,
     correspondence_pairs: int,
+    photo_split: str = "held_out",
 ) -> EvalData:
     """Build the evaluation sets (deterministic for a seed).
 
     Scenes and photo crops are at `resolution`; Fashion-MNIST's 28 px images are upsampled to
     `fashion_resolution`. Scenes come from a generator seed offset from training's, so no evaluation
-    scene is a training view; the photo crops are of the held-out photos, which training views never crop.
+    scene is a training view; the photo crops are of the `photo_split` photos: by default the held-out ones,
+    which training views never crop (`train`: new crops of the photos they do crop).
     The correspondence pairs warp the first `correspondence_pairs` test scenes and crops (or all of them).
     """
     if correspondence_pairs < 0:
@@ -82,7 +84,7 @@ def build_eval_data(
     except FileNotFoundError as error:
         warnings.warn(f"Fashion-MNIST probes skipped: {error}", stacklevel=2)
         fashion = (None, None)
-    crops = photo_crops(photos, resolution, seed + EVAL_SEED_OFFSET, split="held_out")
+    crops = photo_crops(photos, resolution, seed + EVAL_SEED_OFFSET, split=photo_split)
     scenes = scenes_test.images[:correspondence_pairs]
     objects = scene_objects(scenes_test.instances[: len(scenes)], generator.max_layers)
     scene_pairs = make_pairs("scenes_test", scenes, objects, seed + EVAL_SEED_OFFSET)

@@ -48,7 +48,7 @@ def eval_data(settings: EvalSettings) -> EvalData:
     return build_eval_data(
         settings.resolution, settings.scene_train, settings.scene_test, settings.fashion_train,
         settings.fashion_test, settings.photos, settings.seed, settings.fashion_resolution,
-        settings.correspondence_pairs,
+        settings.correspondence_pairs, settings.photo_split,
     )  # fmt: skip
 
 

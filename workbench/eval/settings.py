@@ -13,7 +13,10 @@ class EvalSettings:
     The defaults keep a CPU evaluation of the toy run to minutes: the CRAFT and HED experts are
     VGG16-sized. Dense probes read patch grids area-pooled to at most `max_grid` per side. The
     correspondence probe warps the first `correspondence_pairs` test scenes and as many photo crops. The
-    propagation probe follows the objects of `clips` generated clips of `clip_frames` frames.
+    propagation probe follows the objects of `clips` generated clips of `clip_frames` frames. The photo
+    crops come from the `photo_split` photos (`distill.data.photos.photo_names`): `held_out`, which no
+    training view crops, or `train`, new crops of the photos training views crop; the two together tell
+    what a model learned from what it memorised.
     """
 
     resolution: int = 128
@@ -23,6 +26,7 @@ class EvalSettings:
     fashion_test: int = 300
     fashion_resolution: int = 64
     photos: int = 64
+    photo_split: str = "held_out"
     correspondence_pairs: int = 32
     clips: int = 8
     clip_frames: int = 8

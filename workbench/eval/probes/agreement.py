@@ -1,6 +1,7 @@
 """How well an encoder's expert-space outputs, read by each expert's own head, agree with the expert, on crops
-of the held-out photos (which no training view crops). Experts have no such outputs: their rows stay empty
-here, so these columns never enter the normalised score."""
+of the evaluation's photos (by default the held-out ones, which no training view crops; see `photo_split`).
+Experts have no such outputs: their rows stay empty here, so these columns never enter the normalised
+score."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ PROBE = register_probe(
                 ("text_head_r", "Text head r"),
             )
         ),
-        settings=("resolution", "photos", "batch_size", "seed"),
+        settings=("resolution", "photos", "photo_split", "batch_size", "seed"),
         run=run,
     )
 )

@@ -41,6 +41,7 @@ PROBE = register_probe(
             "scene_train",
             "scene_test",
             "photos",
+            "photo_split",
             "correspondence_pairs",
             "batch_size",
             "seed",

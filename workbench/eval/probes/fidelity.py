@@ -37,7 +37,7 @@ PROBE = register_probe(
             ),
             Column("rankme", "RankMe", digits=1, normalised=False),
         ),
-        settings=("resolution", "photos", "batch_size", "seed"),
+        settings=("resolution", "photos", "photo_split", "batch_size", "seed"),
         run=run,
     )
 )
