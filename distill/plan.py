@@ -42,7 +42,7 @@ FOLDER_COUNT_CAP = 1000  # stop counting a folder's images here
 INIT_FILLS = frozenset(
     ("uniform_", "normal_", "erfinv_", "clamp_", "mul_", "add_", "sub_", "div_", "fill_", "zero_", "copy_")
 )
-GENERATED_SOURCES = (*MIXABLE, "mixed")  # the sources `build_views` generates without files
+GENERATED_SOURCES = (*MIXABLE, "mixed")  # the sources `build_views` makes itself (no folder or shards)
 
 
 @dataclass
