@@ -6,12 +6,18 @@ Its own module so the app (`apps.gradio_app`) and each tab's module can use it w
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import logging
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import gradio as gr
+import numpy as np
+from PIL import Image
 
+from distill.atomic import atomic_path
 from workbench.explore.explorer import Panel, View
 
 log = logging.getLogger(__name__)
@@ -67,9 +73,33 @@ def recompute(fn: Callable) -> dict:
     return {"show_progress": "minimal", "concurrency_id": fn.__name__, **LATEST}
 
 
+@functools.cache
+def picture_folder() -> Path:
+    """This process's folder of gallery pictures (see `picture_file`)."""
+    return Path(tempfile.mkdtemp(prefix="eupe-app-pictures-"))
+
+
+def picture_file(image: np.ndarray) -> str:
+    """A PNG file of a uint8 [H, W, 3] picture, named by its content and written once (atomically).
+
+    Gradio saves a picture given as an array to its cache under a name taken from its content, and writes
+    that file again every time an output holds the same picture: a streamed gallery re-sends its earlier
+    pictures with each new one, so a browser still fetching one got a broken response ("Too much data for
+    declared Content-Length") and the picture never showed. A file path is copied into Gradio's cache once,
+    under a temporary name, then renamed.
+    """
+    image = np.ascontiguousarray(image)
+    digest = hashlib.sha256(repr((image.shape, image.dtype.str)).encode() + image.tobytes()).hexdigest()
+    path = picture_folder() / f"{digest[:32]}.png"
+    if not path.exists():
+        with atomic_path(path) as tmp:
+            Image.fromarray(image).save(tmp, format="PNG")
+    return str(path)
+
+
 def gallery(panels: list[Panel]) -> list[tuple]:
-    """Panels as Gradio gallery items."""
-    return [(panel.image, panel.caption) for panel in panels]
+    """Panels as Gradio gallery items: (a file of the picture, its caption); see `picture_file`."""
+    return [(picture_file(panel.image), panel.caption) for panel in panels]
 
 
 def notes(view: View, *extra: str) -> str:

@@ -13,6 +13,7 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
+from pictures import gallery_arrays
 from PIL import Image
 
 from apps.gradio_app import Callbacks, build_app
@@ -137,6 +138,7 @@ def test_feature_maps_stream_per_encoder_and_never_recompute(calls, key, run):
     assert steps[-1][1].startswith("2 of 2 encoders") and "one basis each · unmasked" in steps[-1][1]
     assert store.forward_passes - before == 2
     masked, shown = list(calls.feature_maps(key, specs, SIDE, OWN_SPACE, False, True, 0.0))[-1]
+    masked = gallery_arrays(masked)
     assert "background masked (threshold 0 std)" in shown
     black = (masked[1][0] == 0).all(-1).mean()
     assert 0 < black < 1  # background patches painted black
@@ -160,7 +162,7 @@ def test_clicked_patch_is_most_similar_to_itself(calls, key, run):
     )
     assert point == (6 / SIDE, 6 / SIDE) and notes == "similarity to the patch at (0.09, 0.09)"
     assert tuple(picture[6, 6]) == (0, 255, 0)
-    ((similar, caption),) = gallery
+    ((similar, caption),) = gallery_arrays(gallery)
     assert caption.startswith("tiny/multires · ") and caption.endswith(" to 1")
     # pixel (14, 14) lies in the clicked 16x16 patch, off the cross: similarity 1 (the top of the colour
     # scale) over the image at alpha 0.65
@@ -181,15 +183,15 @@ def test_keep_aspect_shows_a_wide_upload_whole_and_maps_clicks_by_width_and_heig
     gallery, _ = list(calls.feature_maps(key, specs, SIDE, OWN_SPACE, False, False, 0.0, keep_aspect=True))[
         -1
     ]
-    assert all(picture.shape == (height, width, 3) for picture, _ in gallery)
+    assert all(picture.shape == (height, width, 3) for picture, _ in gallery_arrays(gallery))
     grids = [caption.split(" · ")[1].split(" ")[0].split("x") for _, caption in gallery[1:]]
     assert len(grids) == 2 and all(int(h) < int(w) for h, w in grids)
     square, _ = list(calls.feature_maps(key, specs, SIDE, OWN_SPACE, False, False, 0.0))[-1]
-    assert all(picture.shape == (SIDE, SIDE, 3) for picture, _ in square)
+    assert all(picture.shape == (SIDE, SIDE, 3) for picture, _ in gallery_arrays(square))
     click = gr.SelectData(None, {"index": [width - 1, height // 2], "value": None})
     point, picture, similar, _ = calls.click(key, specs, SIDE, click, keep_aspect=True)
     assert point == ((width - 1) / width, (height // 2) / height)
-    assert picture.shape == similar[0][0].shape == (height, width, 3)
+    assert picture.shape == gallery_arrays(similar)[0][0].shape == (height, width, 3)
     assert tuple(picture[height // 2, width - 1]) == (0, 255, 0)
 
 
@@ -217,7 +219,7 @@ def test_teacher_vs_student_agreement_and_expert_readings(calls, key, run):
 
 def test_probes_of_a_run_predict_what_they_were_trained_to(calls, key, run):
     gallery, notes = calls.probes(key, student(run), SIDE)
-    (segmentation, seg_caption), (_, depth_caption) = gallery
+    (segmentation, seg_caption), (_, depth_caption) = gallery_arrays(gallery)
     assert seg_caption == "segmentation" and depth_caption == f"depth · {DEPTH:.2f} to {DEPTH:.2f}"
     colour = (palette(len(SEGMENT_CLASSES))[SEG_CLASS] * 255).round().numpy()
     assert (segmentation == colour).all()
@@ -245,7 +247,8 @@ def test_probes_on_a_scene_show_its_ground_truth_beside_each_prediction(calls, r
         captions[3].startswith("depth · ") and captions[3].endswith(" · ground truth") and len(captions) == 4
     )
     labels = SceneGenerator(SIDE, seed=5).batch(0, 1).segmentation[0]
-    assert np.array_equal(gallery[1][0], to_picture(label_colours(labels, len(SEGMENT_CLASSES)), SIDE))
+    truth = to_picture(label_colours(labels, len(SEGMENT_CLASSES)), SIDE)
+    assert np.array_equal(gallery_arrays(gallery)[1][0], truth)
     assert "trained on generated scenes, like this one" in notes
 
 
@@ -400,3 +403,20 @@ def test_teachers_show_opens_students_at_the_side_they_trained_at(run, tmp_path,
     assert floor.kind == "random" and floor.resolution == 64 and floor.experts() == []
     with pytest.raises(SystemExit, match="--floor draws the random floor of the last --students stage"):
         main([*command, "--floor"])
+
+
+def test_a_picture_shown_again_is_never_rewritten(calls, key, run):
+    # Gradio rewrote the file of an array picture whenever an output held it again (a streamed gallery
+    # re-sends its earlier pictures), breaking a browser's fetch of it mid-way: pictures are files now,
+    # named by content and written once, which Gradio copies into its cache once.
+    specs = ["edges", student(run)]
+    first, last = (g for g, _ in list(calls.feature_maps(key, specs, SIDE, OWN_SPACE, False, False, 0.0)))
+    assert [p for p, _ in first] == [p for p, _ in last[:2]]  # the streamed input and edges map: same files
+    stats = {path: Path(path).stat() for path, _ in last}
+    again, _ = list(calls.feature_maps(key, specs, SIDE, OWN_SPACE, False, False, 0.0))[-1]
+    for path, _ in again:
+        now = Path(path).stat()
+        assert (now.st_ino, now.st_mtime_ns) == (stats[path].st_ino, stats[path].st_mtime_ns)
+    pictures = [picture for picture, _ in gallery_arrays(again)]
+    assert all(p.dtype == np.uint8 and p.shape == (SIDE, SIDE, 3) for p in pictures)
+    assert not np.array_equal(pictures[0], pictures[1])  # the input and the map: different files

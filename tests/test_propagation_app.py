@@ -6,6 +6,7 @@ import gradio as gr
 import numpy as np
 import pytest
 import torch
+from pictures import gallery_arrays
 from PIL import Image
 
 from apps.propagation_tab import GENERATED, UPLOADED, Propagate
@@ -46,6 +47,7 @@ def test_kmeans_finds_planted_directions_largest_first_and_colours_match_by_over
 def test_segments_tab_shows_the_image_and_one_overlay_per_encoder(explorer):
     key = explorer.load_photo("chelsea")
     panels, shown = Segments(explorer).segments(key, ["tiny", "other"], SIDE, 3)
+    panels = gallery_arrays(panels)
     assert [caption for _, caption in panels] == ["input", "tiny · 4x4 patches", "tiny · 4x4 patches"]
     assert all(picture.shape == (SIDE, SIDE, 3) for picture, _ in panels)
     assert np.array_equal(panels[1][0], panels[2][0])  # one encoder twice: the same colours
