@@ -268,7 +268,7 @@ def check_data(config: RunConfig, stages: list[str], host_memory_gib: float) -> 
     data, problems = config.data, []
     kind, _, argument = data.source.partition(":")
     if kind in GENERATED_SOURCES and not argument:
-        missing = missing_sources(data.mix or DEFAULT_MIX if kind == "mixed" else {kind: 1.0})
+        missing = missing_sources((data.mix or DEFAULT_MIX) if kind == "mixed" else {kind: 1.0})
         lines = [f"source {data.source}: generated" + ("" if missing else ", ok")]
         for name, why in missing.items():
             if kind == "mixed":

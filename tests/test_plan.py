@@ -94,7 +94,6 @@ def test_the_data_check_names_missing_stamps(tmp_path: Path, monkeypatch) -> Non
     monkeypatch.setenv("TUXPAINT_STAMPS_DIR", str(tmp_path))
     plan = plan_run(toy("data.source=stamps"), ["proxy"], world_size=1)
     assert any("tuxpaint-stamps-default" in problem for problem in plan.problems)
-    mixed = plan_run(
-        toy("data.mix={scenes: 0.7, stamps: 0.3}"), ["proxy"], world_size=1
-    )  # a mix falls back to scenes
+    # in a mix, the stamps' share falls back to scenes: a line of the plan, not a problem
+    mixed = plan_run(toy("data.mix={scenes: 0.7, stamps: 0.3}"), ["proxy"], world_size=1)
     assert not mixed.problems and "stamps's share goes to generated scenes" in format_plan(mixed)

@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
 DEBIAN_DIR = Path("/usr/share/tuxpaint/stamps")
@@ -47,9 +49,6 @@ def stamp_files(folder: Path | None = None) -> list[Path]:
 
 def load_stamp(path: Path) -> Tensor:
     """A stamp as float RGBA [4, H, W] in [0, 1] (palette, grey and RGB files get an opaque alpha)."""
-    import numpy as np
-    from PIL import Image
-
     with Image.open(path) as image:
         rgba = np.asarray(image.convert("RGBA"))
     return torch.from_numpy(rgba.copy()).permute(2, 0, 1).float().div(255)
